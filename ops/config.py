@@ -1,0 +1,112 @@
+"""The one place Agora reads its configuration: ``AGORA_*`` environment variables.
+
+Precedence, highest first: the environment, then the addresses of a running local
+stack (``agora stack up`` records them in ``$AGORA_STACK_DIR/stack.json``), then the
+defaults below. So after ``agora stack up`` every ``agora`` command and test finds the
+stack without exports, and production simply sets the variables.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+STATE_FILE = "stack.json"
+
+
+class _RunningStackSource(PydanticBaseSettingsSource):
+    """Settings published by a running local stack (its ``env`` section)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values().get(field_name), field_name, False
+
+    def _values(self) -> dict[str, Any]:
+        stack_dir = Path(self.current_state.get("stack_dir") or _default_stack_dir())
+        try:
+            state = json.loads((stack_dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k.removeprefix("AGORA_").lower(): v for k, v in state.get("env", {}).items()}
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values().items() if k in self.settings_cls.model_fields}
+
+
+def _default_stack_dir() -> Path:
+    return Path.cwd() / ".agora"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGORA_", extra="ignore", frozen=True)
+
+    stack_dir: Path = Field(
+        default_factory=_default_stack_dir,
+        description="Where the local stack keeps its data, logs and state file.",
+    )
+    broker: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    postgres_dsn: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/agora", description="PostgreSQL connection URI."
+    )
+    clickhouse_url: str = Field(
+        "",
+        description="chdb:///abs/dir for the embedded engine or http(s)://user:pw@host:8123/db "
+        "for a server. Empty means chdb in $AGORA_STACK_DIR/clickhouse.",
+    )
+    triton_grpc: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port.")
+    qdrant_url: str = Field(
+        "",
+        description="http(s):// URL of a Qdrant server, or a directory for Qdrant's local "
+        "mode. Empty means $AGORA_STACK_DIR/qdrant.",
+    )
+    partitions: int = Field(
+        4, ge=1, description="Partitions of the chat, relevance and inference topics."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replication factor of every topic.")
+    session_timeout_s: float = Field(
+        3.0, gt=0, description="Consumer-group session timeout (short suits the local broker)."
+    )
+    heartbeat_interval_s: float = Field(0.5, gt=0, description="Consumer heartbeat interval.")
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: Literal["console", "json"] = Field("console", description="Log rendering.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _RunningStackSource(settings_cls), file_secret_settings)
+
+    @property
+    def clickhouse(self) -> str:
+        return self.clickhouse_url or f"chdb://{(self.stack_dir / 'clickhouse').resolve()}"
+
+    @property
+    def qdrant(self) -> str:
+        return self.qdrant_url or str((self.stack_dir / "qdrant").resolve())
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings (tests build their own ``Settings`` instead)."""
+    return Settings()
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default, description) rows for the README and ``agora config``."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = "./.agora" if name == "stack_dir" else field.default
+        rows.append((f"AGORA_{name.upper()}", str(default), field.description or ""))
+    return rows

@@ -1,0 +1,34 @@
+"""The Kafka topics of DESIGN.md: name, key, the events each carries, retention.
+
+The chat, relevance and inference topics share ``AGORA_PARTITIONS`` so that a
+channel's records land on the same partition number in each and so meet in the same
+worker; the other topics use the same count, since none needs more locally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    events: tuple[str, ...]
+    config: dict[str, str] = field(default_factory=dict)
+
+
+CHAT_MESSAGES = Topic("agora.chat.messages", "channel_id", ("ChatMessage",))
+RELEVANCE_DECISIONS = Topic("agora.relevance.decisions", "channel_id", ("RelevanceDecision",))
+INFERENCE_TASKS = Topic("agora.inference.tasks", "channel_id", ("InferenceTask",))
+TOOL_REQUESTS = Topic("agora.tool.requests", "channel_id", ("ToolRequest",))
+TOOL_RESULTS = Topic("agora.tool.results", "channel_id", ("ToolResult",))
+VOTES = Topic("agora.votes", "vote_id", ("VoteProposal", "Ballot"))
+VOTE_RESULTS = Topic("agora.vote.results", "vote_id", ("VoteResult", "BallotRejected"))
+# The registry is read as a table: only the latest profile per agent matters.
+AGENTS = Topic("agora.agents", "agent_id", ("AgentProfile",),
+               {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})
+DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
+
+ALL: tuple[Topic, ...] = (CHAT_MESSAGES, RELEVANCE_DECISIONS, INFERENCE_TASKS, TOOL_REQUESTS,
+                          TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS, DEADLETTER)
