@@ -52,7 +52,7 @@ class Service:
 
     def healthy(self, rec: Record) -> bool:
         """Cheap liveness for ``status`` and for ``up`` deciding whether to restart."""
-        return rec.proc is None or (leader_alive(rec.proc) and port_open(_port(rec.address)))
+        return leader_alive(rec.proc) and port_open(_port(rec.address))
 
     def stop(self, rec: Record) -> None:
         if rec.proc:
@@ -64,7 +64,7 @@ class Service:
 
 
 def _port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1].split("/")[0])
+    return int(address.rsplit(":", 1)[1])
 
 
 def _package_dir(name: str) -> Path:
@@ -244,25 +244,25 @@ def _triton_ready(address: str) -> bool:
         return bool(index) and all(m.get("state") == "READY" for m in index)
 
 
-class ClickHouse(Service):
-    name = "clickhouse"
-    describe = "ClickHouse engine in-process (chdb); one process opens the directory"
+class Embedded(Service):
+    """An engine that runs inside the processes using it: the stack only owns its directory."""
+
+    def __init__(self, name: str, describe: str, variable: str, scheme: str = ""):
+        self.name, self.describe, self.variable, self.scheme = name, describe, variable, scheme
 
     def start(self, stack_dir: Path, stack_id: str) -> Record:
-        path = (stack_dir / "clickhouse").resolve()
+        path = (stack_dir / self.name).resolve()
         path.mkdir(parents=True, exist_ok=True)
-        url = f"chdb://{path}"
-        return Record(self.name, url, {"AGORA_CLICKHOUSE_URL": url})
+        address = f"{self.scheme}{path}"
+        return Record(self.name, address, {self.variable: address})
+
+    def healthy(self, rec: Record) -> bool:
+        return Path(rec.address.removeprefix(self.scheme)).is_dir()
 
 
-class Qdrant(Service):
-    name = "qdrant"
-    describe = "Qdrant local mode (qdrant-client, on disk)"
-
-    def start(self, stack_dir: Path, stack_id: str) -> Record:
-        path = (stack_dir / "qdrant").resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return Record(self.name, str(path), {"AGORA_QDRANT_URL": str(path)})
-
-
-SERVICES: tuple[Service, ...] = (Broker(), Postgres(), Triton(), ClickHouse(), Qdrant())
+SERVICES: tuple[Service, ...] = (
+    Broker(), Postgres(), Triton(),
+    Embedded("clickhouse", "ClickHouse engine in-process (chdb); one process opens the directory",
+             "AGORA_CLICKHOUSE_URL", scheme="chdb://"),
+    Embedded("qdrant", "Qdrant local mode (qdrant-client, on disk)", "AGORA_QDRANT_URL"),
+)
