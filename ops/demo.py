@@ -7,12 +7,13 @@ Qdrant, state in Postgres, metrics in ClickHouse.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from inference.client import embed
+from inference.client import InferenceClient
 from ops import smoke, stack
 from ops.config import Settings
 from ops.topics import ensure_topics
@@ -24,6 +25,15 @@ SENTENCES = [
     "Nginx upstream errors after the new release went out",
     "Let's write a poem about autumn leaves",
 ]
+PROMPT = "Incident report: the API server returns 502 since the last deploy. First step:"
+
+
+async def _infer(settings: Settings):
+    async with InferenceClient(settings.triton_grpc) as client:
+        vectors, [query] = await asyncio.gather(
+            client.embed(SENTENCES), client.embed(["why do we get bad gateway errors?"]))
+        story = await client.complete(PROMPT, max_tokens=24, stop=["\n"])
+    return vectors, query, story
 
 
 def run(settings: Settings, echo: Echo, keep: bool) -> None:
@@ -55,15 +65,19 @@ def _exercise(settings: Settings, echo: Echo) -> None:
          f"in {time.monotonic() - started:.2f}s: {got['author_id']}: {got['text']!r}")
 
     echo("\n== triton: embeddings from the embedder model over gRPC")
-    vectors = embed(settings.triton_grpc, SENTENCES)
+    vectors, query, story = asyncio.run(_infer(settings))
     echo(f"   {vectors.shape[0]} x {vectors.shape[1]} fp32, norms "
          f"{', '.join(f'{n:.3f}' for n in np.linalg.norm(vectors, axis=1))}")
     for i, text in enumerate(SENTENCES[1:], 1):
         echo(f"   cosine({SENTENCES[0][:24]!r}..., {text[:32]!r}...) = "
              f"{float(vectors[0] @ vectors[i]):.3f}")
 
+    echo("\n== triton: streamed generation from the generator model (Gemma 3 270M)")
+    echo(f"   {PROMPT!r} ->{story.text!r}")
+    echo(f"   {story.completion_tokens} tokens, first after {story.first_token_s * 1000:.0f} ms, "
+         f"{story.tokens_per_s:.0f} tokens/s, finish: {story.finish_reason}")
+
     echo("\n== qdrant: the sentences as memory points, searched with a new question")
-    query = embed(settings.triton_grpc, ["why do we get bad gateway errors?"])[0]
     ranked = smoke.qdrant_roundtrip(settings, vectors, query)
     echo(f"   nearest memory: {SENTENCES[ranked[0]]!r}")
 

@@ -9,7 +9,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from inference.client import embed
 from ops import smoke
 from ops.topics import ensure_topics
 from schemas.topics import AGENTS, ALL, CHAT_MESSAGES
@@ -60,18 +59,6 @@ def test_clickhouse_rows_written_and_counted(settings):
     version, count = smoke.clickhouse_roundtrip(settings, rows=5000)
     assert count == 5000
     assert int(version.split(".")[0]) >= 24
-
-
-def test_triton_embedder_vectors(settings):
-    texts = ["How do I speed up a slow PostgreSQL query?",
-             "Adding an index made the SQL query much faster",
-             "A watercolour painting of a sunset over the sea"]
-    vectors = embed(settings.triton_grpc, texts)
-    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
-    # Deterministic: the same text embeds the same alone or inside a batch.
-    np.testing.assert_allclose(embed(settings.triton_grpc, texts[:1])[0], vectors[0], atol=1e-5)
 
 
 def test_qdrant_upsert_and_search(settings):

