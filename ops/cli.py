@@ -10,12 +10,14 @@ from ops import stack as local_stack
 from ops.config import Settings, documented
 from ops.logs import configure
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Agora: a streaming backend for channels shared by AI agents and people.")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded local stack (no Docker).")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the flow.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+agents_app = typer.Typer(no_args_is_help=True, help="The agent registry (agora.agents).")
+app.add_typer(agents_app, name="agents")
 
 
 def _settings() -> Settings:
@@ -72,6 +74,70 @@ def topics_create() -> None:
 
     for t in ensure_topics(_settings()):
         typer.echo(f"{t.name:<28} partitions={t.partitions} {t.action}")
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run a worker: relevance and responder agents (workers form one consumer group)."""
+    from streams.worker import run
+
+    run(_settings())
+
+
+def _registry():
+    from streams.registry.profiles import Registry
+
+    return Registry(_settings())
+
+
+@agents_app.command("create")
+def agents_create(
+    template: str = typer.Option(..., "--template", "-t", help="Template name."),
+    channel: str = typer.Option(..., "--channel", "-c", help="Channel the agent joins."),
+    agent_id: str = typer.Option(None, "--id", help="Agent id (default: the template name)."),
+    name: str = typer.Option(None, "--name", help="Display name."),
+) -> None:
+    """Create an agent from a template (or add a channel to an existing one)."""
+    try:
+        profile, action = _registry().create(template, channel, agent_id, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"{profile['agent_id']} {action}: {profile['name']} in "
+               f"{', '.join(profile['channels'])}")
+
+
+@agents_app.command("list")
+def agents_list() -> None:
+    """Every agent with its state, channels and tools."""
+    from streams.registry.profiles import templates
+
+    profiles = _registry().load()
+    if not profiles:
+        typer.echo(f"no agents yet; templates: {', '.join(templates())}", err=True)
+    for p in sorted(profiles.values(), key=lambda p: p["agent_id"]):
+        typer.echo(f"{p['agent_id']:<22} {p['state']:<11} {p['template']:<19} "
+                   f"channels={','.join(p['channels'])} tools={','.join(p['tools'])}")
+
+
+def _set_state(agent_id: str, state: str, reason: str | None) -> None:
+    try:
+        profile = _registry().set_state(agent_id, state, reason)
+    except KeyError as exc:
+        typer.echo(exc.args[0], err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{profile['agent_id']} is {profile['state']}")
+
+
+@agents_app.command("pause")
+def agents_pause(agent_id: str, reason: str = typer.Option(None, help="Why.")) -> None:
+    """Stop selecting the agent for new messages."""
+    _set_state(agent_id, "PAUSED", reason)
+
+
+@agents_app.command("resume")
+def agents_resume(agent_id: str) -> None:
+    """Make a paused agent active again."""
+    _set_state(agent_id, "ACTIVE", None)
 
 
 @app.command("config")

@@ -9,6 +9,8 @@ stack without exports, and production simply sets the variables.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +76,19 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Consumer-group session timeout (short suits the local broker)."
     )
     heartbeat_interval_s: float = Field(0.5, gt=0, description="Consumer heartbeat interval.")
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Stable name of this worker: keys its status records (set it per replica "
+        "so a restart takes its keys back). Default: host-pid.",
+    )
+    web_port: int = Field(0, ge=0, description="Faust web port of a worker (0: a free port).")
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://.")
+    relevance_config: Path = Field(
+        Path(__file__).resolve().parents[1] / "streams" / "relevance" / "config.yaml",
+        description="YAML weights, threshold, top-k, cool-down and turn budget of relevance.",
+    )
+    history_size: int = Field(12, ge=1, description="Channel messages a prompt includes.")
+    inference_timeout_s: float = Field(60.0, gt=0, description="Deadline of one inference call.")
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field("console", description="Log rendering.")
 
@@ -107,6 +122,7 @@ def documented() -> list[tuple[str, str, str]]:
     """(variable, default, description) rows for the README and ``agora config``."""
     rows = []
     for name, field in Settings.model_fields.items():
-        default = "./.agora" if name == "stack_dir" else field.default
+        default = {"stack_dir": "./.agora", "worker_id": "host-pid",
+                   "relevance_config": "streams/relevance/config.yaml"}.get(name, field.default)
         rows.append((f"AGORA_{name.upper()}", str(default), field.description or ""))
     return rows

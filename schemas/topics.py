@@ -28,7 +28,10 @@ VOTE_RESULTS = Topic("agora.vote.results", "vote_id", ("VoteResult", "BallotReje
 # The registry is read as a table: only the latest profile per agent matters.
 AGENTS = Topic("agora.agents", "agent_id", ("AgentProfile",),
                {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})
+# Workload and working state per agent and responder worker (single writer per key).
+AGENT_STATUS = Topic("agora.agents.status", "agent_id@worker_id", ("AgentStatus",),
+                     {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})
 DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
 
 ALL: tuple[Topic, ...] = (CHAT_MESSAGES, RELEVANCE_DECISIONS, INFERENCE_TASKS, TOOL_REQUESTS,
-                          TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS, DEADLETTER)
+                          TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS, AGENT_STATUS, DEADLETTER)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from ops import stack
 from ops.config import Settings
-from ops.stack.process import survivors
+from ops.stack.process import Proc, members, spawn, stop, survivors, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +29,75 @@ def settings() -> Settings:
         shutil.rmtree(stack_dir, ignore_errors=True)
     left = survivors(tracked)
     assert not left, f"stack processes survived the test session: {left}"
+
+
+class TopicReader:
+    """Reads a topic from the beginning, decoding every record; waits for matches."""
+
+    def __init__(self, settings: Settings, topic: str):
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "tests",
+                                  "enable.auto.commit": False})
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        self.records: list[tuple[str, dict]] = []
+
+    def poll(self, seconds: float = 0.5) -> None:
+        from schemas import codec
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            record = self.consumer.poll(0.1)
+            if record is not None and not record.error():
+                self.records.append(codec.decode(record.value()))
+
+    def wait(self, predicate, count: int = 1, timeout_s: float = 90) -> list[dict]:
+        """The first ``count`` records for which ``predicate(name, record)`` holds."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [r for name, r in self.records if predicate(name, r)]
+            if len(found) >= count or time.monotonic() > deadline:
+                assert len(found) >= count, f"{len(found)} of {count} records after {timeout_s}s"
+                return found[:count]
+            self.poll(0.5)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def reader(settings: Settings):
+    """Open TopicReaders on topics; closed at teardown."""
+    opened: list[TopicReader] = []
+
+    def open_reader(topic: str) -> TopicReader:
+        opened.append(TopicReader(settings, topic))
+        return opened[-1]
+
+    yield open_reader
+    for r in opened:
+        r.close()
+
+
+@pytest.fixture
+def workers(settings: Settings):
+    """Start `agora worker` processes (own process groups); all stopped at teardown."""
+    started: list[tuple[Proc, dict[int, int], Path]] = []
+
+    def start(name: str, **env: str) -> Proc:
+        variables = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
+        variables.update(AGORA_STACK_DIR=str(settings.stack_dir), AGORA_WORKER_ID=name, **env)
+        log = settings.stack_dir / "logs" / f"worker-{name}.log"
+        proc = spawn([str(Path(sys.executable).parent / "agora"), "worker"], log=log,
+                     env=variables)
+        wait_until(lambda: log.read_text().count("globaltable.ready") >= 2, timeout_s=60,
+                   what=f"worker {name}", proc=proc, log=log)
+        started.append((proc, members(proc), log))
+        return proc
+
+    yield start
+    for proc, _, log in started:
+        stop(proc, grace_s=15)
+        print(f"--- last lines of {log.name}:\n" + "\n".join(log.read_text().splitlines()[-25:]))
+    assert not survivors({pid: t for _, tracked, _ in started for pid, t in tracked.items()})

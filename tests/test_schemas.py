@@ -33,11 +33,13 @@ ROOT = Path(codec.__file__).parent
 EXPECTED_EVENTS = {
     "ChatMessage", "AgentProfile", "RelevanceDecision", "InferenceTask", "ToolRequest",
     "ToolResult", "VoteProposal", "Ballot", "VoteResult", "BallotRejected", "DeadLetter",
+    "AgentStatus",
 }
 # Released schemas are frozen: a changed fingerprint here means a released
 # file was edited, which would orphan every payload written with it.
 RELEASED_FINGERPRINTS = {
     ("AgentProfile", 1): "0ba1a89fa3d89185",
+    ("AgentStatus", 1): "8a4b9b0125047a4f",
     ("Ballot", 1): "0becc091f267ae77",
     ("BallotRejected", 1): "f91cab8bcc3c6756",
     ("ChatMessage", 1): "2f43b1c6b516ba99",

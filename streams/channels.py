@@ -1,0 +1,54 @@
+"""What the workers remember about a channel, as plain functions over a JSON dict.
+
+The relevance agent keeps one such dict per channel in a Faust table keyed by
+channel id (co-partitioned with the chat topic; its changelog holds JSON): the last messages (the responder's
+prompt history, reply-to lookups), when each agent last spoke (cool-down), and when
+an agent and another author last exchanged messages (the social factor).
+"""
+
+from __future__ import annotations
+
+EXCHANGES_KEPT = 256
+
+
+def empty() -> dict:
+    return {"history": [], "spoke": {}, "exchanges": {}}
+
+
+def entry(message: dict) -> dict:
+    return {"id": message["event_id"], "author_id": message["author_id"],
+            "author_kind": message["author_kind"], "text": message["text"],
+            "reply_to": message["reply_to"], "thread_id": message["thread_id"],
+            "metadata": message["metadata"],
+            "created_ms": int(message["created_at"].timestamp() * 1000)}
+
+
+def author_of(state: dict, message_id: str | None) -> str | None:
+    for item in reversed(state["history"]):
+        if item["id"] == message_id:
+            return item["author_id"]
+    return None
+
+
+def _pair(a: str, b: str) -> str:
+    return "|".join(sorted((a, b)))
+
+
+def last_exchange(state: dict, agent_id: str, author_id: str) -> int | None:
+    return state["exchanges"].get(_pair(agent_id, author_id))
+
+
+def remember(state: dict, message: dict, history_size: int) -> dict:
+    """The state after ``message``; the input is left untouched (tables need a new value)."""
+    item = entry(message)
+    history = [h for h in state["history"] if h["id"] != item["id"]] + [item]
+    spoke = dict(state["spoke"])
+    if item["author_kind"] == "AGENT":
+        spoke[item["author_id"]] = max(spoke.get(item["author_id"], 0), item["created_ms"])
+    exchanges = dict(state["exchanges"])
+    partner = author_of(state, item["reply_to"])
+    if partner and partner != item["author_id"]:
+        exchanges[_pair(partner, item["author_id"])] = item["created_ms"]
+        if len(exchanges) > EXCHANGES_KEPT:
+            exchanges = dict(sorted(exchanges.items(), key=lambda kv: kv[1])[-EXCHANGES_KEPT:])
+    return {"history": history[-history_size:], "spoke": spoke, "exchanges": exchanges}

@@ -1,0 +1,153 @@
+"""Agent profiles: made from templates, changed by lifecycle operations, published to
+the compacted ``agora.agents`` topic that every worker reads as its registry."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import structlog
+import yaml
+
+from ops.config import Settings
+from schemas import codec
+from schemas.topics import AGENTS
+
+log = structlog.get_logger("agora.registry")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATES = ("ACTIVE", "WORKING", "PAUSED", "ERROR", "MAINTENANCE")
+
+
+@lru_cache(maxsize=1)
+def templates() -> dict[str, dict]:
+    found = {}
+    for path in sorted(TEMPLATES.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        found[data["template"]] = data
+    return found
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_profile(template: str, channels: list[str], agent_id: str | None = None,
+                name: str | None = None) -> dict:
+    try:
+        spec = templates()[template]
+    except KeyError:
+        raise ValueError(f"unknown template {template!r}; templates: "
+                         f"{', '.join(templates())}") from None
+    now = _now()
+    return {
+        "event_id": str(uuid.uuid4()), "agent_id": agent_id or template,
+        "name": name or spec["name"], "template": template, "persona": spec["persona"],
+        "system_prompt": spec["system_prompt"], "expertise": spec["expertise"],
+        "tools": list(spec["tools"]), "channels": sorted(set(channels)),
+        "permissions": list(spec["permissions"]), "state": "ACTIVE", "state_reason": None,
+        "performance_score": float(spec.get("performance_score", 0.7)),
+        "created_at": now, "updated_at": now,
+    }
+
+
+def changed(profile: dict, **fields) -> dict:
+    """A new version of ``profile`` (new event id and update time)."""
+    return {**profile, **fields, "event_id": str(uuid.uuid4()), "updated_at": _now()}
+
+
+class Registry:
+    """The CLI's and gateway's side of the registry: read it whole, publish changes."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def load(self, timeout_s: float = 10) -> dict[str, dict]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.settings.broker,
+                             "group.id": "agora-registry-reader", "enable.auto.commit": False})
+        try:
+            meta = consumer.list_topics(AGENTS.name, timeout=timeout_s).topics[AGENTS.name]
+            if meta.error:
+                raise RuntimeError(f"{AGENTS.name}: {meta.error} (run `agora topics create`)")
+            parts = [TopicPartition(AGENTS.name, p, 0) for p in meta.partitions]
+            ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1]
+                    for p in parts}
+            consumer.assign(parts)
+            profiles: dict[str, dict] = {}
+            remaining = {p for p, end in ends.items() if end > 0}
+            while remaining:
+                record = consumer.poll(timeout_s)
+                if record is None:
+                    raise TimeoutError(f"registry not read to its end in {timeout_s}s")
+                if record.error():
+                    continue
+                key = (record.key() or b"").decode(errors="replace")
+                if record.value() is None:
+                    profiles.pop(key, None)
+                else:
+                    try:
+                        profiles[key] = codec.decode(record.value(), expected="AgentProfile")[1]
+                    except codec.CodecError as exc:
+                        # A foreign record must not hide the rest of the registry.
+                        log.warning("registry.bad_record", key=key, offset=record.offset(),
+                                    error=str(exc))
+                if record.offset() + 1 >= ends[record.partition()]:
+                    remaining.discard(record.partition())
+            return profiles
+        finally:
+            consumer.close()
+
+    def publish(self, profile: dict) -> None:
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.settings.broker, "acks": "all"})
+        producer.produce(AGENTS.name, key=profile["agent_id"].encode(),
+                         value=codec.encode("AgentProfile", profile))
+        if producer.flush(10):
+            raise TimeoutError("the broker did not acknowledge the profile")
+
+    def create(self, template: str, channel: str, agent_id: str | None = None,
+               name: str | None = None) -> tuple[dict, str]:
+        """Create an agent, or add ``channel`` to an existing one; returns (profile, action)."""
+        agent_id = agent_id or template
+        current = self.load().get(agent_id)
+        if current is not None:
+            if current["template"] != template:
+                raise ValueError(f"agent {agent_id!r} exists from template "
+                                 f"{current['template']!r}; choose another --id")
+            if channel in current["channels"]:
+                return current, "unchanged"
+            profile = changed(current, channels=sorted({*current["channels"], channel}))
+            action = "joined"
+        else:
+            profile = new_profile(template, [channel], agent_id, name)
+            action = "created"
+            self._store_expertise(profile)
+        self.publish(profile)
+        return profile, action
+
+    def _store_expertise(self, profile: dict) -> None:
+        """The expertise embedding, computed once through the embedder, kept in Qdrant."""
+        from inference.client import InferenceClient
+        from streams.memory import Memory
+
+        async def embed():
+            async with InferenceClient(self.settings.triton_grpc) as client:
+                return (await client.embed([profile["expertise"]]))[0]
+
+        Memory(self.settings.qdrant).put_expertise(profile["agent_id"], profile["expertise"],
+                                                  asyncio.run(embed()))
+
+    def set_state(self, agent_id: str, state: str, reason: str | None = None) -> dict:
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}; states: {', '.join(STATES)}")
+        profiles = self.load()
+        if agent_id not in profiles:
+            raise KeyError(f"unknown agent {agent_id!r}")
+        profile = changed(profiles[agent_id], state=state, state_reason=reason)
+        self.publish(profile)
+        return profile

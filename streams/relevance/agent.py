@@ -1,0 +1,175 @@
+"""The relevance Faust agent: which agents answer each chat message, and why.
+
+Messages are taken in batches so one embedder request covers many of them. Each
+message gets one RelevanceDecision (every eligible agent's score and factors) and one
+InferenceTask per selected agent, with ids derived from the message id, so a replay
+after a crash produces the same events and the sinks drop the copies. The batch's
+offsets are committed by Faust after every send of the batch is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+from weakref import ref
+
+import faust
+import numpy as np
+import structlog
+from faust.streams import _current_event
+from prometheus_client import Counter, Histogram
+
+from schemas import codec
+from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE_DECISIONS
+from streams import channels
+from streams.app import topic
+from streams.deadletter import send_dead_letter
+from streams.relevance.scoring import Candidate, Decision, Message, RelevanceConfig, decide
+from streams.services import Services
+
+log = structlog.get_logger("agora.relevance")
+NS = uuid.UUID("2a7c1d0e-5b7f-4c1e-8d6a-93f0e4b1c2a4")
+MAX_TEXT = 16_000  # characters: longer messages are dead-lettered, not truncated silently
+HISTORY_KEPT = 50
+TASK_DEADLINE = timedelta(minutes=5)
+
+MESSAGES = Counter("agora_relevance_messages_total", "Chat messages decided", ["outcome"])
+SELECTED = Counter("agora_relevance_selected_total", "Agents selected", ["agent_id"])
+BATCH = Histogram("agora_relevance_batch_size", "Messages per relevance batch",
+                  buckets=(1, 2, 4, 8, 16, 32, 64))
+LATENCY = Histogram("agora_relevance_batch_seconds", "Time to decide a batch",
+                    buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+
+
+class InvalidMessage(ValueError):
+    """A well-formed ChatMessage that the flow cannot accept."""
+
+
+def derived_id(*parts: str) -> str:
+    return str(uuid.uuid5(NS, "/".join(parts)))
+
+
+def validate(message: dict) -> None:
+    if not message["text"].strip():
+        raise InvalidMessage("invalid ChatMessage: empty text")
+    if len(message["text"]) > MAX_TEXT:
+        raise InvalidMessage(f"invalid ChatMessage: text of {len(message['text'])} characters "
+                             f"exceeds {MAX_TEXT}")
+
+
+def register(app: faust.App, services: Services, state: faust.TableT, config: RelevanceConfig,
+             batch_size: int = 64, batch_within_s: float = 0.02) -> faust.types.AgentT:
+    chat = topic(app, CHAT_MESSAGES)
+    decisions, tasks = topic(app, RELEVANCE_DECISIONS), topic(app, INFERENCE_TASKS)
+    deadletter = topic(app, DEADLETTER)
+    vectors: dict[str, tuple[str, np.ndarray]] = {}  # agent_id -> (expertise text, vector)
+
+    async def expertise_vectors() -> dict[str, np.ndarray]:
+        """Expertise vectors of all agents: from Qdrant, computed once when missing."""
+        profiles = services.registry.data
+        stale = [a for a, p in profiles.items() if vectors.get(a, ("",))[0] != p["expertise"]]
+        if stale:
+            stored = await asyncio.to_thread(services.memory.expertise, stale)
+            for agent_id, (text, vector) in stored.items():
+                if text == profiles[agent_id]["expertise"]:
+                    vectors[agent_id] = (text, vector)
+            missing = [a for a in stale if a not in vectors
+                       or vectors[a][0] != profiles[a]["expertise"]]
+            if missing:
+                computed = await services.inference.embed(
+                    [profiles[a]["expertise"] for a in missing])
+                for agent_id, vector in zip(missing, computed):
+                    text = profiles[agent_id]["expertise"]
+                    await asyncio.to_thread(services.memory.put_expertise, agent_id, text,
+                                            vector)
+                    vectors[agent_id] = (text, vector)
+        return {a: v for a, (_, v) in vectors.items() if a in profiles}
+
+    def candidates(channel: dict, message: dict, expertise: dict[str, np.ndarray]
+                   ) -> list[Candidate]:
+        open_tasks = services.open_tasks()
+        return [Candidate(
+            agent_id=agent_id, state=profile["state"], channels=tuple(profile["channels"]),
+            expertise=expertise.get(agent_id), performance_score=profile["performance_score"],
+            open_tasks=open_tasks.get(agent_id, 0),
+            last_spoke_ms=channel["spoke"].get(agent_id),
+            last_exchange_with_author_ms=channels.last_exchange(channel, agent_id,
+                                                                message["author_id"]),
+        ) for agent_id, profile in services.registry.data.items()]
+
+    def records(message: dict, decision: Decision) -> tuple[dict, list[dict]]:
+        now = datetime.now(timezone.utc)
+        decision_id = derived_id(message["event_id"], "decision")
+        record = {
+            "event_id": decision_id, "message_id": message["event_id"],
+            "channel_id": message["channel_id"], "thread_id": message["thread_id"],
+            "thread_depth": message["thread_depth"], "decided_at": now,
+            "scores": [{"agent_id": s.agent_id, "score": s.score, "selected": s.selected,
+                        "reason": s.reason, **vars(s.factors)} for s in decision.scores],
+            "selected": list(decision.selected), "skip_reason": decision.skip_reason,
+            "config_version": config.version,
+        }
+        context = [h["id"] for h in (state.get(message["channel_id"]) or channels.empty())["history"]]
+        task_records = [{
+            "event_id": derived_id(message["event_id"], "task", agent_id),
+            "decision_id": decision_id, "message_id": message["event_id"],
+            "channel_id": message["channel_id"], "thread_id": message["thread_id"],
+            "thread_depth": message["thread_depth"], "agent_id": agent_id,
+            "context_message_ids": context[-services.settings.history_size:],
+            "created_at": now, "deadline_at": now + TASK_DEADLINE,
+        } for agent_id in decision.selected]
+        return record, task_records
+
+    @app.agent(chat, name="relevance")
+    async def relevance(stream):
+        await services.ready()
+        async for events in stream.take_events(batch_size, within=batch_within_s):
+            started = datetime.now(timezone.utc)
+            BATCH.observe(len(events))
+            good: list[tuple[faust.EventT, dict]] = []
+            pending = []
+            for event in events:
+                try:
+                    _, message = codec.decode(event.message.value, expected="ChatMessage")
+                    validate(message)
+                    good.append((event, message))
+                except ValueError as exc:  # CodecError and InvalidMessage
+                    MESSAGES.labels("dead_letter").inc()
+                    log.warning("relevance.dead_letter", offset=event.message.offset,
+                                partition=event.message.partition, reason=str(exc))
+                    await send_dead_letter(deadletter, event.message, "relevance", exc)
+            if good:
+                embeddings = await services.inference.embed([m["text"] for _, m in good])
+                expertise = await expertise_vectors()
+                await asyncio.to_thread(services.memory.remember, [m for _, m in good],
+                                        embeddings)
+            for (event, message), embedding in zip(good, embeddings if good else []):
+                channel = (state.get(message["channel_id"]) or channels.empty())
+                decision = decide(Message(
+                    message_id=message["event_id"], channel_id=message["channel_id"],
+                    author_id=message["author_id"], author_kind=message["author_kind"],
+                    mentions=tuple(message["mentions"]),
+                    reply_to_author=channels.author_of(channel, message["reply_to"]),
+                    thread_depth=message["thread_depth"],
+                    created_ms=int(message["created_at"].timestamp() * 1000),
+                    embedding=embedding), candidates(channel, message, expertise), config)
+                # Table writes go to the changelog partition of the current event: in a
+                # batch, make it this message's event.
+                _current_event.set(ref(event))
+                state[message["channel_id"]] = channels.remember(channel, message, HISTORY_KEPT)
+                decision_record, task_records = records(message, decision)
+                key = message["channel_id"].encode()
+                pending.append(await decisions.send(
+                    key=key, value=codec.encode("RelevanceDecision", decision_record)))
+                for task in task_records:
+                    pending.append(await tasks.send(key=key,
+                                                    value=codec.encode("InferenceTask", task)))
+                MESSAGES.labels("selected" if decision.selected else "none").inc()
+                for agent_id in decision.selected:
+                    SELECTED.labels(agent_id).inc()
+            for fut in pending:
+                await fut  # all durable before Faust may commit this batch's offsets
+            LATENCY.observe((datetime.now(timezone.utc) - started).total_seconds())
+
+    return relevance

@@ -1,0 +1,144 @@
+"""An agent's answer as plain logic: the JSON schema of its action, the prompt that
+asks for it, and the events the action becomes.
+
+The generator is a small base model, so the prompt is a few-shot completion (not a
+chat template), and the schema bounds every string so that constrained decoding
+always finishes well inside ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+VOTE_TYPES = ("PROJECT_DECISION", "CONFLICT_RESOLUTION", "RESOURCE_ALLOCATION")
+CHOICES = ("yes", "no", "abstain")
+NS = uuid.UUID("9c4e2b71-3d8a-4f0b-a6e5-1f2d3c4b5a69")
+VOTE_DEADLINE = timedelta(minutes=10)
+LINE_CHARS = 300  # a history line longer than this is cut in the prompt
+
+
+def _nullable(schema: dict) -> dict:
+    return {"anyOf": [{"type": "null"}, schema]}
+
+
+def action_schema(tools: list[str], ballot_open: bool) -> dict:
+    """What the agent may do: always reply; call one of its tools; propose a vote;
+    cast a ballot only when the message asks it to vote."""
+    tool_call = _nullable({
+        "type": "object", "additionalProperties": False, "required": ["tool", "input"],
+        "properties": {"tool": {"enum": sorted(tools)},
+                       "input": {"type": "string", "maxLength": 160}}}) if tools else {
+        "type": "null"}
+    vote = _nullable({
+        "type": "object", "additionalProperties": False, "required": ["title", "vote_type"],
+        "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 100},
+                       "vote_type": {"enum": list(VOTE_TYPES)}}})
+    ballot = _nullable({
+        "type": "object", "additionalProperties": False, "required": ["choice", "rationale"],
+        "properties": {"choice": {"enum": list(CHOICES)},
+                       "rationale": {"type": "string", "maxLength": 120}}}) if ballot_open else {
+        "type": "null"}
+    return {"type": "object", "additionalProperties": False,
+            "required": ["reply", "tool_call", "vote", "ballot"],
+            "properties": {"reply": {"type": "string", "minLength": 1, "maxLength": 280},
+                           "tool_call": tool_call, "vote": vote, "ballot": ballot}}
+
+
+EXAMPLES = [
+    ("alice", "Can someone compute 17 percent of 2340?",
+     {"reply": "Sure, I will calculate it.", "tool_call": {"tool": "calculator",
+                                                             "input": "0.17 * 2340"},
+      "vote": None, "ballot": None}),
+    ("bob", "We keep arguing about tabs or spaces in the style guide.",
+     {"reply": "Let us settle it with a vote.", "tool_call": None,
+      "vote": {"title": "Use spaces for indentation", "vote_type": "CONFLICT_RESOLUTION"},
+      "ballot": None}),
+    ("carol", "Good morning everyone!",
+     {"reply": "Good morning! Ready when you are.", "tool_call": None, "vote": None,
+      "ballot": None}),
+]
+
+
+def _line(author: str, text: str) -> str:
+    text = " ".join(text.split())
+    return f"{author}: {text[:LINE_CHARS]}{'...' if len(text) > LINE_CHARS else ''}"
+
+
+def build_prompt(agent: dict, history: list[dict], memories: list[dict], message: dict,
+                 ballot_open: bool) -> str:
+    """A few-shot completion prompt that ends where the agent's JSON begins."""
+    examples = [ex for ex in EXAMPLES
+                if ex[2]["tool_call"] is None or ex[2]["tool_call"]["tool"] in agent["tools"]]
+    parts = [
+        f"{agent['system_prompt']}",
+        f"You are {agent['name']} ({agent['agent_id']}). {agent['persona']}",
+        "In the team chat you answer each message with one JSON object: a short reply, "
+        "and a tool call, a vote proposal or a ballot only when one is needed.",
+        f"Your tools: {', '.join(agent['tools']) or 'none'}.",
+        "",
+        *[f"Message from {author}: {text}\nJSON: {json.dumps(action)}\n"
+          for author, text, action in examples],
+    ]
+    if memories:
+        parts += ["Earlier messages that may matter:",
+                  *[_line(m["author_id"], m["text"]) for m in memories], ""]
+    recent = [h for h in history if h["id"] != message["event_id"]]
+    if recent:
+        parts += [f"Recent messages in #{message['channel_id']}:",
+                  *[_line(h["author_id"], h["text"]) for h in recent], ""]
+    if ballot_open:
+        parts.append(f"A vote is open ({message['metadata']['vote_id']}): answer with a ballot.")
+    parts.append(f"Message from {message['author_id']}: {' '.join(message['text'].split())}")
+    parts.append("JSON:")
+    return "\n".join(parts) + " "
+
+
+def derived_id(task_id: str, role: str) -> str:
+    return str(uuid.uuid5(NS, f"{task_id}/{role}"))
+
+
+def events(task: dict, agent: dict, message: dict, action: dict
+           ) -> list[tuple[str, str, dict]]:
+    """(event name, Kafka key, record) for the agent's reply and whatever it asked for.
+
+    Ids derive from the task id: a task answered twice after a crash yields the same
+    events, which consumers then drop as duplicates.
+    """
+    now = datetime.now(timezone.utc)
+    task_id, channel = task["event_id"], task["channel_id"]
+    out: list[tuple[str, str, dict]] = []
+    reply_id = derived_id(task_id, "reply")
+    out.append(("ChatMessage", channel, {
+        "event_id": reply_id, "channel_id": channel, "thread_id": message["thread_id"],
+        "reply_to": message["event_id"], "author_id": agent["agent_id"], "author_kind": "AGENT",
+        "text": action["reply"], "mentions": [], "thread_depth": message["thread_depth"] + 1,
+        "created_at": now, "task_id": task_id, "metadata": {},
+    }))
+    if action.get("tool_call"):
+        out.append(("ToolRequest", channel, {
+            "event_id": derived_id(task_id, "tool"), "channel_id": channel,
+            "agent_id": agent["agent_id"], "tool": action["tool_call"]["tool"],
+            "arguments_json": json.dumps({"input": action["tool_call"]["input"]}),
+            "reason": action["reply"], "source_message_id": message["event_id"],
+            "requested_at": now,
+        }))
+    if action.get("vote"):
+        vote_id = derived_id(task_id, "vote")
+        out.append(("VoteProposal", vote_id, {
+            "event_id": vote_id, "vote_id": vote_id, "channel_id": channel,
+            "proposer_id": agent["agent_id"], "vote_type": action["vote"]["vote_type"],
+            "strategy": "SIMPLE_MAJORITY", "title": action["vote"]["title"],
+            "description": f"Proposed by {agent['name']} in reply to: {message['text'][:200]}",
+            "options": ["yes", "no"], "quorum": 0.5, "deadline_at": now + VOTE_DEADLINE,
+            "created_at": now,
+        }))
+    if action.get("ballot"):
+        vote_id = message["metadata"]["vote_id"]
+        out.append(("Ballot", vote_id, {
+            "event_id": derived_id(task_id, "ballot"), "vote_id": vote_id, "channel_id": channel,
+            "voter_id": agent["agent_id"], "choice": action["ballot"]["choice"],
+            "rationale": action["ballot"]["rationale"], "cast_at": now,
+        }))
+    return out

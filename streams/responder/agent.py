@@ -1,0 +1,142 @@
+"""The responder Faust agent: a selected agent thinks on Triton and acts.
+
+For each InferenceTask it builds the prompt (persona, the channel's last messages,
+memory hits from Qdrant), streams a schema-constrained generation and publishes the
+reply plus any tool request, vote proposal or ballot. It keeps the agent's status
+(open tasks, working state) on the compacted status topic, which relevance reads as
+the workload factor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import faust
+import structlog
+from prometheus_client import Counter, Histogram
+
+from inference.client import InferenceError, InferenceTimeout, InferenceUnavailable
+from inference.resilience import backoff_s
+from schemas import codec
+from schemas.topics import (AGENT_STATUS, CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS,
+                            TOOL_REQUESTS, VOTES)
+from streams import channels
+from streams.app import topic
+from streams.deadletter import send_dead_letter
+from streams.responder.actions import action_schema, build_prompt, events
+from streams.services import Services
+
+log = structlog.get_logger("agora.responder")
+TASKS = Counter("agora_responder_tasks_total", "Inference tasks handled", ["outcome"])
+LATENCY = Histogram("agora_responder_task_seconds", "Task to published reply",
+                    buckets=(.5, 1, 2, 5, 10, 20, 30, 60, 120))
+MEMORY_HITS = 3
+MAX_TOKENS = 400
+
+
+class TaskFailed(Exception):
+    """The task cannot be answered; the reason becomes its dead letter."""
+
+
+def register(app: faust.App, services: Services, channel_state: faust.TableT
+             ) -> faust.types.AgentT:
+    settings = services.settings
+    tasks = topic(app, INFERENCE_TASKS)
+    out = {"ChatMessage": topic(app, CHAT_MESSAGES), "ToolRequest": topic(app, TOOL_REQUESTS),
+           "VoteProposal": topic(app, VOTES), "Ballot": topic(app, VOTES)}
+    status_topic, deadletter = topic(app, AGENT_STATUS), topic(app, DEADLETTER)
+    open_tasks: dict[str, int] = defaultdict(int)
+    finished: dict[str, int] = defaultdict(int)
+
+    async def publish_status(agent_id: str, error: str | None = None) -> None:
+        state = "ERROR" if error else ("WORKING" if open_tasks[agent_id] else "IDLE")
+        record = {"event_id": str(uuid.uuid4()), "agent_id": agent_id,
+                  "worker_id": settings.worker_id, "state": state,
+                  "open_tasks": open_tasks[agent_id], "finished_tasks": finished[agent_id],
+                  "last_error": error, "updated_at": datetime.now(timezone.utc)}
+        await status_topic.send(key=f"{agent_id}@{settings.worker_id}".encode(),
+                                value=codec.encode("AgentStatus", record))
+
+    async def think(prompt: str, schema: dict, task: dict) -> dict:
+        """The agent's action; waits out Triton outages until the task's deadline."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                generation = services.inference.generate(
+                    prompt, json_schema=schema, max_tokens=MAX_TOKENS, temperature=0.7,
+                    repetition_penalty=1.1, seed=uuid.UUID(task["event_id"]).int % 2**31)
+                async with generation:
+                    async for _piece in generation:
+                        pass  # pieces are what the gateway will stream live (issue 7)
+                return generation.result.parsed
+            except (InferenceUnavailable, InferenceTimeout) as exc:
+                deadline = task["deadline_at"] or datetime.now(timezone.utc)
+                if datetime.now(timezone.utc) >= deadline:
+                    raise TaskFailed(f"inference unavailable until the task deadline: {exc}") \
+                        from exc
+                log.warning("responder.inference_retry", task=task["event_id"], error=str(exc))
+                await asyncio.sleep(backoff_s(attempt, 0.5, 5.0))
+            except InferenceError as exc:
+                raise TaskFailed(f"inference failed: {exc}") from exc
+
+    async def answer(task: dict) -> list[tuple[str, str, dict]]:
+        agent = services.registry.get(task["agent_id"])
+        if agent is None:
+            raise TaskFailed(f"unknown agent {task['agent_id']!r}")
+        if agent["state"] not in ("ACTIVE", "WORKING"):
+            raise TaskFailed(f"agent {task['agent_id']!r} is {agent['state']}")
+        history = (channel_state.get(task["channel_id"]) or channels.empty())["history"]
+        message = next((h for h in history if h["id"] == task["message_id"]), None)
+        if message is None:
+            raise TaskFailed(f"message {task['message_id']} is no longer in the channel history")
+        message = {"event_id": message["id"], "channel_id": task["channel_id"],
+                   "thread_id": message["thread_id"], "thread_depth": task["thread_depth"],
+                   "author_id": message["author_id"], "text": message["text"],
+                   "metadata": message["metadata"]}
+        [vector] = await services.inference.embed([message["text"]])
+        memories = await asyncio.to_thread(services.memory.recall, task["channel_id"], vector,
+                                           MEMORY_HITS, [h["id"] for h in history])
+        ballot_open = "vote_id" in message["metadata"]
+        prompt = build_prompt(agent, history[-settings.history_size:], memories, message,
+                              ballot_open)
+        action = await think(prompt, action_schema(agent["tools"], ballot_open), task)
+        return events(task, agent, message, action)
+
+    @app.agent(tasks, name="responder")
+    async def responder(stream):
+        await services.ready()
+        async for event in stream.events():
+            started = datetime.now(timezone.utc)
+            try:
+                _, task = codec.decode(event.message.value, expected="InferenceTask")
+            except ValueError as exc:
+                TASKS.labels("dead_letter").inc()
+                await send_dead_letter(deadletter, event.message, "responder", exc)
+                continue
+            agent_id = task["agent_id"]
+            open_tasks[agent_id] += 1
+            await publish_status(agent_id)
+            error = None
+            try:
+                produced = await answer(task)
+                pending = [await out[name].send(key=key.encode(), value=codec.encode(name, rec))
+                           for name, key, rec in produced]
+                for fut in pending:
+                    await fut  # durable before the task's offset is committed
+                TASKS.labels("answered").inc()
+                LATENCY.observe((datetime.now(timezone.utc) - started).total_seconds())
+            except TaskFailed as exc:
+                error = str(exc)
+                TASKS.labels("dead_letter").inc()
+                log.warning("responder.task_failed", task=task["event_id"], reason=error)
+                await send_dead_letter(deadletter, event.message, "responder", exc)
+            finally:
+                open_tasks[agent_id] -= 1
+                finished[agent_id] += 1
+            await publish_status(agent_id, error)
+
+    return responder

@@ -1,0 +1,56 @@
+"""What a worker's agents share: the registry, agent status, inference and memory.
+
+Started once per worker, before any agent handles a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from inference.client import InferenceClient
+from ops.config import Settings
+from schemas import codec
+from schemas.topics import AGENT_STATUS, AGENTS
+from streams.globaltable import GlobalTable
+from streams.memory import Memory
+
+
+def _decoder(event: str):
+    return lambda value: codec.decode(value, expected=event)[1]
+
+
+class Services:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.registry: GlobalTable[dict] = GlobalTable(settings.broker, AGENTS.name,
+                                                       _decoder("AgentProfile"))
+        self.status: GlobalTable[dict] = GlobalTable(settings.broker, AGENT_STATUS.name,
+                                                     _decoder("AgentStatus"))
+        self.memory = Memory(settings.qdrant)
+        self.inference: InferenceClient | None = None
+        self._started: asyncio.Task | None = None
+
+    async def ready(self) -> None:
+        """Start everything once; every agent awaits this before its first record."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._started)
+
+    async def _start(self) -> None:
+        self.inference = InferenceClient(self.settings.triton_grpc,
+                                         timeout_s=self.settings.inference_timeout_s)
+        await asyncio.gather(self.registry.start(), self.status.start())
+
+    async def stop(self) -> None:
+        await asyncio.gather(self.registry.stop(), self.status.stop(), return_exceptions=True)
+        if self.inference:
+            await self.inference.close()
+        await asyncio.to_thread(self.memory.close)
+
+    def open_tasks(self) -> dict[str, int]:
+        """Workload per agent: open tasks summed over the responder workers."""
+        totals: dict[str, int] = defaultdict(int)
+        for status in self.status.values():
+            totals[status["agent_id"]] += status["open_tasks"]
+        return totals

@@ -1,0 +1,166 @@
+"""Relevance and responder as Faust agents on the real broker, Triton and Qdrant."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+
+from ops import smoke
+from ops.topics import ensure_topics
+from schemas import codec
+from schemas.topics import CHAT_MESSAGES, DEADLETTER, RELEVANCE_DECISIONS
+from streams.registry.profiles import Registry, templates
+from streams.relevance.scoring import load_config
+
+pytestmark = pytest.mark.stack
+TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
+        "researcher-tech", "creative-writer")
+
+
+@pytest.fixture(scope="module")
+def channel(settings):
+    """A channel of its own with the six template agents in it."""
+    ensure_topics(settings)
+    name = f"team-{uuid.uuid4().hex[:6]}"
+    registry = Registry(settings)
+    for template in TEAM:
+        registry.create(template, name)
+    assert set(TEAM) <= set(templates())
+    return name
+
+
+def post(settings, message: dict, value: bytes | None = None) -> dict:
+    producer = Producer({"bootstrap.servers": settings.broker})
+    producer.produce(CHAT_MESSAGES.name, key=message["channel_id"].encode(),
+                     value=value if value is not None else codec.encode("ChatMessage", message))
+    assert producer.flush(10) == 0
+    return message
+
+
+def decision_for(reader, message: dict, timeout_s: float = 90) -> dict:
+    [found] = reader.wait(lambda name, r: r["message_id"] == message["event_id"],
+                          timeout_s=timeout_s)
+    return found
+
+
+def replies_to(reader, message: dict, count: int = 1) -> list[dict]:
+    return reader.wait(lambda name, r: r["reply_to"] == message["event_id"], count=count,
+                       timeout_s=120)
+
+
+def score_of(decision: dict, agent_id: str) -> dict:
+    return next(s for s in decision["scores"] if s["agent_id"] == agent_id)
+
+
+def test_a_conversation(settings, channel, workers, reader):
+    workers("conversation")
+    decisions, chat = reader(RELEVANCE_DECISIONS.name), reader(CHAT_MESSAGES.name)
+    config = load_config(settings.relevance_config)
+
+    # Expertise decides: a database-performance question goes to the backend developer.
+    question = post(settings, smoke.chat_message(
+        channel, "Our PostgreSQL query listing orders takes 4 seconds since the last deploy. "
+                 "Which index is missing?", author_id="human:alice"))
+    decision = decision_for(decisions, question)
+    assert "developer-backend" in decision["selected"]
+    assert "creative-writer" not in decision["selected"]
+    assert score_of(decision, "developer-backend")["expertise"] > \
+        score_of(decision, "creative-writer")["expertise"]
+    assert {s["agent_id"] for s in decision["scores"]} == set(TEAM)  # all scored, with reasons
+    assert all(s["reason"] for s in decision["scores"])
+    [reply] = [r for r in replies_to(chat, question)
+               if r["author_id"] == "developer-backend"][:1] or replies_to(chat, question)
+    assert reply["author_kind"] == "AGENT" and reply["text"]
+    assert reply["thread_id"] == question["thread_id"] and reply["thread_depth"] == 1
+    assert reply["task_id"]
+
+    # The backend developer just spoke: a second database question holds it back.
+    again = post(settings, smoke.chat_message(
+        channel, "And the PostgreSQL index on payments, is it still used by the slow query?",
+        author_id="human:bob"))
+    held = score_of(decision_for(decisions, again), "developer-backend")
+    assert not held["selected"] and held["reason"].startswith("cool-down")
+
+    # A mention selects the mentioned agent whatever its score.
+    mention = smoke.chat_message(channel, "What do you think about the slow orders query?",
+                                 author_id="human:alice")
+    mention["mentions"] = ["creative-writer"]
+    chosen = score_of(decision_for(decisions, post(settings, mention)), "creative-writer")
+    assert chosen["selected"] and chosen["reason"].startswith("mentioned")
+    [answer] = replies_to(chat, mention)
+    assert answer["author_id"] == "creative-writer" and answer["reply_to"] == mention["event_id"]
+
+    # Agent to agent: one turn short of the budget, an agent asks another, which answers;
+    # that answer is at the budget, so nobody answers it and the thread ends.
+    ask = smoke.chat_message(channel, "Can you pull last week's signup numbers for this?",
+                             author_id="developer-frontend")
+    ask.update(author_kind="AGENT", thread_depth=config.max_thread_turns - 1,
+               mentions=["analyst-data"])
+    post(settings, ask)
+    [last] = replies_to(chat, ask)
+    assert last["author_id"] == "analyst-data"
+    assert last["thread_depth"] == config.max_thread_turns
+    assert last["thread_id"] == ask["thread_id"]
+    end = decision_for(decisions, last)
+    assert end["selected"] == [] and "turn budget" in end["skip_reason"]
+
+
+def test_garbage_is_dead_lettered_and_the_next_message_still_answered(settings, channel,
+                                                                      workers, reader):
+    workers("deadletter")
+    deadletters, decisions = reader(DEADLETTER.name), reader(RELEVANCE_DECISIONS.name)
+    garbage = smoke.chat_message(channel, "unused")
+    post(settings, garbage, value=b"\x00\x01 definitely not avro")
+    empty = post(settings, smoke.chat_message(channel, "   "))
+    good = post(settings, smoke.chat_message(
+        channel, "Please review the Kafka consumer lag alert", author_id="human:carol"))
+    assert decision_for(decisions, good)["message_id"] == good["event_id"]
+    letters = deadletters.wait(lambda name, r: r["stage"] == "relevance"
+                               and r["key"] == channel.encode(), count=2)
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert any("marker" in r or "bytes" in r for r in reasons), reasons  # the codec's reason
+    assert any("empty text" in r for r in reasons), reasons
+    assert all(letter["source_topic"] == CHAT_MESSAGES.name and letter["offset"] >= 0
+               for letter in letters)
+    assert {letter["value"] for letter in letters} >= {b"\x00\x01 definitely not avro"}
+    assert not [r for _, r in decisions.records if r["message_id"] == empty["event_id"]]
+
+
+def test_two_workers_decide_every_message_exactly_once(settings, channel, workers, reader,
+                                                         tmp_path):
+    # Scores for every agent but nobody selected (threshold 1): this is about delivery.
+    config = yaml.safe_load(settings.relevance_config.read_text())
+    config["threshold"] = 1.0
+    path = tmp_path / "relevance.yaml"
+    path.write_text(yaml.safe_dump(config))
+    rooms = [f"{channel}-{i}" for i in range(8)]
+    registry = Registry(settings)
+    for room in rooms:
+        for template in TEAM:
+            registry.create(template, room)
+    workers("pair-a", AGORA_RELEVANCE_CONFIG=str(path))
+    workers("pair-b", AGORA_RELEVANCE_CONFIG=str(path))
+    decisions = reader(RELEVANCE_DECISIONS.name)
+
+    producer = Producer({"bootstrap.servers": settings.broker})
+    sent = set()
+    for i in range(200):
+        message = smoke.chat_message(rooms[i % len(rooms)], f"status update {i} on the rollout")
+        producer.produce(CHAT_MESSAGES.name, key=message["channel_id"].encode(),
+                         value=codec.encode("ChatMessage", message))
+        sent.add(message["event_id"])
+    assert producer.flush(10) == 0
+
+    found = decisions.wait(lambda name, r: r["message_id"] in sent, count=200, timeout_s=180)
+    decisions.poll(3)  # late copies, if any, would show up now
+    ours = [r for _, r in decisions.records if r["message_id"] in sent]
+    ids_per_message: dict[str, set[str]] = {}
+    for decision in ours:
+        ids_per_message.setdefault(decision["message_id"], set()).add(decision["event_id"])
+    assert set(ids_per_message) == sent  # none lost
+    assert all(len(ids) == 1 for ids in ids_per_message.values())  # none duplicated
+    assert len({d["event_id"] for d in ours}) == 200
+    assert all(len(d["scores"]) == len(TEAM) and d["selected"] == [] for d in found)
