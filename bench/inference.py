@@ -20,18 +20,14 @@ import asyncio
 import json
 import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import local_stack
+
+from inference.client import InferenceClient
+from inference.engine import Engine, Outcome, Request
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from inference.client import InferenceClient  # noqa: E402
-from inference.engine import Engine, Outcome, Request  # noqa: E402
-from ops import stack  # noqa: E402
-from ops.config import Settings  # noqa: E402
 
 PROMPT = "The history of relational databases began in 1970, when"
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["summary", "facts"],
@@ -114,14 +110,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    own_stack = None
-    settings = Settings()
-    if not all(s.state == "up" for s in stack.status(settings.stack_dir)):
-        own_stack = Path(tempfile.mkdtemp(prefix="agora-bench-"))
-        print(f"starting a local stack in {own_stack}", flush=True)
-        stack.up(own_stack, progress=lambda line: print("  " + line, flush=True))
-        settings = Settings(stack_dir=own_stack)
-    try:
+    with local_stack() as settings:
         sentences = texts(args.texts)
         print(f"\nembeddings: {args.texts} texts, batch {args.batch}, 1 model thread", flush=True)
         local = embed_in_process(sentences, args.batch)
@@ -149,9 +138,6 @@ def main() -> None:
                                      - statistics.median(s[0] for s in direct))
         print(f"\nfirst-token latency added by Triton + gRPC: "
               f"{statistics.median(first_token_added) * 1000:+.1f} ms (median over both runs)")
-    finally:
-        if own_stack:
-            stack.down(own_stack, progress=lambda line: None)
     for name, (value, target) in ratios.items():
         print(f"RATIO {name} {value:.3f} target {target}")
 

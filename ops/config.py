@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Consumer-group session timeout (short suits the local broker)."
     )
     heartbeat_interval_s: float = Field(0.5, gt=0, description="Consumer heartbeat interval.")
+    app_id: str = Field(
+        "agora", description="Faust app id: the workers' consumer group and table topics."
+    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         description="Stable name of this worker: keys its status records (set it per replica "

@@ -1,39 +1,36 @@
-"""``agora demo``: start the embedded stack and exercise each service once.
+"""``agora demo``: the embedded stack, a team of agents and a short real conversation.
 
-Later issues grow this into the scripted workspace scenario; today it proves the
-stack: an Avro chat message through the broker, embeddings from Triton, memory in
-Qdrant, state in Postgres, metrics in ClickHouse.
+It starts the stack, checks each service once, creates six agents from the templates
+in one channel, runs a worker, posts a few messages and shows, for each, the
+relevance decision with its reasons and the agents' replies as they come back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
-import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from inference.client import InferenceClient
 from ops import smoke, stack
 from ops.config import Settings
+from ops.stack.process import stop
 from ops.topics import ensure_topics
+from schemas import codec
+from schemas.topics import CHAT_MESSAGES, RELEVANCE_DECISIONS
 
 Echo = Callable[[str], None]
-
-SENTENCES = [
-    "The API server returns 502 since the last deploy",
-    "Nginx upstream errors after the new release went out",
-    "Let's write a poem about autumn leaves",
+CHANNEL = "incidents"
+TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
+        "researcher-tech", "creative-writer")
+SCRIPT = [
+    ("human:maya", "The API server returns 502 since the last deploy and the PostgreSQL "
+                   "connection pool looks exhausted. Where do we start?", []),
+    ("human:leo", "The checkout page renders blank in Safari after the same deploy, "
+                  "CSS or JavaScript?", []),
+    ("human:maya", "Please draft a two-line status note for customers about the outage.",
+     ["creative-writer"]),
 ]
-PROMPT = "Incident report: the API server returns 502 since the last deploy. First step:"
-
-
-async def _infer(settings: Settings):
-    async with InferenceClient(settings.triton_grpc) as client:
-        vectors, [query] = await asyncio.gather(
-            client.embed(SENTENCES), client.embed(["why do we get bad gateway errors?"]))
-        story = await client.complete(PROMPT, max_tokens=24, stop=["\n"])
-    return vectors, query, story
 
 
 def run(settings: Settings, echo: Echo, keep: bool) -> None:
@@ -42,48 +39,102 @@ def run(settings: Settings, echo: Echo, keep: bool) -> None:
     stack.up(settings.stack_dir, progress=echo)
     settings = Settings()  # now resolves to the running stack's addresses
     try:
-        _exercise(settings, echo)
+        _services(settings, echo)
+        _conversation(settings, echo)
     finally:
         if keep or already_up:
             echo("\n== the stack stays up; connect with:")
-            echo('   eval "$(agora stack env)"   # then: agora stack status, agora stack down')
+            echo('   eval "$(agora stack env)"   # then: agora agents list, agora worker, '
+                 'agora stack down')
         else:
             echo("\n== stopping the stack")
             stack.down(settings.stack_dir, progress=echo)
 
 
-def _exercise(settings: Settings, echo: Echo) -> None:
-    echo("\n== topics")
+def _services(settings: Settings, echo: Echo) -> None:
+    echo("\n== each service once")
     for t in ensure_topics(settings):
-        echo(f"   {t.name:<28} {t.partitions} partitions  ({t.action})")
+        if t.action == "created":
+            echo(f"   topic {t.name} ({t.partitions} partitions)")
+    text = "state check"
+    echo(f"   postgres read back {smoke.postgres_roundtrip(settings, text)!r}")
+    version, count = smoke.clickhouse_roundtrip(settings, rows=1000)
+    echo(f"   clickhouse {version}: {count} rows written and counted")
 
-    echo("\n== broker: an Avro ChatMessage through agora.chat.messages")
+
+def _conversation(settings: Settings, echo: Echo) -> None:
+    from streams.registry.profiles import Registry
+    from streams.worker import start_process
+
+    echo(f"\n== a team of agents in #{CHANNEL} (expertise embedded once, kept in Qdrant)")
+    registry = Registry(settings)
+    for template in TEAM:
+        profile, action = registry.create(template, CHANNEL)
+        echo(f"   {profile['agent_id']:<19} {action:<9} tools: {', '.join(profile['tools'])}")
+
+    echo("\n== starting a worker (relevance + responder, Faust)")
     started = time.monotonic()
-    message = smoke.chat_message("incidents", SENTENCES[0])
-    got, partition = smoke.kafka_roundtrip(settings, message, group="agora-demo")
-    echo(f"   produced and consumed in group agora-demo from partition {partition} "
-         f"in {time.monotonic() - started:.2f}s: {got['author_id']}: {got['text']!r}")
+    worker = start_process(settings, "demo")
+    echo(f"   ready in {time.monotonic() - started:.1f}s; log: "
+         f"{settings.stack_dir / 'logs' / 'worker-demo.log'}")
+    try:
+        watch = _Watch(settings)
+        producer = Producer({"bootstrap.servers": settings.broker})
+        for author, text, mentions in SCRIPT:
+            message = smoke.chat_message(CHANNEL, text, author_id=author)
+            message["mentions"] = mentions
+            producer.produce(CHAT_MESSAGES.name, key=CHANNEL.encode(),
+                             value=codec.encode("ChatMessage", message))
+            producer.flush(10)
+            echo(f"\n>> {author}: {text}" + (f"  (mentions {', '.join(mentions)})"
+                                             if mentions else ""))
+            watch.show(message, echo)
+    finally:
+        stop(worker, grace_s=15)
 
-    echo("\n== triton: embeddings from the embedder model over gRPC")
-    vectors, query, story = asyncio.run(_infer(settings))
-    echo(f"   {vectors.shape[0]} x {vectors.shape[1]} fp32, norms "
-         f"{', '.join(f'{n:.3f}' for n in np.linalg.norm(vectors, axis=1))}")
-    for i, text in enumerate(SENTENCES[1:], 1):
-        echo(f"   cosine({SENTENCES[0][:24]!r}..., {text[:32]!r}...) = "
-             f"{float(vectors[0] @ vectors[i]):.3f}")
 
-    echo("\n== triton: streamed generation from the generator model (Gemma 3 270M)")
-    echo(f"   {PROMPT!r} ->{story.text!r}")
-    echo(f"   {story.completion_tokens} tokens, first after {story.first_token_s * 1000:.0f} ms, "
-         f"{story.tokens_per_s:.0f} tokens/s, finish: {story.finish_reason}")
+class _Watch:
+    """Follows decisions and chat from the start, printing what concerns a message."""
 
-    echo("\n== qdrant: the sentences as memory points, searched with a new question")
-    ranked = smoke.qdrant_roundtrip(settings, vectors, query)
-    echo(f"   nearest memory: {SENTENCES[ranked[0]]!r}")
+    def __init__(self, settings: Settings):
+        self.consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "demo",
+                                  "enable.auto.commit": False})
+        parts = []
+        for name in (RELEVANCE_DECISIONS.name, CHAT_MESSAGES.name):
+            meta = self.consumer.list_topics(name, timeout=10).topics[name]
+            parts += [TopicPartition(name, p, 0) for p in meta.partitions]
+        self.consumer.assign(parts)
+        self.seen: list[tuple[str, dict]] = []
 
-    echo("\n== postgres: a row written and read back")
-    echo(f"   read back: {smoke.postgres_roundtrip(settings, message['text'])!r}")
+    def _poll(self, until) -> None:
+        deadline = time.monotonic() + 120
+        while not until() and time.monotonic() < deadline:
+            record = self.consumer.poll(0.2)
+            if record is not None and not record.error():
+                self.seen.append(codec.decode(record.value()))
 
-    echo("\n== clickhouse (chdb): a MergeTree table filled and counted")
-    version, count = smoke.clickhouse_roundtrip(settings, rows=10_000)
-    echo(f"   ClickHouse {version}: inserted and counted {count} rows")
+    def show(self, message: dict, echo: Echo) -> None:
+        def decision():
+            return next((r for n, r in self.seen if n == "RelevanceDecision"
+                         and r["message_id"] == message["event_id"]), None)
+
+        self._poll(decision)
+        found = decision()
+        if found is None:
+            echo("   (no decision within 120 s: see the worker log)")
+            return
+        echo(f"   relevance: {', '.join(found['selected']) or 'nobody'} selected"
+             + (f" ({found['skip_reason']})" if found["skip_reason"] else ""))
+        for score in sorted(found["scores"], key=lambda s: -s["score"])[:4]:
+            echo(f"     {'*' if score['selected'] else ' '} {score['agent_id']:<19} "
+                 f"{score['score']:.2f}  {score['reason']}")
+
+        def replies():
+            return [r for n, r in self.seen if n == "ChatMessage"
+                    and r["reply_to"] == message["event_id"]]
+
+        started = time.monotonic()
+        self._poll(lambda: len(replies()) >= len(found["selected"]))
+        for reply in replies():
+            echo(f"<< {reply['author_id']} (thread depth {reply['thread_depth']}, "
+                 f"{time.monotonic() - started:.1f}s): {reply['text']}")

@@ -19,7 +19,7 @@ def create_app(settings: Settings) -> faust.App:
     datadir = settings.stack_dir / "faust" / settings.worker_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        "agora",
+        settings.app_id,
         broker=[f"kafka://{host}" for host in settings.broker.split(",")],
         store=settings.store,
         datadir=str(datadir),
@@ -32,7 +32,6 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_every=100,
         broker_commit_interval=1.0,
-        stream_wait_empty=False,
         # Faust binds its web server even when unused: loopback, a port per worker.
         web_enabled=False,
         web_host="127.0.0.1",

@@ -48,7 +48,8 @@ def remember(state: dict, message: dict, history_size: int) -> dict:
     exchanges = dict(state["exchanges"])
     partner = author_of(state, item["reply_to"])
     if partner and partner != item["author_id"]:
-        exchanges[_pair(partner, item["author_id"])] = item["created_ms"]
+        pair = _pair(partner, item["author_id"])
+        exchanges[pair] = max(exchanges.get(pair, 0), item["created_ms"])
         if len(exchanges) > EXCHANGES_KEPT:
             exchanges = dict(sorted(exchanges.items(), key=lambda kv: kv[1])[-EXCHANGES_KEPT:])
     return {"history": history[-history_size:], "spoke": spoke, "exchanges": exchanges}

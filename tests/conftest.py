@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +11,8 @@ import pytest
 
 from ops import stack
 from ops.config import Settings
-from ops.stack.process import Proc, members, spawn, stop, survivors, wait_until
+from ops.stack.process import Proc, members, stop, survivors
+from streams.worker import start_process
 
 
 @pytest.fixture(scope="session")
@@ -86,18 +85,13 @@ def workers(settings: Settings):
     started: list[tuple[Proc, dict[int, int], Path]] = []
 
     def start(name: str, **env: str) -> Proc:
-        variables = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
-        variables.update(AGORA_STACK_DIR=str(settings.stack_dir), AGORA_WORKER_ID=name, **env)
+        proc = start_process(settings, name, **env)
         log = settings.stack_dir / "logs" / f"worker-{name}.log"
-        proc = spawn([str(Path(sys.executable).parent / "agora"), "worker"], log=log,
-                     env=variables)
-        wait_until(lambda: log.read_text().count("globaltable.ready") >= 2, timeout_s=60,
-                   what=f"worker {name}", proc=proc, log=log)
         started.append((proc, members(proc), log))
         return proc
 
     yield start
     for proc, _, log in started:
         stop(proc, grace_s=15)
-        print(f"--- last lines of {log.name}:\n" + "\n".join(log.read_text().splitlines()[-25:]))
+        print(f"--- last lines of {log.name}:\n" + "\n".join(log.read_text().splitlines()[-60:]))
     assert not survivors({pid: t for _, tracked, _ in started for pid, t in tracked.items()})

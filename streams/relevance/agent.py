@@ -10,6 +10,7 @@ offsets are committed by Faust after every send of the batch is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from weakref import ref
@@ -121,55 +122,89 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         } for agent_id in decision.selected]
         return record, task_records
 
+    async def admit(events: list) -> list[tuple[faust.EventT, dict]]:
+        """Decoded, valid messages of a batch; the others are dead-lettered."""
+        good = []
+        for event in events:
+            try:
+                _, message = codec.decode(event.message.value, expected="ChatMessage")
+                validate(message)
+                good.append((event, message))
+            except ValueError as exc:  # CodecError and InvalidMessage
+                MESSAGES.labels("dead_letter").inc()
+                log.warning("relevance.dead_letter", offset=event.message.offset,
+                            partition=event.message.partition, reason=str(exc))
+                await send_dead_letter(deadletter, event.message, "relevance", exc)
+        return good
+
+    async def decide_batch(good: list[tuple[faust.EventT, dict]], embeddings: np.ndarray
+                           ) -> None:
+        """Score, remember and publish a batch; returns once every send is durable."""
+        expertise = await expertise_vectors()
+        remembered = asyncio.create_task(asyncio.to_thread(
+            services.memory.remember, [m for _, m in good], embeddings))
+        pending = []
+        for (event, message), embedding in zip(good, embeddings):
+            channel = state.get(message["channel_id"]) or channels.empty()
+            decision = decide(Message(
+                message_id=message["event_id"], channel_id=message["channel_id"],
+                author_id=message["author_id"], author_kind=message["author_kind"],
+                mentions=tuple(message["mentions"]),
+                reply_to_author=channels.author_of(channel, message["reply_to"]),
+                thread_depth=message["thread_depth"],
+                created_ms=int(message["created_at"].timestamp() * 1000),
+                embedding=embedding), candidates(channel, message, expertise), config)
+            # Table writes go to the changelog partition of the current event: in a
+            # batch, make it this message's event.
+            _current_event.set(ref(event))
+            state[message["channel_id"]] = channels.remember(channel, message, HISTORY_KEPT)
+            decision_record, task_records = records(message, decision)
+            key = message["channel_id"].encode()
+            pending.append(await decisions.send(
+                key=key, value=codec.encode("RelevanceDecision", decision_record)))
+            for task in task_records:
+                pending.append(await tasks.send(key=key,
+                                                value=codec.encode("InferenceTask", task)))
+            MESSAGES.labels("selected" if decision.selected else "none").inc()
+            for agent_id in decision.selected:
+                SELECTED.labels(agent_id).inc()
+        for fut in pending:
+            await fut
+        await remembered
+
     @app.agent(chat, name="relevance")
     async def relevance(stream):
+        """Two stages: while Triton embeds one batch, the previous one is decided.
+
+        Acks are manual: a batch's offsets may be committed only once its decisions,
+        tasks and memories are durable, and batches finish in order.
+        """
         await services.ready()
-        async for events in stream.take_events(batch_size, within=batch_within_s):
-            started = datetime.now(timezone.utc)
-            BATCH.observe(len(events))
-            good: list[tuple[faust.EventT, dict]] = []
-            pending = []
-            for event in events:
-                try:
-                    _, message = codec.decode(event.message.value, expected="ChatMessage")
-                    validate(message)
-                    good.append((event, message))
-                except ValueError as exc:  # CodecError and InvalidMessage
-                    MESSAGES.labels("dead_letter").inc()
-                    log.warning("relevance.dead_letter", offset=event.message.offset,
-                                partition=event.message.partition, reason=str(exc))
-                    await send_dead_letter(deadletter, event.message, "relevance", exc)
-            if good:
-                embeddings = await services.inference.embed([m["text"] for _, m in good])
-                expertise = await expertise_vectors()
-                await asyncio.to_thread(services.memory.remember, [m for _, m in good],
-                                        embeddings)
-            for (event, message), embedding in zip(good, embeddings if good else []):
-                channel = (state.get(message["channel_id"]) or channels.empty())
-                decision = decide(Message(
-                    message_id=message["event_id"], channel_id=message["channel_id"],
-                    author_id=message["author_id"], author_kind=message["author_kind"],
-                    mentions=tuple(message["mentions"]),
-                    reply_to_author=channels.author_of(channel, message["reply_to"]),
-                    thread_depth=message["thread_depth"],
-                    created_ms=int(message["created_at"].timestamp() * 1000),
-                    embedding=embedding), candidates(channel, message, expertise), config)
-                # Table writes go to the changelog partition of the current event: in a
-                # batch, make it this message's event.
-                _current_event.set(ref(event))
-                state[message["channel_id"]] = channels.remember(channel, message, HISTORY_KEPT)
-                decision_record, task_records = records(message, decision)
-                key = message["channel_id"].encode()
-                pending.append(await decisions.send(
-                    key=key, value=codec.encode("RelevanceDecision", decision_record)))
-                for task in task_records:
-                    pending.append(await tasks.send(key=key,
-                                                    value=codec.encode("InferenceTask", task)))
-                MESSAGES.labels("selected" if decision.selected else "none").inc()
-                for agent_id in decision.selected:
-                    SELECTED.labels(agent_id).inc()
-            for fut in pending:
-                await fut  # all durable before Faust may commit this batch's offsets
-            LATENCY.observe((datetime.now(timezone.utc) - started).total_seconds())
+        batches: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+        async def finish() -> None:
+            while True:
+                events, good, embedding = await batches.get()
+                started = time.perf_counter()
+                if good:
+                    await decide_batch(good, await embedding)
+                for event in events:
+                    await stream.ack(event)
+                LATENCY.observe(time.perf_counter() - started)
+
+        finisher = asyncio.get_running_loop().create_task(finish())
+        try:
+            async for events in stream.noack().take_events(batch_size, within=batch_within_s):
+                BATCH.observe(len(events))
+                good = await admit(events)
+                embedding = asyncio.ensure_future(
+                    services.inference.embed([m["text"] for _, m in good]))
+                put = asyncio.ensure_future(batches.put((events, good, embedding)))
+                await asyncio.wait([put, finisher], return_when=asyncio.FIRST_COMPLETED)
+                if finisher.done():
+                    put.cancel()
+                    finisher.result()  # a failed batch fails the agent: Faust restarts it
+        finally:
+            finisher.cancel()
 
     return relevance
