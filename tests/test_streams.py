@@ -46,9 +46,10 @@ def decision_for(reader, message: dict, timeout_s: float = 90) -> dict:
     return found
 
 
-def replies_to(reader, message: dict, count: int = 1) -> list[dict]:
-    return reader.wait(lambda name, r: r["reply_to"] == message["event_id"], count=count,
-                       timeout_s=120)
+def reply_of(reader, message: dict, agent_id: str) -> dict:
+    [reply] = reader.wait(lambda name, r: r["reply_to"] == message["event_id"]
+                          and r["author_id"] == agent_id, timeout_s=120)
+    return reply
 
 
 def score_of(decision: dict, agent_id: str) -> dict:
@@ -71,8 +72,7 @@ def test_a_conversation(settings, channel, workers, reader):
         score_of(decision, "creative-writer")["expertise"]
     assert {s["agent_id"] for s in decision["scores"]} == set(TEAM)  # all scored, with reasons
     assert all(s["reason"] for s in decision["scores"])
-    [reply] = chat.wait(lambda name, r: r["reply_to"] == question["event_id"]
-                        and r["author_id"] == "developer-backend", timeout_s=120)
+    reply = reply_of(chat, question, "developer-backend")
     assert reply["author_kind"] == "AGENT" and reply["text"]
     assert reply["thread_id"] == question["thread_id"] and reply["thread_depth"] == 1
     assert reply["task_id"]
@@ -90,8 +90,8 @@ def test_a_conversation(settings, channel, workers, reader):
     mention["mentions"] = ["creative-writer"]
     chosen = score_of(decision_for(decisions, post(settings, mention)), "creative-writer")
     assert chosen["selected"] and chosen["reason"].startswith("mentioned")
-    [answer] = replies_to(chat, mention)
-    assert answer["author_id"] == "creative-writer" and answer["reply_to"] == mention["event_id"]
+    answer = reply_of(chat, mention, "creative-writer")
+    assert answer["author_kind"] == "AGENT" and answer["thread_depth"] == 1
 
     # Agent to agent: one turn short of the budget, an agent asks another, which answers;
     # that answer is at the budget, so nobody answers it and the thread ends.
@@ -100,8 +100,7 @@ def test_a_conversation(settings, channel, workers, reader):
     ask.update(author_kind="AGENT", thread_depth=config.max_thread_turns - 1,
                mentions=["analyst-data"])
     post(settings, ask)
-    [last] = replies_to(chat, ask)
-    assert last["author_id"] == "analyst-data"
+    last = reply_of(chat, ask, "analyst-data")
     assert last["thread_depth"] == config.max_thread_turns
     assert last["thread_id"] == ask["thread_id"]
     end = decision_for(decisions, last)
