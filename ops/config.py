@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     )
     history_size: int = Field(12, ge=1, description="Channel messages a prompt includes.")
     inference_timeout_s: float = Field(60.0, gt=0, description="Deadline of one inference call.")
+    metrics_port: int = Field(
+        0, ge=0, description="Port of a worker's Prometheus /metrics (0: not served)."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics server binds.")
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field("console", description="Log rendering.")
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import faust
+from prometheus_client import start_http_server
 
 from ops.config import Settings
 from ops.logs import configure
@@ -41,6 +42,8 @@ def build(settings: Settings) -> faust.App:
 def run(settings: Settings) -> None:
     app = build(settings)
     configure(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     # Faust's own INFO lines narrate every service start; ours are structured events.
     level = {"DEBUG": "debug", "INFO": "warn"}.get(settings.log_level.upper(), "info")
     worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)

@@ -39,18 +39,15 @@ FETCH_SCHEMA = (
 AGORA_COMMANDS = {
     ("topics", "create"),
     ("db", "migrate"),
-    ("worker", "relevance"),
-    ("worker", "responder"),
-    ("worker", "tools"),
-    ("worker", "votes"),
+    ("worker",),
     ("sink", "postgres"),
     ("sink", "clickhouse"),
     ("gateway", "serve"),
 }
 INIT_COMMANDS = {("topics", "create"), ("db", "migrate")}
-SCALED_COMMANDS = {("worker", "relevance"), ("worker", "responder")}
+SCALED_COMMANDS = {("worker",)}
 # Variables the processes read beyond ops.config.Settings.
-EXTRA_AGORA_VARS = {"AGORA_METRICS_PORT"}
+EXTRA_AGORA_VARS: set[str] = set()
 METRICS_PORT = 9100
 DURATION = re.compile(r"^(\d+(\.\d+)?(us|ms|s|m|h))+$")  # Compose duration syntax
 
@@ -365,7 +362,7 @@ def test_kafka_is_a_single_kraft_node(services):
     assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
     advertised = [a.split("://") for a in env["KAFKA_ADVERTISED_LISTENERS"].split(",")]
     assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] not in {name for name, _ in advertised}
-    broker = _interpolate(str(services["relevance"]["environment"]["AGORA_BROKER"]))
+    broker = _interpolate(str(services["worker"]["environment"]["AGORA_BROKER"]))
     assert broker in {addr for _, addr in advertised}, "AGORA_BROKER must be an advertised listener"
     assert kafka.get("healthcheck", {}).get("test")
     assert any(m["type"] == "volume" and m["target"] == env["KAFKA_LOG_DIRS"] for m in _mounts(kafka))
