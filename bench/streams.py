@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from inference.client import InferenceClient
 from ops import smoke
-from ops.stack.process import spawn, stop
+from ops.stack.process import Proc, spawn, stop
 from ops.topics import ensure_topics
 from schemas import codec
 from schemas.topics import ALL, CHAT_MESSAGES, RELEVANCE_DECISIONS, Topic
@@ -36,6 +36,14 @@ from streams.worker import start_process
 TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
         "researcher-tech", "creative-writer")
 FORWARDED = Topic("agora.bench.forwarded", "channel_id", ("ChatMessage",))
+
+
+def rate_of(proc: Proc, settings: Settings, topic: str, expected: int) -> float:
+    """``rate`` of what the process ``proc`` writes; the process is stopped afterwards."""
+    try:
+        return rate(settings, topic, expected)
+    finally:
+        stop(proc, grace_s=15)
 
 
 def rate(settings: Settings, topic: str, expected: int, timeout_s: float = 600) -> float:
@@ -96,10 +104,7 @@ def main() -> None:
         path = Path(tempfile.mkdtemp()) / "relevance.yaml"
         path.write_text(yaml.safe_dump(config))
         worker = start_process(settings, "bench", AGORA_RELEVANCE_CONFIG=str(path))
-        try:
-            relevance = rate(settings, RELEVANCE_DECISIONS.name, args.messages)
-        finally:
-            stop(worker, grace_s=15)
+        relevance = rate_of(worker, settings, RELEVANCE_DECISIONS.name, args.messages)
         print(f"  relevance (embed + score + memory + send): {relevance:8.1f} messages/s",
               flush=True)
 
@@ -108,10 +113,7 @@ def main() -> None:
         forwarder = spawn([sys.executable, str(Path(__file__).with_name("forward.py")),
                            CHAT_MESSAGES.name, FORWARDED.name, "worker", "-l", "warn"],
                           log=log, env=env)
-        try:
-            forward = rate(settings, FORWARDED.name, args.messages)
-        finally:
-            stop(forwarder, grace_s=15)
+        forward = rate_of(forwarder, settings, FORWARDED.name, args.messages)
         print(f"  bare Faust agent forwarding              : {forward:8.1f} messages/s",
               flush=True)
 

@@ -56,6 +56,7 @@ __all__ = [
     "WrongEventType",
     "decode",
     "encode",
+    "epoch_ms",
     "fingerprint",
     "known_fingerprints",
     "released_versions",
@@ -63,6 +64,13 @@ __all__ = [
 ]
 
 SCHEMA_ROOT = Path(__file__).parent
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def epoch_ms(moment: dt.datetime) -> int:
+    """Milliseconds since the epoch, exactly as a ``timestamp-millis`` field stores them
+    (integer arithmetic: ``timestamp() * 1000`` rounds wrong for some instants)."""
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 NAMESPACE = "agora.events"
 
 # Single-object encoding. A second framing (for example Confluent's magic byte

@@ -8,6 +8,8 @@ an agent and another author last exchanged messages (the social factor).
 
 from __future__ import annotations
 
+from schemas.codec import epoch_ms
+
 EXCHANGES_KEPT = 256
 
 
@@ -20,7 +22,7 @@ def entry(message: dict) -> dict:
             "author_kind": message["author_kind"], "text": message["text"],
             "reply_to": message["reply_to"], "thread_id": message["thread_id"],
             "metadata": message["metadata"],
-            "created_ms": int(message["created_at"].timestamp() * 1000)}
+            "created_ms": epoch_ms(message["created_at"])}
 
 
 def author_of(state: dict, message_id: str | None) -> str | None:

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from schemas.codec import epoch_ms
+
 EXPERTISE = "agent_expertise"
 MESSAGES = "channel_messages"
 DIM = 384
@@ -97,7 +99,7 @@ class Memory:
                 id=point_id(m["event_id"]), vector=v.tolist(),
                 payload={"message_id": m["event_id"], "channel_id": m["channel_id"],
                          "author_id": m["author_id"], "text": m["text"],
-                         "created_ms": int(m["created_at"].timestamp() * 1000)})
+                         "created_ms": epoch_ms(m["created_at"])})
                 for m, v in zip(messages, vectors)])
 
     def recall(self, channel_id: str, vector: np.ndarray, limit: int,

@@ -22,6 +22,7 @@ from faust.streams import _current_event
 from prometheus_client import Counter, Histogram
 
 from schemas import codec
+from schemas.codec import epoch_ms
 from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE_DECISIONS
 from streams import channels
 from streams.app import topic
@@ -152,7 +153,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                 mentions=tuple(message["mentions"]),
                 reply_to_author=channels.author_of(channel, message["reply_to"]),
                 thread_depth=message["thread_depth"],
-                created_ms=int(message["created_at"].timestamp() * 1000),
+                created_ms=epoch_ms(message["created_at"]),
                 embedding=embedding), candidates(channel, message, expertise), config)
             # Table writes go to the changelog partition of the current event: in a
             # batch, make it this message's event.
