@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -105,6 +109,21 @@ def test_a_conversation(settings, channel, workers, reader):
     assert last["thread_id"] == ask["thread_id"]
     end = decision_for(decisions, last)
     assert end["selected"] == [] and "turn budget" in end["skip_reason"]
+
+    # Lifecycle through the CLI: a paused agent is not even eligible, mention or not.
+    def agents(*args: str) -> str:
+        done = subprocess.run([str(Path(sys.executable).parent / "agora"), "agents", *args],
+                              env={**os.environ, "AGORA_STACK_DIR": str(settings.stack_dir)},
+                              capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout
+
+    assert "creative-writer is PAUSED" in agents("pause", "creative-writer", "--reason", "demo")
+    assert "creative-writer        PAUSED" in agents("list")
+    paused = smoke.chat_message(channel, "Any last words on the incident?", "human:alice")
+    paused["mentions"] = ["creative-writer"]
+    skipped = decision_for(decisions, post(settings, paused))
+    assert "creative-writer" not in {s["agent_id"] for s in skipped["scores"]}
+    assert "creative-writer is ACTIVE" in agents("resume", "creative-writer")
 
 
 def test_garbage_is_dead_lettered_and_the_next_message_still_answered(settings, channel,

@@ -69,7 +69,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
 
     async def expertise_vectors() -> dict[str, np.ndarray]:
         """Expertise vectors of all agents: from Qdrant, computed once when missing."""
-        profiles = services.registry.data
+        profiles = dict(services.registry.data)  # the registry may change while we await
         stale = [a for a, p in profiles.items() if vectors.get(a, ("",))[0] != p["expertise"]]
         if stale:
             stored = await asyncio.to_thread(services.memory.expertise, stale)
