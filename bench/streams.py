@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 from common import Settings, local_stack
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from inference.client import InferenceClient
-from ops import smoke
+from ops import kafka, smoke
 from ops.stack.process import Proc, spawn, stop
 from ops.topics import ensure_topics
 from schemas import codec
@@ -91,7 +91,7 @@ def main() -> None:
         topics = ("orders query", "Safari layout", "signup chart", "release notes")
         texts = [f"Message {i}: the {topics[i % 4]} needs a look, case {i}"
                  for i in range(args.messages)]
-        producer = Producer({"bootstrap.servers": settings.broker, "linger.ms": 5})
+        producer = kafka.producer(settings, **{"linger.ms": 5})
         for i, text in enumerate(texts):
             message = smoke.chat_message(rooms[i % len(rooms)], text, author_id="human:bench")
             producer.produce(CHAT_MESSAGES.name, key=message["channel_id"].encode(),

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from ops import smoke, stack
+from ops import kafka, smoke, stack
 from ops.config import Settings
 from ops.stack.process import stop
 from ops.topics import ensure_topics
@@ -79,7 +79,7 @@ def _conversation(settings: Settings, echo: Echo) -> None:
          f"{settings.stack_dir / 'logs' / 'worker-demo.log'}")
     try:
         watch = _Watch(settings)
-        producer = Producer({"bootstrap.servers": settings.broker})
+        producer = kafka.producer(settings)
         for author, text, mentions in SCRIPT:
             message = smoke.chat_message(CHANNEL, text, author_id=author)
             message["mentions"] = mentions

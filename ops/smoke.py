@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ops import kafka
 from ops.config import Settings
 from schemas import codec
 from schemas.topics import CHAT_MESSAGES
@@ -33,9 +34,9 @@ def kafka_roundtrip(settings: Settings, message: dict, group: str,
 
     Returns the decoded message and the partition it was read from.
     """
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer
 
-    producer = Producer({"bootstrap.servers": settings.broker, "acks": "all"})
+    producer = kafka.producer(settings)
     producer.produce(CHAT_MESSAGES.name, key=message["channel_id"].encode(),
                      value=codec.encode("ChatMessage", message))
     if producer.flush(timeout_s):

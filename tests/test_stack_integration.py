@@ -67,3 +67,24 @@ def test_qdrant_upsert_and_search(settings):
     query = vectors[17] + rng.normal(scale=0.01, size=384).astype(np.float32)
     ranked = smoke.qdrant_roundtrip(settings, vectors, query)
     assert ranked[0] == 17 and len(ranked) == 50
+
+
+def test_our_producers_partition_keys_like_faust(settings, topics):
+    """A channel's records must meet on one partition whoever produced them."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from ops import kafka
+    from schemas.topics import Topic
+
+    probe = Topic("agora.test.partitioning", "channel_id", ())
+    ensure_topics(settings, topics=(probe,))
+    producer, landed = kafka.producer(settings), {}
+    keys = [f"channel-{i}".encode() for i in range(40)]
+    for key in keys:
+        producer.produce(probe.name, key=key, value=b"probe",
+                         on_delivery=lambda err, msg: landed.__setitem__(msg.key(), msg.partition()))
+    assert producer.flush(10) == 0
+    partitions = list(range(settings.partitions))
+    faust_side = {key: DefaultPartitioner()(key, partitions, partitions) for key in keys}
+    assert landed == faust_side
+    assert len(set(landed.values())) > 1  # the keys really spread

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Producer
 
-from ops import smoke
+from ops import kafka, smoke
 from ops.topics import ensure_topics
 from schemas import codec
 from schemas.topics import CHAT_MESSAGES, DEADLETTER, RELEVANCE_DECISIONS
@@ -37,7 +36,7 @@ def channel(settings):
 
 
 def post(settings, message: dict, value: bytes | None = None) -> dict:
-    producer = Producer({"bootstrap.servers": settings.broker})
+    producer = kafka.producer(settings)
     producer.produce(CHAT_MESSAGES.name, key=message["channel_id"].encode(),
                      value=value if value is not None else codec.encode("ChatMessage", message))
     assert producer.flush(10) == 0
@@ -165,7 +164,7 @@ def test_two_workers_decide_every_message_exactly_once(settings, channel, worker
     workers("pair-b", **group)
     decisions = reader(RELEVANCE_DECISIONS.name)
 
-    producer = Producer({"bootstrap.servers": settings.broker})
+    producer = kafka.producer(settings)
     sent = set()
     for i in range(200):
         message = smoke.chat_message(rooms[i % len(rooms)], f"status update {i} on the rollout")

@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 import yaml
 
+from ops import kafka
 from ops.config import Settings
 from schemas import codec
 from schemas.topics import AGENTS
@@ -102,9 +103,7 @@ class Registry:
             consumer.close()
 
     def publish(self, profile: dict) -> None:
-        from confluent_kafka import Producer
-
-        producer = Producer({"bootstrap.servers": self.settings.broker, "acks": "all"})
+        producer = kafka.producer(self.settings)
         producer.produce(AGENTS.name, key=profile["agent_id"].encode(),
                          value=codec.encode("AgentProfile", profile))
         if producer.flush(10):
