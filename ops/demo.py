@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, TopicPartition
-
 from ops import kafka, smoke, stack
 from ops.config import Settings
+from ops.kafka import TopicReader
 from ops.stack.process import stop
 from ops.topics import ensure_topics
 from schemas import codec
@@ -77,8 +76,8 @@ def _conversation(settings: Settings, echo: Echo) -> None:
     worker = start_process(settings, "demo")
     echo(f"   ready in {time.monotonic() - started:.1f}s; log: "
          f"{settings.stack_dir / 'logs' / 'worker-demo.log'}")
+    watch = TopicReader(settings, RELEVANCE_DECISIONS.name, CHAT_MESSAGES.name)
     try:
-        watch = _Watch(settings)
         producer = kafka.producer(settings)
         for author, text, mentions in SCRIPT:
             message = smoke.chat_message(CHANNEL, text, author_id=author)
@@ -88,53 +87,34 @@ def _conversation(settings: Settings, echo: Echo) -> None:
             producer.flush(10)
             echo(f"\n>> {author}: {text}" + (f"  (mentions {', '.join(mentions)})"
                                              if mentions else ""))
-            watch.show(message, echo)
+            show(watch, message, echo)
     finally:
+        watch.close()
         stop(worker, grace_s=15)
 
 
-class _Watch:
-    """Follows decisions and chat from the start, printing what concerns a message."""
+def show(watch: TopicReader, message: dict, echo: Echo) -> None:
+    """The decision about ``message`` with its reasons, then the replies to it."""
+    try:
+        [found] = watch.wait(lambda n, r: n == "RelevanceDecision"
+                             and r["message_id"] == message["event_id"], timeout_s=120)
+    except TimeoutError:
+        echo("   (no decision within 120 s: see the worker log)")
+        return
+    echo(f"   relevance: {', '.join(found['selected']) or 'nobody'} selected"
+         + (f" ({found['skip_reason']})" if found["skip_reason"] else ""))
+    for score in sorted(found["scores"], key=lambda s: -s["score"])[:4]:
+        echo(f"     {'*' if score['selected'] else ' '} {score['agent_id']:<19} "
+             f"{score['score']:.2f}  {score['reason']}")
 
-    def __init__(self, settings: Settings):
-        self.consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "demo",
-                                  "enable.auto.commit": False})
-        parts = []
-        for name in (RELEVANCE_DECISIONS.name, CHAT_MESSAGES.name):
-            meta = self.consumer.list_topics(name, timeout=10).topics[name]
-            parts += [TopicPartition(name, p, 0) for p in meta.partitions]
-        self.consumer.assign(parts)
-        self.seen: list[tuple[str, dict]] = []
+    def is_reply(name: str, record: dict) -> bool:
+        return name == "ChatMessage" and record["reply_to"] == message["event_id"]
 
-    def _poll(self, until) -> None:
-        deadline = time.monotonic() + 120
-        while not until() and time.monotonic() < deadline:
-            record = self.consumer.poll(0.2)
-            if record is not None and not record.error():
-                self.seen.append(codec.decode(record.value()))
-
-    def show(self, message: dict, echo: Echo) -> None:
-        def decision():
-            return next((r for n, r in self.seen if n == "RelevanceDecision"
-                         and r["message_id"] == message["event_id"]), None)
-
-        self._poll(decision)
-        found = decision()
-        if found is None:
-            echo("   (no decision within 120 s: see the worker log)")
-            return
-        echo(f"   relevance: {', '.join(found['selected']) or 'nobody'} selected"
-             + (f" ({found['skip_reason']})" if found["skip_reason"] else ""))
-        for score in sorted(found["scores"], key=lambda s: -s["score"])[:4]:
-            echo(f"     {'*' if score['selected'] else ' '} {score['agent_id']:<19} "
-                 f"{score['score']:.2f}  {score['reason']}")
-
-        def replies():
-            return [r for n, r in self.seen if n == "ChatMessage"
-                    and r["reply_to"] == message["event_id"]]
-
-        started = time.monotonic()
-        self._poll(lambda: len(replies()) >= len(found["selected"]))
-        for reply in replies():
-            echo(f"<< {reply['author_id']} (thread depth {reply['thread_depth']}, "
-                 f"{time.monotonic() - started:.1f}s): {reply['text']}")
+    started = time.monotonic()
+    try:
+        watch.wait(is_reply, count=len(found["selected"]), timeout_s=120)
+    except TimeoutError as exc:
+        echo(f"   (replies: {exc})")
+    for reply in [r for n, r in watch.records if is_reply(n, r)]:
+        echo(f"<< {reply['author_id']} (thread depth {reply['thread_depth']}, "
+             f"{time.monotonic() - started:.1f}s): {reply['text']}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from confluent_kafka import Producer
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ops.config import Settings
+from schemas import codec
 
 
 def producer(settings: Settings, **conf) -> Producer:
@@ -17,3 +20,40 @@ def producer(settings: Settings, **conf) -> Producer:
     """
     return Producer({"bootstrap.servers": settings.broker, "acks": "all",
                      "partitioner": "murmur2_random", **conf})
+
+
+class TopicReader:
+    """Reads topics from their beginning (no consumer group), decoding every record;
+    waits for the records a caller is looking for."""
+
+    def __init__(self, settings: Settings, *topics: str):
+        self.consumer = Consumer({"bootstrap.servers": settings.broker,
+                                  "group.id": "agora-reader", "enable.auto.commit": False})
+        partitions = []
+        for topic in topics:
+            meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+            partitions += [TopicPartition(topic, p, 0) for p in meta.partitions]
+        self.consumer.assign(partitions)
+        self.records: list[tuple[str, dict]] = []
+
+    def poll(self, seconds: float = 0.5) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            record = self.consumer.poll(0.1)
+            if record is not None and not record.error():
+                self.records.append(codec.decode(record.value()))
+
+    def wait(self, predicate, count: int = 1, timeout_s: float = 90) -> list[dict]:
+        """The first ``count`` records for which ``predicate(name, record)`` holds;
+        ``TimeoutError`` (naming how many were found) if they do not all arrive."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [r for name, r in self.records if predicate(name, r)]
+            if len(found) >= count:
+                return found[:count]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(found)} of {count} records after {timeout_s}s")
+            self.poll(0.5)
+
+    def close(self) -> None:
+        self.consumer.close()

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 
 import faust
 
 from schemas import codec
-
-_NS = uuid.UUID("0b9a4f0e-7c53-4a53-bd38-4e0f2d1f6a77")
+from schemas.ids import derived_id
 
 
 def dead_letter_record(message: faust.types.Message, stage: str, error: BaseException) -> dict:
     # Deterministic id: a replay of the same bad record yields the same dead letter.
-    origin = f"{message.topic}/{message.partition}/{message.offset}/{stage}"
     return {
-        "event_id": str(uuid.uuid5(_NS, origin)),
+        "event_id": derived_id(message.topic, message.partition, message.offset, stage),
         "source_topic": message.topic, "partition": message.partition, "offset": message.offset,
         "key": message.key, "value": message.value,
         "reason": str(error) or type(error).__name__, "error_type": type(error).__name__,

@@ -8,7 +8,6 @@ store, does its work and closes it again, waiting while another process holds it
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -16,16 +15,11 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from schemas.codec import epoch_ms
+from schemas.ids import derived_id  # Qdrant ids are UUIDs: stable ones from ours
 
 EXPERTISE = "agent_expertise"
 MESSAGES = "channel_messages"
 DIM = 384
-_NS = uuid.UUID("6f1d3c55-2b8e-4f7a-9a51-0c7e3e6a2d10")
-
-
-def point_id(key: str) -> str:
-    """Qdrant ids are UUIDs or ints: derive a stable UUID from our string ids."""
-    return str(uuid.uuid5(_NS, key))
 
 
 class Memory:
@@ -77,7 +71,7 @@ class Memory:
     def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None:
         with self._session() as client:
             client.upsert(EXPERTISE, points=[models.PointStruct(
-                id=point_id(agent_id), vector=vector.tolist(),
+                id=derived_id(agent_id), vector=vector.tolist(),
                 payload={"agent_id": agent_id, "text": text})])
 
     def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
@@ -85,7 +79,7 @@ class Memory:
         if not agent_ids:
             return {}
         with self._session() as client:
-            points = client.retrieve(EXPERTISE, ids=[point_id(a) for a in agent_ids],
+            points = client.retrieve(EXPERTISE, ids=[derived_id(a) for a in agent_ids],
                                      with_vectors=True, with_payload=True)
         return {p.payload["agent_id"]: (p.payload["text"], np.asarray(p.vector, np.float32))
                 for p in points}
@@ -96,7 +90,7 @@ class Memory:
         """Store chat messages with their embeddings (idempotent by message id)."""
         with self._session() as client:
             client.upsert(MESSAGES, points=[models.PointStruct(
-                id=point_id(m["event_id"]), vector=v.tolist(),
+                id=derived_id(m["event_id"]), vector=v.tolist(),
                 payload={"message_id": m["event_id"], "channel_id": m["channel_id"],
                          "author_id": m["author_id"], "text": m["text"],
                          "created_ms": epoch_ms(m["created_at"])})

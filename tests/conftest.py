@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from ops import stack
 from ops.config import Settings
+from ops.kafka import TopicReader
 from ops.stack.process import Proc, members, stop, survivors
 from streams.worker import start_process
 
@@ -28,41 +28,6 @@ def settings() -> Settings:
         shutil.rmtree(stack_dir, ignore_errors=True)
     left = survivors(tracked)
     assert not left, f"stack processes survived the test session: {left}"
-
-
-class TopicReader:
-    """Reads a topic from the beginning, decoding every record; waits for matches."""
-
-    def __init__(self, settings: Settings, topic: str):
-        from confluent_kafka import Consumer, TopicPartition
-
-        self.consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "tests",
-                                  "enable.auto.commit": False})
-        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        self.records: list[tuple[str, dict]] = []
-
-    def poll(self, seconds: float = 0.5) -> None:
-        from schemas import codec
-
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            record = self.consumer.poll(0.1)
-            if record is not None and not record.error():
-                self.records.append(codec.decode(record.value()))
-
-    def wait(self, predicate, count: int = 1, timeout_s: float = 90) -> list[dict]:
-        """The first ``count`` records for which ``predicate(name, record)`` holds."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = [r for name, r in self.records if predicate(name, r)]
-            if len(found) >= count or time.monotonic() > deadline:
-                assert len(found) >= count, f"{len(found)} of {count} records after {timeout_s}s"
-                return found[:count]
-            self.poll(0.5)
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import codec
+from schemas.ids import derived_id
 from streams import channels
 from streams.registry.profiles import changed, new_profile, templates
 from streams.responder.actions import (CHOICES, EXAMPLES, LINE_CHARS, VOTE_TYPES,
-                                       action_schema, build_prompt, derived_id, events)
+                                       action_schema, build_prompt, events)
 
 TEMPLATES = sorted(templates())
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from weakref import ref
 
@@ -23,6 +22,7 @@ from prometheus_client import Counter, Histogram
 
 from schemas import codec
 from schemas.codec import epoch_ms
+from schemas.ids import derived_id
 from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE_DECISIONS
 from streams import channels
 from streams.app import topic
@@ -31,7 +31,6 @@ from streams.relevance.scoring import Candidate, Decision, Message, RelevanceCon
 from streams.services import Services
 
 log = structlog.get_logger("agora.relevance")
-NS = uuid.UUID("2a7c1d0e-5b7f-4c1e-8d6a-93f0e4b1c2a4")
 MAX_TEXT = 16_000  # characters: longer messages are dead-lettered, not truncated silently
 HISTORY_KEPT = 50
 TASK_DEADLINE = timedelta(minutes=5)
@@ -46,10 +45,6 @@ LATENCY = Histogram("agora_relevance_batch_seconds", "Time to decide a batch",
 
 class InvalidMessage(ValueError):
     """A well-formed ChatMessage that the flow cannot accept."""
-
-
-def derived_id(*parts: str) -> str:
-    return str(uuid.uuid5(NS, "/".join(parts)))
 
 
 def validate(message: dict) -> None:
@@ -88,9 +83,8 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                     vectors[agent_id] = (text, vector)
         return {a: v for a, (_, v) in vectors.items() if a in profiles}
 
-    def candidates(channel: dict, message: dict, expertise: dict[str, np.ndarray]
-                   ) -> list[Candidate]:
-        open_tasks = services.open_tasks()
+    def candidates(channel: dict, message: dict, expertise: dict[str, np.ndarray],
+                   open_tasks: dict[str, int]) -> list[Candidate]:
         return [Candidate(
             agent_id=agent_id, state=profile["state"], channels=tuple(profile["channels"]),
             expertise=expertise.get(agent_id), performance_score=profile["performance_score"],
@@ -100,7 +94,8 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                                                                 message["author_id"]),
         ) for agent_id, profile in services.registry.data.items()]
 
-    def records(message: dict, decision: Decision) -> tuple[dict, list[dict]]:
+    def records(message: dict, decision: Decision, history: list[dict]
+                ) -> tuple[dict, list[dict]]:
         now = datetime.now(timezone.utc)
         decision_id = derived_id(message["event_id"], "decision")
         record = {
@@ -112,13 +107,12 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             "selected": list(decision.selected), "skip_reason": decision.skip_reason,
             "config_version": config.version,
         }
-        context = [h["id"] for h in (state.get(message["channel_id"]) or channels.empty())["history"]]
         task_records = [{
             "event_id": derived_id(message["event_id"], "task", agent_id),
             "decision_id": decision_id, "message_id": message["event_id"],
             "channel_id": message["channel_id"], "thread_id": message["thread_id"],
             "thread_depth": message["thread_depth"], "agent_id": agent_id,
-            "context_message_ids": context[-services.settings.history_size:],
+            "context_message_ids": [h["id"] for h in history[-services.settings.history_size:]],
             "created_at": now, "deadline_at": now + TASK_DEADLINE,
         } for agent_id in decision.selected]
         return record, task_records
@@ -142,6 +136,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                            ) -> None:
         """Score, remember and publish a batch; returns once every send is durable."""
         expertise = await expertise_vectors()
+        open_tasks = services.open_tasks()  # one view of the workload for the batch
         remembered = asyncio.create_task(asyncio.to_thread(
             services.memory.remember, [m for _, m in good], embeddings))
         pending = []
@@ -154,12 +149,14 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                 reply_to_author=channels.author_of(channel, message["reply_to"]),
                 thread_depth=message["thread_depth"],
                 created_ms=epoch_ms(message["created_at"]),
-                embedding=embedding), candidates(channel, message, expertise), config)
+                embedding=embedding), candidates(channel, message, expertise, open_tasks),
+                config)
             # Table writes go to the changelog partition of the current event: in a
             # batch, make it this message's event.
             _current_event.set(ref(event))
-            state[message["channel_id"]] = channels.remember(channel, message, HISTORY_KEPT)
-            decision_record, task_records = records(message, decision)
+            updated = channels.remember(channel, message, HISTORY_KEPT)
+            state[message["channel_id"]] = updated
+            decision_record, task_records = records(message, decision, updated["history"])
             key = message["channel_id"].encode()
             pending.append(await decisions.send(
                 key=key, value=codec.encode("RelevanceDecision", decision_record)))

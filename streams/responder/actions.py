@@ -9,12 +9,12 @@ always finishes well inside ``max_tokens``.
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime, timedelta, timezone
+
+from schemas.ids import derived_id
 
 VOTE_TYPES = ("PROJECT_DECISION", "CONFLICT_RESOLUTION", "RESOURCE_ALLOCATION")
 CHOICES = ("yes", "no", "abstain")
-NS = uuid.UUID("9c4e2b71-3d8a-4f0b-a6e5-1f2d3c4b5a69")
 VOTE_DEADLINE = timedelta(minutes=10)
 LINE_CHARS = 300  # a history line longer than this is cut in the prompt
 
@@ -93,10 +93,6 @@ def build_prompt(agent: dict, history: list[dict], memories: list[dict], message
     parts.append(f"Message from {message['author_id']}: {' '.join(message['text'].split())}")
     parts.append("JSON:")
     return "\n".join(parts) + " "
-
-
-def derived_id(task_id: str, role: str) -> str:
-    return str(uuid.uuid5(NS, f"{task_id}/{role}"))
 
 
 def events(task: dict, agent: dict, message: dict, action: dict
