@@ -18,6 +18,10 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 agents_app = typer.Typer(no_args_is_help=True, help="The agent registry (agora.agents).")
 app.add_typer(agents_app, name="agents")
+tools_app = typer.Typer(no_args_is_help=True, help="The tool catalog and tool requests.")
+app.add_typer(tools_app, name="tools")
+vote_app = typer.Typer(no_args_is_help=True, help="Votes: open one, cast a ballot.")
+app.add_typer(vote_app, name="vote")
 
 
 def _settings() -> Settings:
@@ -138,6 +142,122 @@ def agents_pause(agent_id: str, reason: str = typer.Option(None, help="Why.")) -
 def agents_resume(agent_id: str) -> None:
     """Make a paused agent active again."""
     _set_state(agent_id, "ACTIVE", None)
+
+
+@agents_app.command("grant")
+def agents_grant(agent_id: str, permissions: list[str] = typer.Argument(
+        ..., help="Permissions, e.g. tool:shell vote:cast.")) -> None:
+    """Grant permissions beyond the agent's template (tool:NAME also adds the tool)."""
+    _change_permissions(agent_id, permissions, revoke=False)
+
+
+@agents_app.command("revoke")
+def agents_revoke(agent_id: str, permissions: list[str] = typer.Argument(...)) -> None:
+    """Take permissions (and tools, for tool:NAME) away from an agent."""
+    _change_permissions(agent_id, permissions, revoke=True)
+
+
+def _change_permissions(agent_id: str, permissions: list[str], revoke: bool) -> None:
+    try:
+        profile = _registry().grant(agent_id, permissions, revoke=revoke)
+    except KeyError as exc:
+        typer.echo(exc.args[0], err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{agent_id}: permissions={','.join(profile['permissions'])} "
+               f"tools={','.join(profile['tools'])}")
+
+
+@tools_app.command("list")
+def tools_list() -> None:
+    """Every tool: category, whether it needs a vote, limits and description."""
+    from streams.tools.catalog import load
+
+    for tool in load().values():
+        vote = f"vote {tool.vote_strategy.lower()}" if tool.needs_vote else "no vote"
+        typer.echo(f"{tool.name:<16} {tool.category:<13} {vote:<24} cpu {tool.limits.cpu_s}s "
+                   f"wall {tool.limits.wall_s:g}s mem {tool.limits.memory_mb}MB  "
+                   f"{tool.description}")
+
+
+@tools_app.command("request")
+def tools_request(
+    tool: str = typer.Argument(..., help="Tool name (agora tools list)."),
+    agent_id: str = typer.Option(..., "--agent", "-a", help="Agent the tool runs for."),
+    channel: str = typer.Option(..., "--channel", "-c", help="Channel of the request."),
+    arguments: str = typer.Option("{}", "--args", help="Arguments as a JSON object."),
+    reason: str = typer.Option("requested from the CLI", "--reason", help="Why."),
+) -> None:
+    """Ask to run a tool for an agent; prints the request id (results: agora.tool.results)."""
+    import json
+
+    from ops.kafka import publish
+    from schemas.topics import TOOL_REQUESTS
+    from streams.tools.records import new_request
+
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--args is not JSON: {exc}") from None
+    request = new_request(agent_id, channel, tool, parsed, reason)
+    publish(_settings(), TOOL_REQUESTS.name, [("ToolRequest", channel, request)])
+    typer.echo(request["event_id"])
+
+
+@vote_app.command("start")
+def vote_start(
+    title: str = typer.Argument(..., help="The question put to the voters."),
+    channel: str = typer.Option(..., "--channel", "-c"),
+    proposer: str = typer.Option("human:cli", "--proposer"),
+    vote_type: str = typer.Option("PROJECT_DECISION", "--type",
+                                  help="PROJECT_DECISION, CONFLICT_RESOLUTION or "
+                                       "RESOURCE_ALLOCATION."),
+    strategy: str = typer.Option("SIMPLE_MAJORITY", "--strategy",
+                                 help="SIMPLE_MAJORITY, QUALIFIED_MAJORITY, CONSENSUS, WEIGHTED."),
+    option: list[str] = typer.Option(None, "--option", help="A choice (default yes and no)."),
+    voter: list[str] = typer.Option(None, "--voter",
+                                    help="An eligible voter (default: the channel's agents)."),
+    weight: list[str] = typer.Option(None, "--weight", help="VOTER=WEIGHT for WEIGHTED."),
+    quorum: float = typer.Option(0.5, "--quorum", min=0, max=1),
+    deadline_s: float = typer.Option(None, "--deadline-s", help="Default AGORA_VOTE_DEADLINE_S."),
+) -> None:
+    """Open a vote; prints its id (results: agora.vote.results and the channel)."""
+    from ops.kafka import publish
+    from schemas.topics import VOTES
+    from streams.votes.records import new_proposal
+    from streams.votes.tally import STRATEGIES
+
+    if vote_type == "TOOL_USAGE":
+        raise typer.BadParameter("tool-usage votes are opened by tool requests")
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"strategy must be one of {', '.join(STRATEGIES)}")
+    try:
+        weights = {k: float(v) for k, v in (w.split("=", 1) for w in weight or [])}
+    except ValueError:
+        raise typer.BadParameter("--weight takes VOTER=NUMBER") from None
+    settings = _settings()
+    proposal = new_proposal(channel, proposer, title, vote_type=vote_type, strategy=strategy,
+                            options=option, eligible_voters=voter, weights=weights,
+                            quorum=quorum, deadline_s=deadline_s or settings.vote_deadline_s)
+    publish(settings, VOTES.name, [("VoteProposal", proposal["vote_id"], proposal)])
+    typer.echo(proposal["vote_id"])
+
+
+@vote_app.command("cast")
+def vote_cast(
+    vote_id: str,
+    choice: str = typer.Argument(..., help="An option of the vote, or abstain."),
+    voter: str = typer.Option(..., "--voter"),
+    channel: str = typer.Option(..., "--channel", "-c"),
+    rationale: str = typer.Option("", "--rationale"),
+) -> None:
+    """Cast a ballot; a rejected one gets a BallotRejected on agora.vote.results."""
+    from ops.kafka import publish
+    from schemas.topics import VOTES
+    from streams.votes.records import new_ballot
+
+    ballot = new_ballot(vote_id, channel, voter, choice, rationale)
+    publish(_settings(), VOTES.name, [("Ballot", vote_id, ballot)])
+    typer.echo(ballot["event_id"])
 
 
 @app.command("config")

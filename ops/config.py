@@ -90,6 +90,14 @@ class Settings(BaseSettings):
         Path(__file__).resolve().parents[1] / "streams" / "relevance" / "config.yaml",
         description="YAML weights, threshold, top-k, cool-down and turn budget of relevance.",
     )
+    tool_policies: Path = Field(
+        Path(__file__).resolve().parents[1] / "streams" / "tools" / "policies.yaml",
+        description="YAML channel policies: which tools may run in which channel.",
+    )
+    tool_concurrency: int = Field(2, ge=1, description="Tool runs a worker sandboxes at once.")
+    vote_deadline_s: float = Field(
+        300.0, gt=0, description="Deadline of votes opened for agents and tool requests."
+    )
     history_size: int = Field(12, ge=1, description="Channel messages a prompt includes.")
     inference_timeout_s: float = Field(60.0, gt=0, description="Deadline of one inference call.")
     metrics_port: int = Field(
@@ -130,6 +138,7 @@ def documented() -> list[tuple[str, str, str]]:
     rows = []
     for name, field in Settings.model_fields.items():
         default = {"stack_dir": "./.agora", "worker_id": "host-pid",
-                   "relevance_config": "streams/relevance/config.yaml"}.get(name, field.default)
+                   "relevance_config": "streams/relevance/config.yaml",
+                   "tool_policies": "streams/tools/policies.yaml"}.get(name, field.default)
         rows.append((f"AGORA_{name.upper()}", str(default), field.description or ""))
     return rows

@@ -22,6 +22,16 @@ def producer(settings: Settings, **conf) -> Producer:
                      "partitioner": "murmur2_random", **conf})
 
 
+def publish(settings: Settings, topic: str, records: list[tuple[str, str, dict]],
+            timeout_s: float = 10) -> None:
+    """Encode and produce ``(event name, key, record)`` triples; returns once acknowledged."""
+    out = producer(settings)
+    for name, key, record in records:
+        out.produce(topic, key=key.encode(), value=codec.encode(name, record))
+    if out.flush(timeout_s):
+        raise TimeoutError(f"the broker did not acknowledge {topic} records in {timeout_s}s")
+
+
 class TopicReader:
     """Reads topics from their beginning (no consumer group), decoding every record;
     waits for the records a caller is looking for."""
@@ -35,13 +45,18 @@ class TopicReader:
             partitions += [TopicPartition(topic, p, 0) for p in meta.partitions]
         self.consumer.assign(partitions)
         self.records: list[tuple[str, dict]] = []
+        self.undecodable = 0
 
     def poll(self, seconds: float = 0.5) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             record = self.consumer.poll(0.1)
-            if record is not None and not record.error():
+            if record is None or record.error():
+                continue
+            try:
                 self.records.append(codec.decode(record.value()))
+            except codec.CodecError:
+                self.undecodable += 1  # someone's garbage: the dead-letter tests write some
 
     def wait(self, predicate, count: int = 1, timeout_s: float = 90) -> list[dict]:
         """The first ``count`` records for which ``predicate(name, record)`` holds;

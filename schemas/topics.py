@@ -22,8 +22,12 @@ CHAT_MESSAGES = Topic("agora.chat.messages", "channel_id", ("ChatMessage",))
 RELEVANCE_DECISIONS = Topic("agora.relevance.decisions", "channel_id", ("RelevanceDecision",))
 INFERENCE_TASKS = Topic("agora.inference.tasks", "channel_id", ("InferenceTask",))
 TOOL_REQUESTS = Topic("agora.tool.requests", "channel_id", ("ToolRequest",))
+# Requests whose tool-usage vote passed, written only by the votes agent.
+TOOL_APPROVED = Topic("agora.tool.approved", "channel_id", ("ToolRequest",))
 TOOL_RESULTS = Topic("agora.tool.results", "channel_id", ("ToolResult",))
-VOTES = Topic("agora.votes", "vote_id", ("VoteProposal", "Ballot"))
+# A vote's whole life in one partition, in order: for a TOOL_USAGE vote the gated
+# ToolRequest comes first, then the proposal, ballots and the timer's deadline notice.
+VOTES = Topic("agora.votes", "vote_id", ("ToolRequest", "VoteProposal", "Ballot", "VoteDeadline"))
 VOTE_RESULTS = Topic("agora.vote.results", "vote_id", ("VoteResult", "BallotRejected"))
 # The registry is read as a table: only the latest profile per agent matters.
 AGENTS = Topic("agora.agents", "agent_id", ("AgentProfile",),
@@ -34,4 +38,4 @@ AGENT_STATUS = Topic("agora.agents.status", "agent_id@worker_id", ("AgentStatus"
 DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
 
 ALL: tuple[Topic, ...] = (CHAT_MESSAGES, RELEVANCE_DECISIONS, INFERENCE_TASKS, TOOL_REQUESTS,
-                          TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS, AGENT_STATUS, DEADLETTER)
+                          TOOL_APPROVED, TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS, AGENT_STATUS, DEADLETTER)

@@ -1,4 +1,5 @@
-"""An Agora worker: the Faust app with every agent, as `agora worker` runs it.
+"""An Agora worker: the Faust app with every agent (relevance, responder, tools, votes),
+as `agora worker` runs it.
 
 Workers are symmetric (every worker runs every agent), so any number of them form
 one consumer group and Faust spreads partitions, and the channel table with them.
@@ -21,6 +22,8 @@ from streams.relevance import agent as relevance
 from streams.relevance.scoring import load_config
 from streams.responder import agent as responder
 from streams.services import Services
+from streams.tools import agent as tools
+from streams.votes import agent as votes
 
 
 def build(settings: Settings) -> faust.App:
@@ -31,6 +34,9 @@ def build(settings: Settings) -> faust.App:
     state = app.Table("channels", partitions=settings.partitions)
     relevance.register(app, services, state, load_config(settings.relevance_config))
     responder.register(app, services, state)
+    tools.register(app, services)
+    # Open and closed votes by vote id, co-partitioned with agora.votes.
+    votes.register(app, services, app.Table("votes", partitions=settings.partitions))
 
     @app.on_before_shutdown.connect
     async def stop_services(app, **kwargs) -> None:  # noqa: ARG001 - signal signature

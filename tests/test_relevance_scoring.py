@@ -34,20 +34,13 @@ from streams.relevance.scoring import (
     timing_factor,
     workload_factor,
 )
+from streams.tools.catalog import load as load_catalog
 
 DIM = 8
 NOW = 1_700_000_000_000  # epoch ms of the message under test
 CHANNEL = "c-general"
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "streams" / "registry" / "templates"
-TOOLS = {
-    "calculator",
-    "text_formatter",
-    "csv_processor",
-    "code_analyzer",
-    "chart_generator",
-    "analytics_query",
-    "sandbox_shell",
-}
+TOOLS = set(load_catalog())  # templates may only name tools that exist
 REQUIRED_TEMPLATES = {
     "developer-backend",
     "developer-frontend",
@@ -347,6 +340,20 @@ def test_turn_budget_does_not_limit_people():
 def test_system_messages_select_nobody():
     d = decide(message(author_kind="SYSTEM", mentions=("a-x",)), [agent("a-x", cos=1.0)], config())
     assert d == Decision(scores=(), selected=(), skip_reason="system message")
+
+
+def test_a_vote_call_selects_the_eligible_agents_it_mentions_whatever_their_state():
+    voters = [agent("a-1", cos=0.0, last_spoke_ms=NOW - 1000), agent("a-2", cos=None),
+              agent("a-3", state="PAUSED"), agent("a-4", channels=("elsewhere",)),
+              agent("a-5", cos=1.0)]
+    d = decide(message(author_kind="SYSTEM", author_id="agora.votes", vote_call=True,
+                       mentions=("a-2", "a-1", "a-3", "a-4")), voters, config(top_k=1))
+    # Cool-down, score and top_k do not matter; paused, absent and unmentioned agents are out.
+    assert d.selected == ("a-1", "a-2") and d.skip_reason is None
+    assert all(s.reason == "called to cast a ballot in the vote" for s in d.scores)
+    nobody = decide(message(author_kind="SYSTEM", vote_call=True, mentions=("a-3",)), voters,
+                    config())
+    assert nobody.selected == () and "no eligible voter" in nobody.skip_reason
 
 
 def test_unknown_author_kind_is_treated_as_system():

@@ -13,14 +13,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from inference.engine import grammar_for
 from schemas import codec
 from schemas.ids import derived_id
 from streams import channels
 from streams.registry.profiles import changed, new_profile, templates
-from streams.responder.actions import (CHOICES, EXAMPLES, LINE_CHARS, VOTE_TYPES,
-                                       action_schema, build_prompt, events)
+from streams.responder.actions import (BALLOT_EXAMPLE, EXAMPLES, LINE_CHARS, VOTE_TYPES,
+                                       action_schema, ballot_options, build_prompt,
+                                       callable_tools, events)
+from streams.tools import catalog
 
 TEMPLATES = sorted(templates())
+CATALOG = catalog.load()
+ALL_TOOLS = sorted(CATALOG)
+YES_NO = ["yes", "no", "abstain"]  # the ballot of a vote called with the default options
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -87,17 +93,47 @@ def assert_round_trips(name: str, record: dict) -> None:
             assert decoded[key] == value, key
 
 
-def validator(tools: list[str], ballot_open: bool) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(action_schema(tools, ballot_open))
+def validator(tools: list[str], ballot: list[str] | None) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(action_schema(tools, ballot))
+
+
+def cast(choice: str = "yes", rationale: str = "It is the simplest option.") -> dict:
+    """A ballot-mode action: a reply and a ballot, nothing else."""
+    return {**reply_only(), "ballot": {"choice": choice, "rationale": rationale}}
+
+
+def call(tool: str, **arguments) -> dict:
+    return {**reply_only(), "tool_call": {"tool": tool, "arguments": arguments}}
+
+
+# --------------------------------------------------------------------------- ballot_options
+
+
+def test_no_vote_id_means_no_ballot():
+    assert ballot_options({"metadata": {}}) is None
+    assert ballot_options({"metadata": None}) is None
+    assert ballot_options({}) is None
+    assert ballot_options({"metadata": {"options": "a,b", "client": "web"}}) is None
+
+
+def test_ballot_options_default_and_custom():
+    assert ballot_options({"metadata": {"vote_id": "v1"}}) == YES_NO
+    assert ballot_options({"metadata": {"vote_id": "v1", "options": "a,b"}}) == [
+        "a", "b", "abstain"]
+    assert ballot_options({"metadata": {"vote_id": "v1", "options": "red,,green,"}}) == [
+        "red", "green", "abstain"]
+    _, message = setup(metadata={"vote_id": "v2", "options": "keep,drop"})
+    assert ballot_options(message) == ["keep", "drop", "abstain"]
 
 
 # --------------------------------------------------------------------------- action_schema
 
 
-@pytest.mark.parametrize("ballot_open", [False, True])
-@pytest.mark.parametrize("tools", [[], ["calculator"], ["text_formatter", "calculator"]])
-def test_action_schema_is_a_valid_json_schema(tools, ballot_open):
-    jsonschema.Draft202012Validator.check_schema(action_schema(tools, ballot_open))
+@pytest.mark.parametrize("ballot", [None, YES_NO, ["a", "b", "abstain"]])
+@pytest.mark.parametrize("tools", [[], ["calculator"], ["text_formatter", "calculator"],
+                                   ALL_TOOLS, ["analytics_query"]])
+def test_action_schema_is_a_valid_json_schema(tools, ballot):
+    jsonschema.Draft202012Validator.check_schema(action_schema(tools, ballot))
 
 
 def _string_schemas(node, path="$"):
@@ -113,91 +149,262 @@ def _string_schemas(node, path="$"):
             yield from _string_schemas(value, f"{path}[{i}]")
 
 
-@pytest.mark.parametrize("ballot_open", [False, True])
+def _containers(node, path="$"):
+    """Every sub-schema of type object or array, with its path."""
+    if isinstance(node, dict):
+        if node.get("type") in ("object", "array"):
+            yield path, node
+        for key, value in node.items():
+            yield from _containers(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _containers(value, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("mode", ["open", "yes-no", "custom"])
 @pytest.mark.parametrize("template", TEMPLATES)
-def test_every_string_in_the_schema_is_bounded(template, ballot_open):
-    schema = action_schema(agent_from(template)["tools"], ballot_open)
+def test_every_string_and_array_in_the_schema_is_bounded(template, mode):
+    ballot = {"open": None, "yes-no": YES_NO, "custom": ["a", "b", "abstain"]}[mode]
+    schema = action_schema(agent_from(template)["tools"], ballot)
     found = list(_string_schemas(schema))
     assert found, "the walk found no string at all"
-    unbounded = [path for path, node in found if not isinstance(node.get("maxLength"), int)]
+    # A string is bounded by maxLength, or by an enum of fixed values.
+    unbounded = [path for path, node in found
+                 if not isinstance(node.get("maxLength"), int) and "enum" not in node]
     assert not unbounded, f"strings without maxLength: {unbounded}"
-    # No free-form container either: every object is closed, no arrays at all.
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("type") == "object":
-                assert node.get("additionalProperties") is False
-            assert node.get("type") != "array"
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-    walk(schema)
+    # No free-form container either: every object is closed, every array has maxItems.
+    for path, node in _containers(schema):
+        if node["type"] == "object":
+            assert node.get("additionalProperties") is False, path
+        else:
+            assert isinstance(node.get("maxItems"), int), path
+            assert isinstance(node.get("items"), dict), path
+
+
+def test_the_bound_check_sees_tool_arrays():
+    schema = action_schema(["chart_generator"], None)
+    arrays = [path for path, node in _containers(schema) if node["type"] == "array"]
+    assert {p.rsplit(".", 1)[-1] for p in arrays} == {"labels", "values"}
+    assert not [p for p, n in _containers(action_schema(["chart_generator"], YES_NO))
+                if n["type"] == "array"], "no tool schema is offered in ballot mode"
 
 
 def test_the_walk_sees_every_string_field():
-    paths = {path for path, _ in _string_schemas(action_schema(["calculator"], True))}
-    leaves = {p.rsplit(".", 1)[-1] for p in paths}
-    assert leaves == {"reply", "input", "title", "rationale"}
+    paths = {path for path, _ in _string_schemas(action_schema(["calculator"], None))}
+    assert {p.rsplit(".", 1)[-1] for p in paths} == {"reply", "expression", "title"}
+    paths = {path for path, _ in _string_schemas(action_schema(["calculator"], YES_NO))}
+    assert {p.rsplit(".", 1)[-1] for p in paths} == {"reply", "rationale"}
 
 
-def test_reply_only_action_is_accepted():
-    for tools in ([], ["calculator"]):
-        for ballot_open in (False, True):
-            validator(tools, ballot_open).validate(reply_only())
+def _offered(schema: dict) -> dict[str, dict]:
+    """tool name -> arguments schema of every tool_call option."""
+    tool_call = schema["properties"]["tool_call"]
+    if tool_call == {"type": "null"}:
+        return {}
+    null, *calls = tool_call["anyOf"]
+    assert null == {"type": "null"}
+    for option in calls:
+        assert option["type"] == "object" and option["additionalProperties"] is False
+        assert sorted(option["required"]) == ["arguments", "tool"]
+        assert set(option["properties"]) == {"tool", "arguments"}
+    return {o["properties"]["tool"]["const"]: o["properties"]["arguments"] for o in calls}
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_tool_call_offers_the_agents_catalog_tools_with_their_schemas(template):
+    tools = agent_from(template)["tools"]
+    offered = _offered(action_schema(tools, None))
+    assert list(offered) == sorted(set(tools) & set(CATALOG))
+    assert offered, f"{template} has no callable tool"
+    for name, parameters in offered.items():
+        assert parameters == CATALOG[name].parameters
+    assert [t.name for t in callable_tools(tools)] == list(offered)
+
+
+def test_tools_outside_the_catalog_are_not_offered():
+    assert list(_offered(action_schema(["analytics_query", "calculator", "calculator"],
+                                       None))) == ["calculator"]
+    assert _offered(action_schema(["analytics_query"], None)) == {}
+    assert [t.name for t in callable_tools(["shell", "nope", "calculator"])] == [
+        "calculator", "shell"]
+
+
+def test_templates_have_their_new_tools():
+    assert agent_from("developer-backend")["tools"] == [
+        "code_analyzer", "shell", "calculator", "text_formatter"]
+    assert "analytics_query" not in agent_from("analyst-data")["tools"]
+    for template in TEMPLATES:
+        assert set(agent_from(template)["tools"]) <= set(CATALOG), template
+
+
+def test_reply_only_action_is_accepted_when_no_ballot_is_open():
+    for tools in ([], ["calculator"], ALL_TOOLS):
+        validator(tools, None).validate(reply_only())
 
 
 def test_tool_call_only_for_the_agents_own_tools():
     agent = agent_from("developer-frontend")  # code_analyzer, text_formatter
-    v = validator(agent["tools"], False)
-    for tool in agent["tools"]:
-        v.validate({**reply_only(), "tool_call": {"tool": tool, "input": "x"}})
-    assert not v.is_valid({**reply_only(), "tool_call": {"tool": "calculator", "input": "1+1"}})
+    v = validator(agent["tools"], None)
+    v.validate(call("code_analyzer", code="def f(): pass"))
+    v.validate(call("code_analyzer", code="x = 1", language="python"))
+    v.validate(call("text_formatter", text="Hello there.", operation="upper"))
+    assert not v.is_valid(call("calculator", expression="1+1"))
     assert not v.is_valid({**reply_only(), "tool_call": {"tool": "code_analyzer"}})
-    assert not v.is_valid({**reply_only(),
-                           "tool_call": {"tool": "code_analyzer", "input": "x", "extra": 1}})
+    assert not v.is_valid({**reply_only(), "tool_call": {"arguments": {"code": "x"}}})
+    assert not v.is_valid({**reply_only(), "tool_call": {
+        "tool": "code_analyzer", "arguments": {"code": "x"}, "extra": 1}})
+    # The old free-text form is gone.
+    assert not v.is_valid({**reply_only(), "tool_call": {"tool": "code_analyzer", "input": "x"}})
+    assert not v.is_valid({**reply_only(), "tool_call": {
+        "tool": "code_analyzer", "arguments": "def f(): pass"}})
 
 
 def test_tool_call_rejected_when_the_agent_has_no_tools():
-    v = validator([], False)
-    assert not v.is_valid({**reply_only(), "tool_call": {"tool": "calculator", "input": "1"}})
-    assert not v.is_valid({**reply_only(), "tool_call": {}})
-    v.validate({**reply_only(), "tool_call": None})
+    for tools in ([], ["analytics_query"]):
+        v = validator(tools, None)
+        assert action_schema(tools, None)["properties"]["tool_call"] == {"type": "null"}
+        assert not v.is_valid(call("calculator", expression="1"))
+        assert not v.is_valid(call("analytics_query", query="select 1"))
+        assert not v.is_valid({**reply_only(), "tool_call": {}})
+        v.validate({**reply_only(), "tool_call": None})
 
 
-def test_ballot_only_when_a_ballot_is_open():
-    ballot = {"choice": "yes", "rationale": "It is the simplest option."}
-    assert not validator(["calculator"], False).is_valid({**reply_only(), "ballot": ballot})
-    validator(["calculator"], True).validate({**reply_only(), "ballot": ballot})
-    for choice in CHOICES:
-        validator([], True).validate({**reply_only(), "ballot": {"choice": choice,
-                                                                 "rationale": ""}})
-    assert not validator([], True).is_valid(
-        {**reply_only(), "ballot": {"choice": "maybe", "rationale": ""}})
+LABELS = [f"l{i}" for i in range(50)]
+VALUES = list(range(50))
+
+# (tool, arguments, valid): each checked against the action schema and the catalog.
+ARGUMENT_CASES = [
+    ("calculator", {"expression": "0.17 * 2340"}, True),
+    ("calculator", {"expression": "x" * 200}, True),
+    ("calculator", {"expression": "x" * 201}, False),
+    ("calculator", {"expression": ""}, False),
+    ("calculator", {}, False),
+    ("calculator", {"expr": "1+1"}, False),
+    ("calculator", {"input": "1+1"}, False),
+    ("calculator", {"expression": "1+1", "precision": 3}, False),
+    ("calculator", {"expression": 12}, False),
+    ("text_formatter", {"text": "Some words.", "operation": "stats"}, True),
+    ("text_formatter", {"text": "Some words.", "operation": "wrap", "width": 20}, True),
+    ("text_formatter", {"text": "Some words.", "operation": "wrap", "width": 19}, False),
+    ("text_formatter", {"text": "Some words.", "operation": "shout"}, False),
+    ("text_formatter", {"text": "Some words."}, False),
+    ("chart_generator", {"kind": "bar", "title": "Sales", "labels": ["a", "b"],
+                         "values": [1, 2.5]}, True),
+    ("chart_generator", {"kind": "pie", "title": "t", "labels": LABELS, "values": VALUES,
+                         "filename": "share.png"}, True),
+    ("chart_generator", {"kind": "bar", "title": "t", "labels": LABELS + ["x"],
+                         "values": VALUES}, False),
+    ("chart_generator", {"kind": "bar", "title": "t", "labels": LABELS,
+                         "values": VALUES + [50]}, False),
+    ("chart_generator", {"kind": "bar", "title": "t", "labels": [], "values": []}, False),
+    ("chart_generator", {"kind": "bar", "title": "t", "labels": ["a"],
+                         "values": ["1"]}, False),
+    ("chart_generator", {"kind": "bar", "title": "t", "labels": ["x" * 41],
+                         "values": [1]}, False),
+    ("chart_generator", {"kind": "scatter", "title": "t", "labels": ["a"], "values": [1]},
+     False),
+    ("chart_generator", {"kind": "bar", "labels": ["a"], "values": [1]}, False),
+    ("csv_processor", {"csv": "a,b\n1,2", "operation": "describe"}, True),
+    ("csv_processor", {"csv": "a,b\n1,2", "operation": "sort", "column": "a",
+                       "descending": True, "limit": 100}, True),
+    ("csv_processor", {"csv": "a,b\n1,2", "operation": "head", "limit": 101}, False),
+    ("csv_processor", {"csv": "a,b\n1,2", "operation": "drop"}, False),
+    ("code_analyzer", {"code": "import os"}, True),
+    ("code_analyzer", {"code": "import os", "language": "rust"}, False),
+    ("shell", {"command": "ls -la"}, True),
+    ("shell", {"command": ""}, False),
+    ("shell", {"cmd": "ls"}, False),
+]
+
+
+@pytest.mark.parametrize("tool,arguments,valid", ARGUMENT_CASES)
+def test_tool_arguments_follow_each_tools_schema(tool, arguments, valid):
+    v = validator(ALL_TOOLS, None)
+    assert v.is_valid(call(tool, **arguments)) == valid
+    # The generator's constraint and the tools worker's check agree.
+    if valid:
+        catalog.arguments(CATALOG[tool], json.dumps(arguments))
+    else:
+        with pytest.raises(catalog.InvalidArguments):
+            catalog.arguments(CATALOG[tool], json.dumps(arguments))
+
+
+def test_arguments_of_one_tool_do_not_pass_for_another():
+    v = validator(["calculator", "shell"], None)
+    v.validate(call("shell", command="ls"))
+    assert not v.is_valid(call("shell", expression="1+1"))
+    assert not v.is_valid(call("calculator", command="ls"))
+
+
+def test_no_ballot_without_an_open_vote():
+    v = validator(["calculator"], None)
+    assert not v.is_valid(cast())
+    assert action_schema(["calculator"], None)["properties"]["ballot"] == {"type": "null"}
+
+
+def test_ballot_mode_requires_a_ballot_and_nothing_else():
+    v = validator(ALL_TOOLS, YES_NO)
+    properties = action_schema(ALL_TOOLS, YES_NO)["properties"]
+    assert properties["tool_call"] == {"type": "null"}
+    assert properties["vote"] == {"type": "null"}
+    for choice in YES_NO:
+        v.validate(cast(choice, ""))
+    assert not v.is_valid(reply_only()), "the ballot is required when a vote is open"
+    assert not v.is_valid(cast("maybe"))
+    assert not v.is_valid({**cast(), "tool_call": {"tool": "calculator",
+                                                   "arguments": {"expression": "1"}}})
+    assert not v.is_valid({**cast(), "vote": {"title": "Adopt ruff",
+                                              "vote_type": "PROJECT_DECISION"}})
+    assert not v.is_valid({**cast(), "ballot": {"choice": "yes"}})
+    assert not v.is_valid({**cast(), "ballot": {"rationale": "why"}})
+
+
+def test_ballot_choices_come_from_the_vote_options():
+    ballot = ballot_options({"metadata": {"vote_id": "v9", "options": "a,b"}})
+    v = validator(["calculator"], ballot)
+    for choice in ("a", "b", "abstain"):
+        v.validate(cast(choice))
+    for choice in ("yes", "no", "c", "A", ""):
+        assert not v.is_valid(cast(choice)), choice
+    assert action_schema([], ballot)["properties"]["ballot"]["properties"]["choice"] == {
+        "enum": ["a", "b", "abstain"]}
 
 
 def test_votes():
-    v = validator([], False)
+    v = validator([], None)
     for vote_type in VOTE_TYPES:
         v.validate({**reply_only(), "vote": {"title": "Adopt ruff", "vote_type": vote_type}})
     for vote_type in ("TOOL_USAGE", "project_decision", "", "OTHER"):
         assert not v.is_valid({**reply_only(),
                                "vote": {"title": "Adopt ruff", "vote_type": vote_type}})
     assert not v.is_valid({**reply_only(), "vote": {"title": "no", "vote_type": VOTE_TYPES[0]}})
+    # A tool call and a vote proposal may come together.
+    v = validator(["calculator"], None)
+    v.validate({**call("calculator", expression="2 * 3"),
+                "vote": {"title": "Adopt ruff", "vote_type": "PROJECT_DECISION"}})
 
 
-@pytest.mark.parametrize("field,limit", [("reply", 280), ("tool_call.input", 160),
-                                         ("vote.title", 100), ("ballot.rationale", 120)])
-def test_over_long_strings_are_rejected(field, limit):
-    v = validator(["calculator"], True)
-    base = {"reply": "ok", "tool_call": {"tool": "calculator", "input": "1"},
-            "vote": {"title": "Adopt ruff", "vote_type": "PROJECT_DECISION"},
-            "ballot": {"choice": "no", "rationale": "r"}}
+OPEN_BASE = {"reply": "ok", "tool_call": {"tool": "calculator", "arguments": {"expression": "1"}},
+             "vote": {"title": "Adopt ruff", "vote_type": "PROJECT_DECISION"}, "ballot": None}
+BALLOT_BASE = {"reply": "ok", "tool_call": None, "vote": None,
+               "ballot": {"choice": "no", "rationale": "r"}}
+
+
+@pytest.mark.parametrize("ballot,base,field,limit", [
+    (None, OPEN_BASE, "reply", 280),
+    (None, OPEN_BASE, "tool_call.arguments.expression", 200),
+    (None, OPEN_BASE, "vote.title", 100),
+    (YES_NO, BALLOT_BASE, "reply", 280),
+    (YES_NO, BALLOT_BASE, "ballot.rationale", 120)])
+def test_over_long_strings_are_rejected(ballot, base, field, limit):
+    v = validator(["calculator"], ballot)
 
     def with_text(text):
         action = json.loads(json.dumps(base))
         *outer, leaf = field.split(".")
-        target = action[outer[0]] if outer else action
+        target = action
+        for key in outer:
+            target = target[key]
         target[leaf] = text
         return action
 
@@ -206,15 +413,35 @@ def test_over_long_strings_are_rejected(field, limit):
 
 
 def test_unknown_and_missing_keys_are_rejected():
-    v = validator(["calculator"], True)
+    v = validator(["calculator"], None)
     assert not v.is_valid({**reply_only(), "mood": "happy"})
     assert not v.is_valid({"reply": "hi"})  # every key is required (null when unused)
     assert not v.is_valid({**reply_only(), "reply": ""})
     assert not v.is_valid({**reply_only(),
                            "vote": {"title": "Adopt ruff", "vote_type": "PROJECT_DECISION",
                                     "deadline": "tomorrow"}})
-    assert not v.is_valid({**reply_only(),
+    b = validator(["calculator"], YES_NO)
+    assert not b.is_valid({**cast(), "mood": "happy"})
+    assert not b.is_valid({"reply": "hi", "ballot": {"choice": "yes", "rationale": ""}})
+    assert not b.is_valid({**reply_only(),
                            "ballot": {"choice": "yes", "rationale": "", "weight": 2}})
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_the_schema_converts_to_a_grammar(template):
+    agent = agent_from(template)
+    offered = [t.name for t in callable_tools(agent["tools"])]
+    for options in (None, "yes,no", "a,b"):
+        metadata = {} if options is None else {"vote_id": "v1", "options": options}
+        ballot = ballot_options({"metadata": metadata})
+        grammar = grammar_for(json.dumps(action_schema(agent["tools"], ballot)))
+        assert isinstance(grammar, str) and grammar.strip(), (template, options)
+        assert "root ::=" in grammar
+        for name in offered:  # the tools are offered only when no vote is open
+            assert (f'\\"{name}\\"' in grammar) == (ballot is None), (template, name)
+        if ballot is not None:
+            for choice in ballot:
+                assert f'\\"{choice}\\"' in grammar, (template, choice)
 
 
 # --------------------------------------------------------------------------- build_prompt
@@ -234,8 +461,9 @@ def test_prompt_has_the_agent_and_ends_with_the_message():
     assert agent["system_prompt"] in prompt
     assert "Bea" in prompt and agent["agent_id"] in prompt
     assert agent["persona"] in prompt
+    assert "\nYour tools:\n" in prompt
     for tool in agent["tools"]:
-        assert tool in prompt
+        assert f"\n- {tool}: " in prompt
     assert prompt.endswith("\nMessage from alice: Why is the orders query slow?\nJSON: ")
     assert "Earlier messages" not in prompt and "Recent messages" not in prompt
     assert "A vote is open" not in prompt
@@ -246,13 +474,14 @@ def test_examples_only_for_tools_the_agent_has(template):
     agent = agent_from(template)
     _, message = setup()
     prompt = build_prompt(agent, [], [], message, False)
-    schema = validator(agent["tools"], False)
+    schema = validator(agent["tools"], None)
     for author, text, action in EXAMPLES:
         shown = f"Message from {author}: {text}\nJSON: {json.dumps(action)}" in prompt
         expected = action["tool_call"] is None or action["tool_call"]["tool"] in agent["tools"]
         assert shown == expected, (template, text)
         if shown:  # a few-shot example must itself be a valid action for this agent
             schema.validate(action)
+    assert BALLOT_EXAMPLE[1] not in prompt
 
 
 def test_examples_depend_on_the_tools():
@@ -262,7 +491,83 @@ def test_examples_depend_on_the_tools():
     assert "17 percent of 2340" in with_calc and "17 percent of 2340" not in without
     assert "tabs or spaces" in without and "Good morning everyone!" in without
     no_tools = build_prompt(agent_from("creative-writer", tools=[]), [], [], message, False)
-    assert "Your tools: none." in no_tools
+    assert "\nYou have no tools.\n" in no_tools and "Your tools:" not in no_tools
+    assert "17 percent of 2340" not in no_tools
+    # A tool the catalog does not know counts as no tool at all.
+    unknown = build_prompt(agent_from("creative-writer", tools=["analytics_query"]), [], [],
+                           message, False)
+    assert "You have no tools." in unknown and "analytics_query" not in unknown
+
+
+def test_the_calculator_example_uses_arguments():
+    [(_, _, action)] = [ex for ex in EXAMPLES if ex[2]["tool_call"]]
+    assert action["tool_call"] == {"tool": "calculator",
+                                   "arguments": {"expression": "0.17 * 2340"}}
+    catalog.arguments(CATALOG["calculator"], json.dumps(action["tool_call"]["arguments"]))
+    _, message = setup()
+    prompt = build_prompt(agent_from("developer-backend"), [], [], message, False)
+    assert '"tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 2340"}}' \
+        in prompt
+
+
+def _tool_lines(prompt: str) -> list[str]:
+    lines = prompt.split("\n")
+    start = lines.index("Your tools:") + 1
+    return lines[start:lines.index("", start)]
+
+
+def test_prompt_describes_the_tools():
+    _, message = setup()
+    agent = agent_from("developer-backend")  # code_analyzer, shell, calculator, text_formatter
+    lines = _tool_lines(build_prompt(agent, [], [], message, False))
+    assert lines == [
+        f"- calculator: {CATALOG['calculator'].description} Arguments: expression.",
+        f"- code_analyzer: {CATALOG['code_analyzer'].description} Arguments: code, language.",
+        f"- shell: {CATALOG['shell'].description} Arguments: command.",
+        f"- text_formatter: {CATALOG['text_formatter'].description} "
+        "Arguments: text, operation, width.",
+    ]
+    chart = agent_from("analyst-data", tools=["chart_generator", "analytics_query"])
+    assert _tool_lines(build_prompt(chart, [], [], message, False)) == [
+        f"- chart_generator: {CATALOG['chart_generator'].description} "
+        "Arguments: kind, title, labels, values, filename."]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_template_lists_its_tools(template):
+    agent = agent_from(template)
+    _, message = setup()
+    lines = _tool_lines(build_prompt(agent, [], [], message, False))
+    assert [line.split(":", 1)[0] for line in lines] == [
+        f"- {name}" for name in sorted(agent["tools"])]
+    for line, name in zip(lines, sorted(agent["tools"])):
+        tool = CATALOG[name]
+        assert "\n" not in tool.description and tool.description in line
+        assert line.endswith(f"Arguments: {', '.join(tool.parameters['properties'])}.")
+
+
+def _shown(prompt: str, example) -> bool:
+    author, text, action = example
+    return f"Message from {author}: {text}\nJSON: {json.dumps(action)}" in prompt
+
+
+def test_ballot_example_only_when_a_ballot_is_open():
+    agent = agent_from("creative-writer")
+    _, message = setup("Please vote.", metadata={"vote_id": "v3"})
+    closed = build_prompt(agent, [], [], message, False)
+    opened = build_prompt(agent, [], [], message, True)
+    assert not _shown(closed, BALLOT_EXAMPLE)
+    assert _shown(opened, BALLOT_EXAMPLE)
+    # It comes after the other examples, and the ordinary ones stay.
+    for example in EXAMPLES:
+        if _shown(opened, example):
+            assert opened.index(example[1]) < opened.index(BALLOT_EXAMPLE[1])
+    assert _shown(opened, EXAMPLES[-1])
+    # Building a ballot prompt does not leak the example into later prompts.
+    assert BALLOT_EXAMPLE not in EXAMPLES
+    assert build_prompt(agent, [], [], message, False) == closed
+    # The example is a valid ballot-mode action for the default options.
+    validator(agent["tools"], ballot_options(message)).validate(BALLOT_EXAMPLE[2])
 
 
 def test_prompt_history_memories_and_ballot():
@@ -289,6 +594,7 @@ def test_prompt_history_memories_and_ballot():
     assert not any(line.startswith("carol:") for line in lines), "the message is not history"
     assert prompt.count("Please vote on it.") == 1
     assert lines[-3] == f"A vote is open ({vote_id}): answer with a ballot."
+    assert _shown(prompt, BALLOT_EXAMPLE)
     assert lines[-2] == "Message from carol: Please vote on it."
     assert lines[-1] == "JSON: "
     # Memories come before the recent messages, oldest recent message first.
@@ -297,7 +603,7 @@ def test_prompt_history_memories_and_ballot():
         "developer-backend: Agreed, the queue first.")
 
     closed = build_prompt(agent, history, memories, message, False)
-    assert "A vote is open" not in closed
+    assert "A vote is open" not in closed and not _shown(closed, BALLOT_EXAMPLE)
     assert closed.endswith("\nMessage from carol: Please vote on it.\nJSON: ")
 
 
@@ -344,6 +650,9 @@ def test_prompt_properties(template, texts, memory_texts, text, ballot_open):
     lines = prompt.split("\n")
     assert prompt.endswith(f"\nMessage from alice: {' '.join(text.split())}\nJSON: ")
     assert ("A vote is open (v1)" in prompt) == ballot_open
+    assert _shown(prompt, BALLOT_EXAMPLE) == ballot_open
+    assert [line[2:].split(":", 1)[0] for line in lines if line.startswith("- ")] == sorted(
+        agent["tools"])
     for author, t in [(f"user{i}", t) for i, t in enumerate(texts)] + [
             (m["author_id"], m["text"]) for m in memories]:
         collapsed = " ".join(t.split())
@@ -393,8 +702,10 @@ def test_a_root_message_gets_a_reply_in_its_own_thread():
     assert reply["thread_id"] == message["event_id"] and reply["thread_depth"] == 1
 
 
+# Not one action the schema allows (a ballot excludes the rest): events maps whatever
+# it is given, so every kind of event can be checked at once.
 FULL = {"reply": "Computing it, and let us decide.",
-        "tool_call": {"tool": "calculator", "input": "0.17 * 2340"},
+        "tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 2340"}},
         "vote": {"title": "Move to Postgres 16", "vote_type": "PROJECT_DECISION"},
         "ballot": {"choice": "abstain", "rationale": "Not my area."}}
 
@@ -422,7 +733,8 @@ def test_tool_call_adds_a_tool_request():
     agent = agent_from("developer-backend")
     task, message = setup()
     action = {**reply_only("Running it."),
-              "tool_call": {"tool": "calculator", "input": "0.17 * 2340"}}
+              "tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 2340"}}}
+    validator(agent["tools"], None).validate(action)
     found = _by_name(events(task, agent, message, action))
     assert set(found) == {"ChatMessage", "ToolRequest"}
     [(key, request)] = found["ToolRequest"]
@@ -431,10 +743,31 @@ def test_tool_call_adds_a_tool_request():
     assert request["agent_id"] == agent["agent_id"]
     assert request["source_message_id"] == message["event_id"]
     assert request["reason"] == "Running it."
-    arguments = json.loads(request["arguments_json"])
-    assert isinstance(arguments, dict) and arguments == {"input": "0.17 * 2340"}
+    assert request["arguments_json"] == json.dumps({"expression": "0.17 * 2340"})
+    assert catalog.arguments(CATALOG["calculator"], request["arguments_json"]) == {
+        "expression": "0.17 * 2340"}
     assert request["event_id"] == derived_id(task["event_id"], "tool")
     assert_round_trips("ToolRequest", request)
+
+
+def test_structured_arguments_become_arguments_json():
+    agent = agent_from("analyst-data")
+    task, message = setup("Chart the sales per region")
+    arguments = {"kind": "bar", "title": "Sales — Q2 «draft»", "labels": ["Nord", "Süd"],
+                 "values": [1.5, 2], "filename": "sales.png"}
+    action = {**reply_only("Drawing it."),
+              "tool_call": {"tool": "chart_generator", "arguments": arguments}}
+    validator(agent["tools"], None).validate(action)
+    [(_, request)] = _by_name(events(task, agent, message, action))["ToolRequest"]
+    assert request["tool"] == "chart_generator"
+    assert request["arguments_json"] == json.dumps(arguments)
+    assert json.loads(request["arguments_json"]) == arguments
+    assert catalog.arguments(CATALOG["chart_generator"], request["arguments_json"]) == arguments
+    assert_round_trips("ToolRequest", request)
+    # Arguments are an object even when the tool takes none of its optional ones.
+    empty = {**reply_only(), "tool_call": {"tool": "calculator", "arguments": {}}}
+    [(_, request)] = _by_name(events(task, agent, message, empty))["ToolRequest"]
+    assert request["arguments_json"] == "{}"
 
 
 def test_vote_adds_a_vote_proposal():
@@ -449,7 +782,22 @@ def test_vote_adds_a_vote_proposal():
     assert proposal["vote_type"] == "CONFLICT_RESOLUTION"
     assert proposal["proposer_id"] == agent["agent_id"]
     assert proposal["channel_id"] == task["channel_id"]
-    assert proposal["deadline_at"] > proposal["created_at"]
+    assert proposal["deadline_at"] - proposal["created_at"] == timedelta(minutes=5)
+    assert proposal["options"] == ["yes", "no"]
+    assert_round_trips("VoteProposal", proposal)
+
+
+@pytest.mark.parametrize("deadline", [timedelta(seconds=30), timedelta(minutes=5),
+                                      timedelta(hours=2)])
+def test_vote_deadline_is_configurable(deadline):
+    agent = agent_from("moderator-quality")
+    task, message = setup("Tabs or spaces, again?")
+    action = {**reply_only(), "vote": {"title": "Use spaces", "vote_type": "CONFLICT_RESOLUTION"}}
+    before = datetime.now(timezone.utc)
+    [(_, proposal)] = _by_name(events(task, agent, message, action, deadline))["VoteProposal"]
+    after = datetime.now(timezone.utc)
+    assert proposal["deadline_at"] - proposal["created_at"] == deadline
+    assert before + deadline <= proposal["deadline_at"] <= after + deadline
     assert_round_trips("VoteProposal", proposal)
 
 
@@ -457,6 +805,7 @@ def test_ballot_adds_a_ballot_for_the_open_vote():
     agent = agent_from("developer-frontend")
     task, message = setup("Vote please", metadata={"vote_id": "vote-42"})
     action = {**reply_only(), "ballot": {"choice": "no", "rationale": "Too risky."}}
+    validator(agent["tools"], ballot_options(message)).validate(action)
     found = _by_name(events(task, agent, message, action))
     assert set(found) == {"ChatMessage", "Ballot"}
     [(key, ballot)] = found["Ballot"]
@@ -477,42 +826,84 @@ def test_everything_at_once_encodes():
         assert_round_trips(name, record)
 
 
+def from_schema(schema: dict) -> st.SearchStrategy:
+    """Values of the small JSON-schema subset the tool catalog uses (strings kept short)."""
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema["type"]
+    if kind == "string":
+        low = schema.get("minLength", 0)
+        return st.text(min_size=low, max_size=max(low, min(schema.get("maxLength", 40), 40)))
+    if kind == "integer":
+        return st.integers(schema.get("minimum"), schema.get("maximum"))
+    if kind == "number":
+        return st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10**6, 10**6)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "array":
+        return st.lists(from_schema(schema["items"]), min_size=schema.get("minItems", 0),
+                        max_size=min(schema["maxItems"], 6))
+    assert kind == "object", schema
+    props, required = schema["properties"], set(schema.get("required", []))
+    return st.fixed_dictionaries(
+        {k: from_schema(v) for k, v in props.items() if k in required},
+        optional={k: from_schema(v) for k, v in props.items() if k not in required})
+
+
+OPTION = st.text(st.characters(blacklist_characters=",", blacklist_categories=["Cs"]),
+                 min_size=1, max_size=12)
+
+
 @st.composite
 def agent_and_action(draw):
-    """An agent, whether a ballot is open, and an arbitrary action its schema allows."""
+    """An agent, the vote message metadata (if any) and an arbitrary action its schema
+    allows."""
     template = draw(st.sampled_from(TEMPLATES))
-    tools = draw(st.sampled_from([None, []]))  # None: the template's own tools
+    tools = draw(st.sampled_from([None, [], ["analytics_query"], ALL_TOOLS]))
     agent = agent_from(template) if tools is None else agent_from(template, tools=tools)
-    ballot_open = draw(st.booleans())
+    metadata: dict = {}
+    if draw(st.booleans()):
+        metadata["vote_id"] = draw(st.text(min_size=1, max_size=40))
+        options = draw(st.none() | st.lists(OPTION, min_size=1, max_size=4))
+        if options is not None:
+            metadata["options"] = ",".join(options)
+    ballot = ballot_options({"metadata": metadata})
     action = {"reply": draw(st.text(min_size=1, max_size=280)), "tool_call": None,
               "vote": None, "ballot": None}
-    if agent["tools"] and draw(st.booleans()):
-        action["tool_call"] = {"tool": draw(st.sampled_from(agent["tools"])),
-                               "input": draw(st.text(max_size=160))}
-    if draw(st.booleans()):
-        action["vote"] = {"title": draw(st.text(min_size=3, max_size=100)),
-                          "vote_type": draw(st.sampled_from(VOTE_TYPES))}
-    if ballot_open and draw(st.booleans()):
-        action["ballot"] = {"choice": draw(st.sampled_from(CHOICES)),
+    offered = callable_tools(agent["tools"])
+    if ballot is not None:
+        action["ballot"] = {"choice": draw(st.sampled_from(ballot)),
                             "rationale": draw(st.text(max_size=120))}
-    return agent, ballot_open, action
+    else:
+        if offered and draw(st.booleans()):
+            tool = draw(st.sampled_from(offered))
+            action["tool_call"] = {"tool": tool.name,
+                                   "arguments": draw(from_schema(tool.parameters))}
+        if draw(st.booleans()):
+            action["vote"] = {"title": draw(st.text(min_size=3, max_size=100)),
+                              "vote_type": draw(st.sampled_from(VOTE_TYPES))}
+    return agent, metadata, ballot, action
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=agent_and_action(), text=st.text(max_size=400),
-       depth=st.integers(min_value=0, max_value=2**31 - 2),
-       vote_id=st.text(min_size=1, max_size=40))
-def test_every_valid_action_becomes_valid_events(drawn, text, depth, vote_id):
-    agent, ballot_open, action = drawn
-    validator(agent["tools"], ballot_open).validate(action)  # the strategy stays in bounds
-    task, message = setup(text, metadata={"vote_id": vote_id} if ballot_open else {},
-                          depth=depth)
+       depth=st.integers(min_value=0, max_value=2**31 - 2))
+def test_every_valid_action_becomes_valid_events(drawn, text, depth):
+    agent, metadata, ballot, action = drawn
+    validator(agent["tools"], ballot).validate(action)  # the strategy stays in bounds
+    task, message = setup(text, metadata=metadata, depth=depth)
+    assert ballot_options(message) == ballot
     produced = events(task, agent, message, action)
     names = [name for name, _, _ in produced]
     assert names[0] == "ChatMessage"
     assert ("ToolRequest" in names) == (action["tool_call"] is not None)
     assert ("VoteProposal" in names) == (action["vote"] is not None)
-    assert ("Ballot" in names) == (action["ballot"] is not None)
+    assert ("Ballot" in names) == (action["ballot"] is not None) == (ballot is not None)
+    for name, _, record in produced:
+        if name == "ToolRequest":
+            tool = CATALOG[action["tool_call"]["tool"]]
+            assert catalog.arguments(tool, record["arguments_json"]) == \
+                action["tool_call"]["arguments"]
     for name, key, record in produced:
         assert isinstance(key, str) and key
         assert_round_trips(name, record)

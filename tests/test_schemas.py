@@ -33,7 +33,7 @@ ROOT = Path(codec.__file__).parent
 EXPECTED_EVENTS = {
     "ChatMessage", "AgentProfile", "RelevanceDecision", "InferenceTask", "ToolRequest",
     "ToolResult", "VoteProposal", "Ballot", "VoteResult", "BallotRejected", "DeadLetter",
-    "AgentStatus",
+    "AgentStatus", "VoteDeadline",
 }
 # Released schemas are frozen: a changed fingerprint here means a released
 # file was edited, which would orphan every payload written with it.
@@ -48,6 +48,7 @@ RELEASED_FINGERPRINTS = {
     ("RelevanceDecision", 1): "351a9068d7b734d8",
     ("ToolRequest", 1): "88b3620e1612c7f3",
     ("ToolResult", 1): "7fbdbbbf8960b31b",
+    ("VoteDeadline", 1): "6c76086001304aa6",
     ("VoteProposal", 1): "4d230d1ab88d6d7f",
     ("VoteResult", 1): "c5ce34cdea23ade0",
 }

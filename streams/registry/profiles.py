@@ -103,11 +103,8 @@ class Registry:
             consumer.close()
 
     def publish(self, profile: dict) -> None:
-        producer = kafka.producer(self.settings)
-        producer.produce(AGENTS.name, key=profile["agent_id"].encode(),
-                         value=codec.encode("AgentProfile", profile))
-        if producer.flush(10):
-            raise TimeoutError("the broker did not acknowledge the profile")
+        kafka.publish(self.settings, AGENTS.name,
+                      [("AgentProfile", profile["agent_id"], profile)])
 
     def create(self, template: str, channel: str, agent_id: str | None = None,
                name: str | None = None) -> tuple[dict, str]:
@@ -140,6 +137,25 @@ class Registry:
 
         Memory(self.settings.qdrant).put_expertise(profile["agent_id"], profile["expertise"],
                                                   asyncio.run(embed()))
+
+    def grant(self, agent_id: str, permissions: list[str], revoke: bool = False) -> dict:
+        """Override the template's permissions of one agent; ``tool:NAME`` also adds the
+        tool to (or removes it from) the agent's tools."""
+        profiles = self.load()
+        if agent_id not in profiles:
+            raise KeyError(f"unknown agent {agent_id!r}")
+        current = profiles[agent_id]
+        perms, tools = list(current["permissions"]), list(current["tools"])
+        named = [p.removeprefix("tool:") for p in permissions if p.startswith("tool:")]
+        if revoke:
+            perms = [p for p in perms if p not in permissions]
+            tools = [t for t in tools if t not in named]
+        else:
+            perms += [p for p in permissions if p not in perms]
+            tools += [t for t in named if t not in tools]
+        profile = changed(current, permissions=perms, tools=tools)
+        self.publish(profile)
+        return profile
 
     def set_state(self, agent_id: str, state: str, reason: str | None = None) -> dict:
         if state not in STATES:

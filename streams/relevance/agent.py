@@ -149,7 +149,9 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                 reply_to_author=channels.author_of(channel, message["reply_to"]),
                 thread_depth=message["thread_depth"],
                 created_ms=epoch_ms(message["created_at"]),
-                embedding=embedding), candidates(channel, message, expertise, open_tasks),
+                embedding=embedding,
+                vote_call=message["metadata"].get("kind") == "vote_call"),
+                candidates(channel, message, expertise, open_tasks),
                 config)
             # Table writes go to the changelog partition of the current event: in a
             # batch, make it this message's event.

@@ -223,6 +223,7 @@ class Message:
     thread_depth: int  # 0 for a thread root, +1 per reply
     created_ms: int  # epoch ms
     embedding: np.ndarray = field(compare=False)  # L2-normalised
+    vote_call: bool = False  # a SYSTEM message asking the agents it mentions to vote
 
 
 # --------------------------------------------------------------------------- outputs
@@ -370,7 +371,8 @@ def decide(message: Message, candidates: Sequence[Candidate], config: RelevanceC
     """Score every eligible agent and select who answers the message.
 
     Rules, in order:
-      1. SYSTEM messages select nobody (tool results and notices are not conversation).
+      1. SYSTEM messages select nobody (tool results and notices are not conversation),
+         except a vote call, which selects the eligible agents it mentions to cast ballots.
       2. An AGENT message at thread_depth >= max_thread_turns selects nobody, so agents
          cannot keep answering each other forever; a person can always restart the thread.
       3. Each eligible agent is scored; ineligible agents are not scored at all.
@@ -393,6 +395,8 @@ def decide(message: Message, candidates: Sequence[Candidate], config: RelevanceC
         reason = f"unknown author kind {message.author_kind!r}, treated as a system message"
         return Decision(scores=(), selected=(), skip_reason=reason)
     if message.author_kind == "SYSTEM":
+        if message.vote_call:
+            return _vote_call(message, candidates)
         return Decision(scores=(), selected=(), skip_reason="system message")
     if message.author_kind == "AGENT" and message.thread_depth >= config.max_thread_turns:
         return Decision(
@@ -454,6 +458,18 @@ def decide(message: Message, candidates: Sequence[Candidate], config: RelevanceC
             selected, reason = True, f"score {value:.2f} >= threshold {config.threshold:.2f} ({_factor_text(f)})"
         scores.append(Score(agent_id=c.agent_id, score=value, factors=f, selected=selected, reason=reason))
     return Decision(scores=tuple(scores), selected=tuple(picked_mentions + picked_others), skip_reason=None)
+
+
+def _vote_call(message: Message, candidates: Sequence[Candidate]) -> Decision:
+    """Voters are chosen by the vote, not by relevance: no factor is computed."""
+    none = Factors(expertise=0.0, workload=0.0, social=0.0, timing=0.0, quality=0.0)
+    called = sorted(c.agent_id for c in eligible(message, candidates)
+                    if c.agent_id in set(message.mentions))
+    if not called:
+        return Decision(scores=(), selected=(), skip_reason="vote call: no eligible voter to ask")
+    scores = tuple(Score(agent_id=a, score=0.0, factors=none, selected=True,
+                         reason="called to cast a ballot in the vote") for a in called)
+    return Decision(scores=scores, selected=tuple(called), skip_reason=None)
 
 
 def _versus(value: float, threshold: float) -> tuple[str, str]:

@@ -12,10 +12,11 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from schemas.ids import derived_id
+from streams.tools.catalog import Tool
+from streams.tools.catalog import load as load_catalog
+from streams.votes.records import new_ballot, new_proposal
 
 VOTE_TYPES = ("PROJECT_DECISION", "CONFLICT_RESOLUTION", "RESOURCE_ALLOCATION")
-CHOICES = ("yes", "no", "abstain")
-VOTE_DEADLINE = timedelta(minutes=10)
 LINE_CHARS = 300  # a history line longer than this is cut in the prompt
 
 
@@ -23,33 +24,46 @@ def _nullable(schema: dict) -> dict:
     return {"anyOf": [{"type": "null"}, schema]}
 
 
-def action_schema(tools: list[str], ballot_open: bool) -> dict:
-    """What the agent may do: always reply; call one of its tools; propose a vote;
-    cast a ballot only when the message asks it to vote."""
-    tool_call = _nullable({
-        "type": "object", "additionalProperties": False, "required": ["tool", "input"],
-        "properties": {"tool": {"enum": sorted(tools)},
-                       "input": {"type": "string", "maxLength": 160}}}) if tools else {
-        "type": "null"}
+def callable_tools(tools: list[str]) -> list[Tool]:
+    """The agent's tools that exist in the catalog, in a stable order."""
+    catalog = load_catalog()
+    return [catalog[name] for name in sorted(set(tools)) if name in catalog]
+
+
+def ballot_options(message: dict) -> list[str] | None:
+    """The choices of the vote a message calls, or None when it calls none."""
+    metadata = message.get("metadata") or {}
+    if "vote_id" not in metadata:
+        return None
+    return [o for o in metadata.get("options", "yes,no").split(",") if o] + ["abstain"]
+
+
+def action_schema(tools: list[str], ballot: list[str] | None) -> dict:
+    """What the agent may do: reply, and call one of its tools (arguments by the tool's
+    own schema) or propose a vote; when called to vote, reply and cast a ballot only."""
+    null = {"type": "null"}
+    calls = [{"type": "object", "additionalProperties": False, "required": ["tool", "arguments"],
+              "properties": {"tool": {"const": t.name}, "arguments": t.parameters}}
+             for t in callable_tools(tools)]
+    tool_call = {"anyOf": [null, *calls]} if calls and ballot is None else null
     vote = _nullable({
         "type": "object", "additionalProperties": False, "required": ["title", "vote_type"],
         "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 100},
-                       "vote_type": {"enum": list(VOTE_TYPES)}}})
-    ballot = _nullable({
+                       "vote_type": {"enum": list(VOTE_TYPES)}}}) if ballot is None else null
+    ballot_schema = {
         "type": "object", "additionalProperties": False, "required": ["choice", "rationale"],
-        "properties": {"choice": {"enum": list(CHOICES)},
-                       "rationale": {"type": "string", "maxLength": 120}}}) if ballot_open else {
-        "type": "null"}
+        "properties": {"choice": {"enum": ballot},
+                       "rationale": {"type": "string", "maxLength": 120}}} if ballot else null
     return {"type": "object", "additionalProperties": False,
             "required": ["reply", "tool_call", "vote", "ballot"],
             "properties": {"reply": {"type": "string", "minLength": 1, "maxLength": 280},
-                           "tool_call": tool_call, "vote": vote, "ballot": ballot}}
+                           "tool_call": tool_call, "vote": vote, "ballot": ballot_schema}}
 
 
 EXAMPLES = [
     ("alice", "Can someone compute 17 percent of 2340?",
-     {"reply": "Sure, I will calculate it.", "tool_call": {"tool": "calculator",
-                                                             "input": "0.17 * 2340"},
+     {"reply": "Sure, I will calculate it.",
+      "tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 2340"}},
       "vote": None, "ballot": None}),
     ("bob", "We keep arguing about tabs or spaces in the style guide.",
      {"reply": "Let us settle it with a vote.", "tool_call": None,
@@ -61,6 +75,12 @@ EXAMPLES = [
 ]
 
 
+BALLOT_EXAMPLE = (
+    "agora.votes", "Vote opened: Adopt the new code review checklist. Options: yes, no or abstain.",
+    {"reply": "I vote yes: the checklist catches the bugs we keep missing.", "tool_call": None,
+     "vote": None, "ballot": {"choice": "yes", "rationale": "It catches recurring bugs."}})
+
+
 def _line(author: str, text: str) -> str:
     text = " ".join(text.split())
     return f"{author}: {text[:LINE_CHARS]}{'...' if len(text) > LINE_CHARS else ''}"
@@ -69,14 +89,20 @@ def _line(author: str, text: str) -> str:
 def build_prompt(agent: dict, history: list[dict], memories: list[dict], message: dict,
                  ballot_open: bool) -> str:
     """A few-shot completion prompt that ends where the agent's JSON begins."""
+    tools = callable_tools(agent["tools"])
+    names = {t.name for t in tools}
     examples = [ex for ex in EXAMPLES
-                if ex[2]["tool_call"] is None or ex[2]["tool_call"]["tool"] in agent["tools"]]
+                if ex[2]["tool_call"] is None or ex[2]["tool_call"]["tool"] in names]
+    if ballot_open:
+        examples.append(BALLOT_EXAMPLE)
+    described = [f"- {t.name}: {t.description} Arguments: "
+                 f"{', '.join(t.parameters.get('properties', {}))}." for t in tools]
     parts = [
         f"{agent['system_prompt']}",
         f"You are {agent['name']} ({agent['agent_id']}). {agent['persona']}",
         "In the team chat you answer each message with one JSON object: a short reply, "
         "and a tool call, a vote proposal or a ballot only when one is needed.",
-        f"Your tools: {', '.join(agent['tools']) or 'none'}.",
+        "Your tools:" if tools else "You have no tools.", *described,
         "",
         *[f"Message from {author}: {text}\nJSON: {json.dumps(action)}\n"
           for author, text, action in examples],
@@ -95,8 +121,8 @@ def build_prompt(agent: dict, history: list[dict], memories: list[dict], message
     return "\n".join(parts) + " "
 
 
-def events(task: dict, agent: dict, message: dict, action: dict
-           ) -> list[tuple[str, str, dict]]:
+def events(task: dict, agent: dict, message: dict, action: dict,
+           vote_deadline: timedelta = timedelta(minutes=5)) -> list[tuple[str, str, dict]]:
     """(event name, Kafka key, record) for the agent's reply and whatever it asked for.
 
     Ids derive from the task id: a task answered twice after a crash yields the same
@@ -116,25 +142,20 @@ def events(task: dict, agent: dict, message: dict, action: dict
         out.append(("ToolRequest", channel, {
             "event_id": derived_id(task_id, "tool"), "channel_id": channel,
             "agent_id": agent["agent_id"], "tool": action["tool_call"]["tool"],
-            "arguments_json": json.dumps({"input": action["tool_call"]["input"]}),
+            "arguments_json": json.dumps(action["tool_call"]["arguments"]),
             "reason": action["reply"], "source_message_id": message["event_id"],
             "requested_at": now,
         }))
     if action.get("vote"):
         vote_id = derived_id(task_id, "vote")
-        out.append(("VoteProposal", vote_id, {
-            "event_id": vote_id, "vote_id": vote_id, "channel_id": channel,
-            "proposer_id": agent["agent_id"], "vote_type": action["vote"]["vote_type"],
-            "strategy": "SIMPLE_MAJORITY", "title": action["vote"]["title"],
-            "description": f"Proposed by {agent['name']} in reply to: {message['text'][:200]}",
-            "options": ["yes", "no"], "quorum": 0.5, "deadline_at": now + VOTE_DEADLINE,
-            "created_at": now,
-        }))
+        out.append(("VoteProposal", vote_id, new_proposal(
+            channel, agent["agent_id"], action["vote"]["title"],
+            vote_type=action["vote"]["vote_type"], deadline_s=vote_deadline.total_seconds(),
+            description=f"Proposed by {agent['name']} in reply to: {message['text'][:200]}",
+            vote_id=vote_id)))
     if action.get("ballot"):
         vote_id = message["metadata"]["vote_id"]
-        out.append(("Ballot", vote_id, {
-            "event_id": derived_id(task_id, "ballot"), "vote_id": vote_id, "channel_id": channel,
-            "voter_id": agent["agent_id"], "choice": action["ballot"]["choice"],
-            "rationale": action["ballot"]["rationale"], "cast_at": now,
-        }))
+        out.append(("Ballot", vote_id, new_ballot(
+            vote_id, channel, agent["agent_id"], action["ballot"]["choice"],
+            action["ballot"]["rationale"], event_id=derived_id(task_id, "ballot"))))
     return out

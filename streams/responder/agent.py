@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import faust
 import structlog
@@ -26,7 +26,7 @@ from schemas.topics import (AGENT_STATUS, CHAT_MESSAGES, DEADLETTER, INFERENCE_T
 from streams import channels
 from streams.app import topic
 from streams.deadletter import send_dead_letter
-from streams.responder.actions import action_schema, build_prompt, events
+from streams.responder.actions import action_schema, ballot_options, build_prompt, events
 from streams.services import Services
 
 log = structlog.get_logger("agora.responder")
@@ -100,11 +100,11 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         [vector] = await services.inference.embed([message["text"]])
         memories = await asyncio.to_thread(services.memory.recall, task["channel_id"], vector,
                                            MEMORY_HITS, [h["id"] for h in history])
-        ballot_open = "vote_id" in message["metadata"]
+        ballot = ballot_options(message)
         prompt = build_prompt(agent, history[-settings.history_size:], memories, message,
-                              ballot_open)
-        action = await think(prompt, action_schema(agent["tools"], ballot_open), task)
-        return events(task, agent, message, action)
+                              ballot is not None)
+        action = await think(prompt, action_schema(agent["tools"], ballot), task)
+        return events(task, agent, message, action, timedelta(seconds=settings.vote_deadline_s))
 
     @app.agent(tasks, name="responder")
     async def responder(stream):

@@ -1,0 +1,22 @@
+"""System messages: what tools and votes tell a channel.
+
+They are ChatMessages by a SYSTEM author, each the root of its own thread. Relevance
+answers none of them, except a vote call, which asks the agents it mentions for a
+ballot (metadata ``kind=vote_call``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+MAX_TEXT = 4000  # a notice quotes tool output; the channel needs the gist, not all of it
+
+
+def system_message(event_id: str, channel_id: str, author_id: str, text: str, now: datetime,
+                   metadata: dict[str, str], mentions: list[str] | None = None) -> dict:
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT - 1] + "…"
+    return {"event_id": event_id, "channel_id": channel_id, "thread_id": event_id,
+            "reply_to": None, "author_id": author_id, "author_kind": "SYSTEM", "text": text,
+            "mentions": list(mentions or []), "thread_depth": 0, "created_at": now,
+            "task_id": None, "metadata": metadata}

@@ -1,0 +1,108 @@
+"""The tools Faust agent: check, gate and run tool requests.
+
+A request is checked against the catalog, the agent's permissions and the channel's
+policy (a denial runs nothing), then its arguments against the tool's schema. A tool
+that needs a vote opens a TOOL_USAGE vote and waits: the votes agent sends the
+request back on ``agora.tool.approved`` if the vote passes, or rejects it. Everything
+else runs in the sandbox, and the outcome goes out as a ToolResult plus a notice in
+the channel. Ids derive from the request id, so a replayed request yields the same
+events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import faust
+import structlog
+from prometheus_client import Counter, Histogram
+
+from schemas import codec
+from schemas.ids import derived_id
+from schemas.topics import (CHAT_MESSAGES, DEADLETTER, TOOL_APPROVED, TOOL_REQUESTS,
+                            TOOL_RESULTS, VOTES)
+from streams.app import topic
+from streams.deadletter import send_dead_letter
+from streams.services import Services
+from streams.tools import catalog, permissions, sandbox
+from streams.tools.records import result_events, vote_id_of
+from streams.votes.records import new_proposal
+
+log = structlog.get_logger("agora.tools")
+RESULTS = Counter("agora_tool_results_total", "Tool requests by outcome", ["tool", "status"])
+RUN_SECONDS = Histogram("agora_tool_run_seconds", "Sandboxed run time", ["tool"],
+                        buckets=(.1, .25, .5, 1, 2, 5, 10, 20, 60))
+
+
+def proposal(request: dict, tool: catalog.Tool, deadline_s: float) -> dict:
+    return new_proposal(
+        request["channel_id"], request["agent_id"],
+        f"Allow {request['agent_id']} to run {tool.name}?", vote_type="TOOL_USAGE",
+        strategy=tool.vote_strategy, quorum=tool.vote_quorum, deadline_s=deadline_s,
+        description=f"{request['reason']}\n\nArguments: {request['arguments_json']}",
+        vote_id=vote_id_of(request["event_id"]),
+        event_id=derived_id(request["event_id"], "proposal"),
+        tool_request_id=request["event_id"])
+
+
+def register(app: faust.App, services: Services) -> faust.types.AgentT:
+    settings = services.settings
+    tools = catalog.load()
+    policy = permissions.load_policy(settings.tool_policies)
+    runs = settings.stack_dir / "tool-runs"
+    source = app.topic(TOOL_REQUESTS.name, TOOL_APPROVED.name, key_type=bytes,
+                       value_type=bytes, internal=False)
+    votes = topic(app, VOTES)  # vote records are keyed by the vote, the rest by the channel
+    routes = {"ToolResult": (topic(app, TOOL_RESULTS), False),
+              "ChatMessage": (topic(app, CHAT_MESSAGES), False),
+              "ToolRequest": (votes, True), "VoteProposal": (votes, True)}
+    deadletter = topic(app, DEADLETTER)
+
+    async def handle(request: dict, approved: bool) -> list[tuple[str, dict]]:
+        now = datetime.now(timezone.utc)
+        tool = tools.get(request["tool"])
+        if tool is None:
+            return result_events(request, "FAILED", now, error=f"unknown tool {request['tool']!r}; "
+                                 f"tools: {', '.join(sorted(tools))}")
+        vote_id = vote_id_of(request["event_id"]) if approved else None
+        denied = permissions.denial(tool, services.registry.get(request["agent_id"]),
+                                    request["agent_id"], request["channel_id"], policy)
+        if denied:  # checked again after a vote: the agent or policy may have changed
+            return result_events(request, "DENIED", now, error=denied, vote_id=vote_id)
+        try:
+            arguments = catalog.arguments(tool, request["arguments_json"])
+        except catalog.InvalidArguments as exc:
+            return result_events(request, "FAILED", now, error=str(exc), vote_id=vote_id)
+        if tool.needs_vote and not approved:
+            return [("ToolRequest", request),
+                    ("VoteProposal", proposal(request, tool, settings.vote_deadline_s))]
+        run = await sandbox.run(tool, arguments, runs / request["event_id"])
+        RUN_SECONDS.labels(tool.name).observe(run.duration_ms / 1000)
+        return result_events(request, run.status, datetime.now(timezone.utc), output=run.output,
+                             error=run.error, artifacts=run.artifacts, vote_id=vote_id,
+                             started_at=now, duration_ms=run.duration_ms)
+
+    @app.agent(source, name="tools", concurrency=settings.tool_concurrency)
+    async def tool_requests(stream):
+        await services.ready()
+        async for event in stream.events():
+            try:
+                _, request = codec.decode(event.message.value, expected="ToolRequest")
+            except ValueError as exc:
+                await send_dead_letter(deadletter, event.message, "tools", exc)
+                continue
+            produced = await handle(request, approved=event.message.topic == TOOL_APPROVED.name)
+            pending = []
+            for name, record in produced:
+                target, by_vote = routes[name]
+                key = vote_id_of(request["event_id"]) if by_vote else record["channel_id"]
+                pending.append(await target.send(key=key.encode(),
+                                                 value=codec.encode(name, record)))
+            for fut in pending:
+                await fut  # durable before the request's offset is committed
+            status = next((r["status"] for n, r in produced if n == "ToolResult"), "VOTING")
+            RESULTS.labels(request["tool"], status).inc()
+            log.info("tools.request", request=request["event_id"], tool=request["tool"],
+                     agent=request["agent_id"], status=status)
+
+    return tool_requests

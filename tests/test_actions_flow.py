@@ -1,0 +1,236 @@
+"""Tools and votes end to end: a worker on the real broker, Triton and Qdrant.
+
+Agents act through the tools agent (permissions, sandbox) and decide together
+through the votes agent (tallies, deadlines). The voters of the gated-tool tests are
+paused agents: still eligible, never asked by the generator, so the test casts
+their ballots and the outcome is known. The last test lets active agents vote
+through the generator.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from ops import kafka
+from ops.stack.process import members, stop, survivors
+from ops.topics import ensure_topics
+from schemas.topics import (CHAT_MESSAGES, DEADLETTER, TOOL_REQUESTS, TOOL_RESULTS,
+                            VOTE_RESULTS, VOTES)
+from streams.registry.profiles import Registry
+from streams.tools.records import new_request, vote_id_of
+from streams.votes.records import new_ballot, new_proposal
+from streams.worker import start_process
+
+pytestmark = pytest.mark.stack
+DEADLINE_S = 15
+
+
+@pytest.fixture(scope="module")
+def team(settings):
+    """A channel with a requester (backend developer: shell, calculator) and three
+    paused voters."""
+    ensure_topics(settings)
+    suffix = uuid.uuid4().hex[:6]
+    channel, registry = f"ops-{suffix}", Registry(settings)
+    requester = f"dev-{suffix}"
+    registry.create("developer-backend", channel, requester)
+    voters = [f"voter{i}-{suffix}" for i in range(3)]
+    for voter in voters:
+        registry.create("moderator-quality", channel, voter)
+        registry.set_state(voter, "PAUSED", "votes by the test")
+    return {"channel": channel, "requester": requester, "voters": voters, "suffix": suffix}
+
+
+@pytest.fixture(scope="module")
+def worker(settings, team):
+    proc = start_process(settings, "actions", AGORA_VOTE_DEADLINE_S=str(DEADLINE_S))
+    tracked = members(proc)
+    yield proc
+    stop(proc, grace_s=15)
+    log = settings.stack_dir / "logs" / "worker-actions.log"
+    print("--- last lines of the worker log:\n" + "\n".join(log.read_text().splitlines()[-60:]))
+    assert not survivors(tracked)
+
+
+def request(settings, team, tool: str, arguments: dict, agent_id: str | None = None) -> dict:
+    record = new_request(agent_id or team["requester"], team["channel"], tool, arguments,
+                         "the test needs it")
+    kafka.publish(settings, TOOL_REQUESTS.name, [("ToolRequest", team["channel"], record)])
+    return record
+
+
+def ballot(settings, team, vote_id: str, voter: str, choice: str) -> dict:
+    record = new_ballot(vote_id, team["channel"], voter, choice, "by the test")
+    kafka.publish(settings, VOTES.name, [("Ballot", vote_id, record)])
+    return record
+
+
+def result_of(results, req: dict, timeout_s: float = 60) -> dict:
+    [found] = results.wait(lambda n, r: n == "ToolResult" and r["request_id"] == req["event_id"],
+                           timeout_s=timeout_s)
+    return found
+
+
+def never_ran(settings, req: dict) -> bool:
+    return not (settings.stack_dir / "tool-runs" / req["event_id"]).exists()
+
+
+def test_a_permitted_tool_call_returns_its_result_into_the_channel(settings, team, worker,
+                                                                   reader):
+    results, chat = reader(TOOL_RESULTS.name), reader(CHAT_MESSAGES.name)
+    req = request(settings, team, "calculator", {"expression": "0.17 * 2340"})
+    result = result_of(results, req)
+    assert result["status"] == "OK" and "397.8" in result["output"], result
+    assert result["error"] is None and result["vote_id"] is None
+    assert result["started_at"] is not None and result["duration_ms"] > 0
+    [notice] = chat.wait(lambda n, r: r["metadata"].get("tool_request_id") == req["event_id"])
+    assert notice["author_kind"] == "SYSTEM" and notice["channel_id"] == team["channel"]
+    assert "397.8" in notice["text"] and notice["metadata"]["status"] == "OK"
+
+
+def test_denied_and_invalid_requests_run_nothing(settings, team, worker, reader):
+    results = reader(TOOL_RESULTS.name)
+    not_its_tool = request(settings, team, "chart_generator",
+                           {"kind": "bar", "title": "t", "labels": ["a"], "values": [1]})
+    stranger = request(settings, team, "calculator", {"expression": "1+1"},
+                       agent_id=f"nobody-{team['suffix']}")
+    paused = request(settings, team, "text_formatter", {"text": "hi", "operation": "upper"},
+                     agent_id=team["voters"][0])
+    bad_args = request(settings, team, "calculator", {"formula": "1+1"})
+    unknown = request(settings, team, "teleport", {})
+    expected = {not_its_tool["event_id"]: ("DENIED", "not one of"),
+                stranger["event_id"]: ("DENIED", "unknown agent"),
+                paused["event_id"]: ("DENIED", "PAUSED"),
+                bad_args["event_id"]: ("FAILED", "invalid"),
+                unknown["event_id"]: ("FAILED", "unknown tool")}
+    found = results.wait(lambda n, r: r["request_id"] in expected, count=len(expected))
+    for result in found:
+        status, reason = expected[result["request_id"]]
+        assert result["status"] == status and reason in result["error"], result
+        assert result["started_at"] is None and result["duration_ms"] == 0
+    for req in (not_its_tool, stranger, paused, bad_args, unknown):
+        assert never_ran(settings, req)
+
+
+def test_a_vote_gated_tool_runs_only_after_three_ballots_pass(settings, team, worker, reader):
+    votes, outcomes = reader(VOTES.name), reader(VOTE_RESULTS.name)
+    results = reader(TOOL_RESULTS.name)
+    token = uuid.uuid4().hex
+    req = request(settings, team, "shell", {"command": f"echo gated-{token}"})
+    vote_id = vote_id_of(req["event_id"])
+    [proposal] = votes.wait(lambda n, r: n == "VoteProposal" and r["vote_id"] == vote_id)
+    assert proposal["vote_type"] == "TOOL_USAGE" and proposal["tool_request_id"] == req["event_id"]
+    assert proposal["strategy"] == "CONSENSUS"
+
+    first, second, third = team["voters"]
+    ballot(settings, team, vote_id, first, "yes")
+    ballot(settings, team, vote_id, second, "yes")
+    again = ballot(settings, team, vote_id, first, "no")
+    own = ballot(settings, team, vote_id, team["requester"], "yes")
+    rejected = outcomes.wait(lambda n, r: n == "BallotRejected" and r["vote_id"] == vote_id,
+                             count=2)
+    assert {(r["ballot_event_id"], r["reason"]) for r in rejected} == {
+        (again["event_id"], "DUPLICATE"), (own["event_id"], "INELIGIBLE")}
+    results.poll(2)
+    assert not [r for n, r in results.records if r["request_id"] == req["event_id"]]
+    assert never_ran(settings, req)  # two of three ballots: the shell has not run
+
+    ballot(settings, team, vote_id, third, "yes")
+    [vote] = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id)
+    assert vote["outcome"] == "PASSED" and vote["ballots_counted"] == 3
+    assert vote["eligible_count"] == 3 and vote["tally"]["yes"] == 3
+    result = result_of(results, req)
+    assert result["status"] == "OK" and f"gated-{token}" in result["output"], result
+    assert result["vote_id"] == vote_id
+
+    late = ballot(settings, team, vote_id, third, "no")
+    [rejection] = outcomes.wait(lambda n, r: n == "BallotRejected"
+                                and r["ballot_event_id"] == late["event_id"])
+    assert rejection["reason"] == "LATE"
+
+
+def test_a_hostile_command_passed_by_vote_leaves_the_worker_working(settings, team, worker,
+                                                                     reader):
+    votes, results = reader(VOTES.name), reader(TOOL_RESULTS.name)
+    bomb = request(settings, team, "shell", {"command": "f() { f | f & }; f; sleep 60"})
+    vote_id = vote_id_of(bomb["event_id"])
+    votes.wait(lambda n, r: n == "VoteProposal" and r["vote_id"] == vote_id)
+    for voter in team["voters"]:
+        ballot(settings, team, vote_id, voter, "yes")
+    result = result_of(results, bomb)
+    assert result["status"] in ("TIMEOUT", "FAILED") and result["error"], result
+    after = request(settings, team, "calculator", {"expression": "2**10"})
+    assert result_of(results, after)["output"].startswith("2**10 = 1024")
+    assert worker.pid in members(worker)  # the worker itself is alive and well
+
+
+def test_a_failed_vote_rejects_the_tool(settings, team, worker, reader):
+    votes, outcomes = reader(VOTES.name), reader(VOTE_RESULTS.name)
+    results = reader(TOOL_RESULTS.name)
+    req = request(settings, team, "shell", {"command": "echo should-not-run"})
+    vote_id = vote_id_of(req["event_id"])
+    votes.wait(lambda n, r: n == "VoteProposal" and r["vote_id"] == vote_id)
+    ballot(settings, team, vote_id, team["voters"][0], "yes")
+    ballot(settings, team, vote_id, team["voters"][1], "no")
+    [vote] = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id)
+    assert vote["outcome"] == "FAILED"  # consensus broken: closed before the third ballot
+    result = result_of(results, req)
+    assert result["status"] == "REJECTED" and "FAILED" in result["error"]
+    assert result["output"] == "" and never_ran(settings, req)
+
+
+def test_an_expired_vote_rejects_the_tool(settings, team, worker, reader):
+    outcomes, results = reader(VOTE_RESULTS.name), reader(TOOL_RESULTS.name)
+    req = request(settings, team, "shell", {"command": "echo should-not-run"})
+    vote_id = vote_id_of(req["event_id"])
+    [vote] = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id,
+                           timeout_s=DEADLINE_S + 30)
+    assert vote["outcome"] == "EXPIRED" and vote["ballots_counted"] == 0
+    result = result_of(results, req)
+    assert result["status"] == "REJECTED" and "EXPIRED" in result["error"]
+    assert never_ran(settings, req)
+
+
+def test_bad_vote_records_are_dead_lettered_or_rejected(settings, team, worker, reader):
+    outcomes, dead = reader(VOTE_RESULTS.name), reader(DEADLETTER.name)
+    producer = kafka.producer(settings)
+    producer.produce(VOTES.name, key=b"garbage", value=b"\x00not avro")
+    assert producer.flush(10) == 0
+    [letter] = dead.wait(lambda n, r: r["source_topic"] == VOTES.name and r["key"] == b"garbage")
+    assert letter["stage"] == "votes" and letter["reason"]
+    stray = ballot(settings, team, str(uuid.uuid4()), team["voters"][0], "yes")
+    [rejection] = outcomes.wait(lambda n, r: n == "BallotRejected"
+                                and r["ballot_event_id"] == stray["event_id"])
+    assert rejection["reason"] == "UNKNOWN_VOTE"
+
+
+def test_active_agents_cast_their_ballots_through_the_generator(settings, team, worker, reader):
+    channel = f"{team['channel']}-decide"
+    registry = Registry(settings)
+    agents = [f"lead-{team['suffix']}", f"writer-{team['suffix']}"]
+    registry.create("developer-frontend", channel, agents[0])
+    registry.create("creative-writer", channel, agents[1])
+    votes, outcomes, chat = reader(VOTES.name), reader(VOTE_RESULTS.name), reader(CHAT_MESSAGES.name)
+    proposal = new_proposal(channel, "human:carol", "Ship the new onboarding page on Monday?",
+                            vote_type="PROJECT_DECISION", deadline_s=240, quorum=1.0)
+    kafka.publish(settings, VOTES.name, [("VoteProposal", proposal["vote_id"], proposal)])
+
+    [call] = chat.wait(lambda n, r: r["metadata"].get("kind") == "vote_call"
+                       and r["metadata"].get("vote_id") == proposal["vote_id"])
+    assert sorted(call["mentions"]) == sorted(agents) and call["author_kind"] == "SYSTEM"
+    cast = votes.wait(lambda n, r: n == "Ballot" and r["vote_id"] == proposal["vote_id"],
+                      count=2, timeout_s=240)
+    assert {b["voter_id"] for b in cast} == set(agents)
+    assert all(b["choice"] in ("yes", "no", "abstain") for b in cast)
+    [vote] = outcomes.wait(lambda n, r: n == "VoteResult"
+                           and r["vote_id"] == proposal["vote_id"], timeout_s=60)
+    assert vote["ballots_counted"] == 2 and vote["eligible_count"] == 2
+    assert vote["outcome"] in ("PASSED", "FAILED", "TIED")
+    [closed] = chat.wait(lambda n, r: r["metadata"].get("kind") == "vote_result"
+                         and r["metadata"].get("vote_id") == proposal["vote_id"])
+    assert vote["outcome"] in closed["text"]
+    # Every voter also said why in the channel, replying to the vote call.
+    chat.wait(lambda n, r: r["reply_to"] == call["event_id"] and r["author_id"] in agents,
+              count=2, timeout_s=60)
