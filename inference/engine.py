@@ -66,6 +66,9 @@ class StopMatcher:
         return out
 
 
+MAX_REPETITION = 2000  # llama.cpp's MAX_REPETITION_THRESHOLD
+
+
 @lru_cache(maxsize=64)
 def grammar_for(json_schema: str) -> str:
     """GBNF grammar of a JSON schema (cached: agents reuse a handful of schemas).
@@ -76,6 +79,12 @@ def grammar_for(json_schema: str) -> str:
     from cyllama.llama.llama_cpp import json_schema_to_grammar
 
     grammar = json_schema_to_grammar(json.loads(json_schema))
+    # llama.cpp refuses larger repetitions and then crashes on the missing sampler:
+    # refuse the request instead, naming the bound.
+    too_big = [int(n) for n in re.findall(r"\{\d*,(\d+)\}", grammar) if int(n) > MAX_REPETITION]
+    if too_big:
+        raise ValueError(f"json_schema bounds a string or array at {max(too_big)}; "
+                         f"grammars allow at most {MAX_REPETITION}")
     return re.sub(r"^space ::= .*$", 'space ::= | " "', grammar, flags=re.M)
 
 

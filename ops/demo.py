@@ -2,7 +2,8 @@
 
 It starts the stack, checks each service once, creates six agents from the templates
 in one channel, runs a worker, posts a few messages and shows, for each, the
-relevance decision with its reasons and the agents' replies as they come back.
+relevance decision with its reasons and the agents' replies as they come back. Then
+an agent runs a tool in the sandbox, and three agents vote on a decision.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ops.kafka import TopicReader
 from ops.stack.process import stop
 from ops.topics import ensure_topics
 from schemas import codec
-from schemas.topics import CHAT_MESSAGES, RELEVANCE_DECISIONS
+from schemas.topics import (CHAT_MESSAGES, RELEVANCE_DECISIONS, TOOL_REQUESTS, TOOL_RESULTS,
+                            VOTE_RESULTS, VOTES)
 
 Echo = Callable[[str], None]
 CHANNEL = "incidents"
@@ -76,7 +78,8 @@ def _conversation(settings: Settings, echo: Echo) -> None:
     worker = start_process(settings, "demo")
     echo(f"   ready in {time.monotonic() - started:.1f}s; log: "
          f"{settings.stack_dir / 'logs' / 'worker-demo.log'}")
-    watch = TopicReader(settings, RELEVANCE_DECISIONS.name, CHAT_MESSAGES.name)
+    watch = TopicReader(settings, RELEVANCE_DECISIONS.name, CHAT_MESSAGES.name,
+                        TOOL_RESULTS.name, VOTES.name, VOTE_RESULTS.name)
     try:
         producer = kafka.producer(settings)
         for author, text, mentions in SCRIPT:
@@ -88,6 +91,8 @@ def _conversation(settings: Settings, echo: Echo) -> None:
             echo(f"\n>> {author}: {text}" + (f"  (mentions {', '.join(mentions)})"
                                              if mentions else ""))
             show(watch, message, echo)
+        _tool_call(settings, watch, echo)
+        _vote(settings, watch, echo)
     finally:
         watch.close()
         stop(worker, grace_s=15)
@@ -118,3 +123,61 @@ def show(watch: TopicReader, message: dict, echo: Echo) -> None:
     for reply in [r for n, r in watch.records if is_reply(n, r)]:
         echo(f"<< {reply['author_id']} (thread depth {reply['thread_depth']}, "
              f"{time.monotonic() - started:.1f}s): {reply['text']}")
+
+
+def _tool_call(settings: Settings, watch: TopicReader, echo: Echo) -> None:
+    from streams.tools.records import new_request
+
+    echo("\n== a tool call: analyst-data runs the calculator in the sandbox")
+    request = new_request("analyst-data", CHANNEL, "calculator",
+                          {"expression": "1312 / 48210 * 100"},
+                          "share of requests that failed with 502 in the last hour")
+    kafka.publish(settings, TOOL_REQUESTS.name, [("ToolRequest", CHANNEL, request)])
+    echo(f">> analyst-data asks: calculator {request['arguments_json']}")
+    try:
+        [result] = watch.wait(lambda n, r: n == "ToolResult"
+                              and r["request_id"] == request["event_id"], timeout_s=60)
+    except TimeoutError:
+        echo("   (no tool result within 60 s: see the worker log)")
+        return
+    echo(f"<< tool result {result['status']} in {result['duration_ms']} ms: "
+         f"{result['output'] or result['error']}")
+    asked = [r for n, r in watch.records if n == "ToolResult"
+             and r["request_id"] != request["event_id"]]
+    for other in asked:  # tool calls the agents made themselves while answering
+        echo(f"   the agents' own tool call: {other['agent_id']} -> {other['tool']}: "
+             f"{other['status']} {(other['output'] or other['error'] or '')[:160]}")
+
+
+def _vote(settings: Settings, watch: TopicReader, echo: Echo) -> None:
+    from streams.votes.records import new_proposal
+
+    voters = ["developer-backend", "developer-frontend", "moderator-quality"]
+    echo("\n== a vote: three agents decide, each casting a ballot through the generator")
+    proposal = new_proposal(CHANNEL, "human:maya", "Roll back the last deploy now?",
+                            vote_type="PROJECT_DECISION", eligible_voters=voters,
+                            deadline_s=240, description="The 502s started with the deploy.")
+    kafka.publish(settings, VOTES.name, [("VoteProposal", proposal["vote_id"], proposal)])
+    echo(f">> human:maya opens a vote (simple majority, quorum 50%): {proposal['title']}")
+    vote_id = proposal["vote_id"]
+    for count in range(1, len(voters) + 1):
+        try:
+            ballots = watch.wait(lambda n, r: n == "Ballot" and r["vote_id"] == vote_id,
+                                 count=count, timeout_s=120)
+        except TimeoutError:
+            break
+        ballot = ballots[-1]
+        echo(f"<< ballot {ballot['voter_id']}: {ballot['choice']} ({ballot['rationale']})")
+    try:
+        [result] = watch.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id,
+                              timeout_s=240)
+    except TimeoutError:
+        echo("   (the vote did not close in time: see the worker log)")
+        return
+    tally = ", ".join(f"{k} {v:g}" for k, v in result["tally"].items())
+    echo(f"<< vote {result['outcome']} ({tally}): {result['reason']}")
+    watch.poll(2)  # a ballot after an early close is rejected as late
+    for name, rejected in watch.records:
+        if name == "BallotRejected" and rejected["vote_id"] == vote_id:
+            echo(f"   not counted: {rejected['voter_id']} ({rejected['reason']}): "
+                 f"{rejected['detail']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -107,3 +109,10 @@ def test_grammar_allows_one_space_between_tokens_only():
     grammar = grammar_for(json.dumps(SCHEMA))
     assert 'space ::= | " "' in grammar.splitlines()
     assert "\\n" not in next(line for line in grammar.splitlines() if line.startswith("space"))
+
+
+def test_a_schema_too_large_for_a_grammar_is_refused_not_crashed_on():
+    # llama.cpp rejects repetitions above 2000 and then dies on the missing sampler.
+    with pytest.raises(ValueError, match="at most 2000"):
+        grammar_for(json.dumps({"type": "string", "maxLength": 4000}))
+    assert grammar_for(json.dumps({"type": "string", "maxLength": 2000}))

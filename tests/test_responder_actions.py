@@ -18,9 +18,10 @@ from schemas import codec
 from schemas.ids import derived_id
 from streams import channels
 from streams.registry.profiles import changed, new_profile, templates
-from streams.responder.actions import (BALLOT_EXAMPLE, EXAMPLES, LINE_CHARS, VOTE_TYPES,
-                                       action_schema, ballot_options, build_prompt,
-                                       callable_tools, events)
+from streams.responder.actions import (ARGUMENT_CHARS, ARGUMENT_ITEMS, BALLOT_EXAMPLE,
+                                       EXAMPLES, LINE_CHARS, VOTE_TYPES, action_schema,
+                                       ballot_options, build_prompt, callable_tools, events,
+                                       for_generation)
 from streams.tools import catalog
 
 TEMPLATES = sorted(templates())
@@ -217,7 +218,7 @@ def test_tool_call_offers_the_agents_catalog_tools_with_their_schemas(template):
     assert list(offered) == sorted(set(tools) & set(CATALOG))
     assert offered, f"{template} has no callable tool"
     for name, parameters in offered.items():
-        assert parameters == CATALOG[name].parameters
+        assert parameters == for_generation(CATALOG[name].parameters)
     assert [t.name for t in callable_tools(tools)] == list(offered)
 
 
@@ -320,13 +321,27 @@ ARGUMENT_CASES = [
 @pytest.mark.parametrize("tool,arguments,valid", ARGUMENT_CASES)
 def test_tool_arguments_follow_each_tools_schema(tool, arguments, valid):
     v = validator(ALL_TOOLS, None)
-    assert v.is_valid(call(tool, **arguments)) == valid
-    # The generator's constraint and the tools worker's check agree.
+    generated = v.is_valid(call(tool, **arguments))
+    # What the generator may write, the tools worker accepts; it accepts more (a 50-item
+    # chart from a person) than one generation holds.
+    assert generated == (valid and len(arguments.get("labels", ())) <= ARGUMENT_ITEMS
+                         and len(arguments.get("values", ())) <= ARGUMENT_ITEMS)
     if valid:
         catalog.arguments(CATALOG[tool], json.dumps(arguments))
     else:
         with pytest.raises(catalog.InvalidArguments):
             catalog.arguments(CATALOG[tool], json.dumps(arguments))
+
+
+def test_generation_bounds_only_narrow_a_tools_schema():
+    for tool in CATALOG.values():
+        narrowed = for_generation(tool.parameters)
+        jsonschema.Draft202012Validator.check_schema(narrowed)
+        for path, node in _string_schemas(narrowed):
+            assert "enum" in node or node["maxLength"] <= ARGUMENT_CHARS, path
+    chart = for_generation(CATALOG["chart_generator"].parameters)
+    assert chart["properties"]["labels"]["maxItems"] == ARGUMENT_ITEMS
+    assert CATALOG["chart_generator"].parameters["properties"]["labels"]["maxItems"] == 50
 
 
 def test_arguments_of_one_tool_do_not_pass_for_another():

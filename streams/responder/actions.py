@@ -18,6 +18,9 @@ from streams.votes.records import new_ballot, new_proposal
 
 VOTE_TYPES = ("PROJECT_DECISION", "CONFLICT_RESOLUTION", "RESOURCE_ALLOCATION")
 LINE_CHARS = 300  # a history line longer than this is cut in the prompt
+# An action is one generation of at most MAX_TOKENS: tool arguments written by an agent
+# stay short even where the tool itself accepts more (a CSV pasted by a person, say).
+ARGUMENT_CHARS, ARGUMENT_ITEMS = 300, 20
 
 
 def _nullable(schema: dict) -> dict:
@@ -38,12 +41,28 @@ def ballot_options(message: dict) -> list[str] | None:
     return [o for o in metadata.get("options", "yes,no").split(",") if o] + ["abstain"]
 
 
+def for_generation(schema: dict) -> dict:
+    """A tool's argument schema with strings and arrays bounded to what fits in one
+    generation; what it admits, the tool's own schema admits too."""
+    if isinstance(schema, list):
+        return [for_generation(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: for_generation(v) for k, v in schema.items()}
+    if out.get("type") == "string" and "enum" not in out:
+        out["maxLength"] = min(out.get("maxLength", ARGUMENT_CHARS), ARGUMENT_CHARS)
+    if out.get("type") == "array":
+        out["maxItems"] = min(out.get("maxItems", ARGUMENT_ITEMS), ARGUMENT_ITEMS)
+    return out
+
+
 def action_schema(tools: list[str], ballot: list[str] | None) -> dict:
     """What the agent may do: reply, and call one of its tools (arguments by the tool's
     own schema) or propose a vote; when called to vote, reply and cast a ballot only."""
     null = {"type": "null"}
     calls = [{"type": "object", "additionalProperties": False, "required": ["tool", "arguments"],
-              "properties": {"tool": {"const": t.name}, "arguments": t.parameters}}
+              "properties": {"tool": {"const": t.name},
+                             "arguments": for_generation(t.parameters)}}
              for t in callable_tools(tools)]
     tool_call = {"anyOf": [null, *calls]} if calls and ballot is None else null
     vote = _nullable({
