@@ -73,6 +73,12 @@ def test_a_fork_bomb_is_contained(tmp_path):
     assert run("echo still fine", tmp_path).output.startswith("still fine")
 
 
+def test_the_process_limit_holds(tmp_path):
+    result = run("for i in $(seq 40); do sleep 3 & done; wait", tmp_path)
+    assert result.status == "FAILED"
+    assert "fork" in result.error.lower() or "temporarily unavailable" in result.error
+
+
 def test_a_memory_hog_fails_at_its_memory_limit(tmp_path):
     result = run("python3 -c 'x = bytearray(2 * 1024**3)'", tmp_path)
     assert result.status == "FAILED"
@@ -127,7 +133,7 @@ def test_no_network_connection_can_be_opened(tmp_path):
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing ever connected
         udp = run("python3 -c \"import socket; s = socket.socket(socket.AF_INET, "
-                  f"socket.SOCK_DGRAM); s.sendto(b'x', ('1.1.1.1', 53))\"", tmp_path)
+                  "socket.SOCK_DGRAM); s.sendto(b'x', ('1.1.1.1', 53))\"", tmp_path)
         assert udp.status == "FAILED" and "unreachable" in udp.error
     finally:
         listener.close()

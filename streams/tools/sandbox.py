@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +43,25 @@ NAMESPACES = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork"
               "--kill-child"]
 
 
+PIDS_BASES = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))  # cgroup v1, then v2
+
+
+@lru_cache(maxsize=1)
+def pids_cgroups() -> Path | None:
+    """A directory for per-run pids cgroups, or None. Needed when the worker runs as
+    root: the kernel exempts uid 0 from RLIMIT_NPROC, even inside a user namespace
+    mapped to it, so only a pids cgroup bounds a fork bomb then."""
+    for base in PIDS_BASES:
+        parent = base / "agora-sandbox"
+        try:
+            parent.mkdir(exist_ok=True)
+            if (parent / "pids.max").exists():
+                return parent
+        except OSError:
+            continue
+    return None
+
+
 @lru_cache(maxsize=1)
 def unavailable() -> str | None:
     """Why this host cannot sandbox tools, or None. Checked once per process."""
@@ -55,7 +75,31 @@ def unavailable() -> str | None:
         return f"cannot create namespaces: {probe.stderr.decode(errors='replace').strip()}"
     if landlock_abi() < 1:
         return "Landlock is not available in this kernel, so writes cannot be confined"
+    if os.geteuid() == 0 and pids_cgroups() is None:
+        return ("running as root, which RLIMIT_NPROC does not bind, without a writable "
+                "pids cgroup to bound the number of processes")
     return None
+
+
+def _cgroup(run_id: str, processes: int) -> Path | None:
+    """A pids cgroup of its own for one run (as root), allowing the runner and the
+    unshare parent on top of the tool's processes."""
+    parent = pids_cgroups() if os.geteuid() == 0 else None
+    if parent is None:
+        return None
+    group = parent / run_id
+    group.mkdir(exist_ok=True)
+    (group / "pids.max").write_text(str(processes + 2))
+    return group
+
+
+async def _remove(group: Path) -> None:
+    for _ in range(50):  # the killed processes leave the cgroup within moments
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
 
 
 async def _read(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, int]:
@@ -102,10 +146,30 @@ async def run(tool: Tool, arguments: dict, workdir: Path) -> Run:
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     limits = tool.limits
     started = time.monotonic()
+    group = _cgroup(f"{workdir.name}-{uuid.uuid4().hex[:8]}", limits.processes)
+    procs = str(group / "cgroup.procs") if group else None
+
+    def enter_cgroup() -> None:  # in the child, before exec: os calls only
+        fd = os.open(procs, os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+
+    try:
+        return await _run(tool, arguments, workdir, env, started,
+                          enter_cgroup if procs else None)
+    finally:
+        if group:
+            await _remove(group)
+
+
+async def _run(tool: Tool, arguments: dict, workdir: Path, env: dict, started: float,
+               preexec) -> Run:
+    limits = tool.limits
     proc = await asyncio.create_subprocess_exec(
         *NAMESPACES, sys.executable, "-I", "-m", "streams.tools.runner",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=str(workdir), start_new_session=True)
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=str(workdir), start_new_session=True,
+        preexec_fn=preexec)
     spec = {"entrypoint": tool.entrypoint, "arguments": arguments, "workdir": str(workdir),
             "limits": vars(limits)}
     proc.stdin.write(json.dumps(spec).encode())
