@@ -98,13 +98,19 @@ def _conversation(settings: Settings, echo: Echo) -> None:
         stop(worker, grace_s=15)
 
 
+def _one(watch: TopicReader, predicate, what: str, timeout_s: float, echo: Echo) -> dict | None:
+    try:
+        return watch.wait(predicate, timeout_s=timeout_s)[0]
+    except TimeoutError:
+        echo(f"   (no {what} within {timeout_s:g} s: see the worker log)")
+        return None
+
+
 def show(watch: TopicReader, message: dict, echo: Echo) -> None:
     """The decision about ``message`` with its reasons, then the replies to it."""
-    try:
-        [found] = watch.wait(lambda n, r: n == "RelevanceDecision"
-                             and r["message_id"] == message["event_id"], timeout_s=120)
-    except TimeoutError:
-        echo("   (no decision within 120 s: see the worker log)")
+    found = _one(watch, lambda n, r: n == "RelevanceDecision"
+                 and r["message_id"] == message["event_id"], "decision", 120, echo)
+    if found is None:
         return
     echo(f"   relevance: {', '.join(found['selected']) or 'nobody'} selected"
          + (f" ({found['skip_reason']})" if found["skip_reason"] else ""))
@@ -134,11 +140,9 @@ def _tool_call(settings: Settings, watch: TopicReader, echo: Echo) -> None:
                           "share of requests that failed with 502 in the last hour")
     kafka.publish(settings, TOOL_REQUESTS.name, [("ToolRequest", CHANNEL, request)])
     echo(f">> analyst-data asks: calculator {request['arguments_json']}")
-    try:
-        [result] = watch.wait(lambda n, r: n == "ToolResult"
-                              and r["request_id"] == request["event_id"], timeout_s=60)
-    except TimeoutError:
-        echo("   (no tool result within 60 s: see the worker log)")
+    result = _one(watch, lambda n, r: n == "ToolResult"
+                  and r["request_id"] == request["event_id"], "tool result", 60, echo)
+    if result is None:
         return
     echo(f"<< tool result {result['status']} in {result['duration_ms']} ms: "
          f"{result['output'] or result['error']}")
@@ -168,11 +172,9 @@ def _vote(settings: Settings, watch: TopicReader, echo: Echo) -> None:
             break
         ballot = ballots[-1]
         echo(f"<< ballot {ballot['voter_id']}: {ballot['choice']} ({ballot['rationale']})")
-    try:
-        [result] = watch.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id,
-                              timeout_s=240)
-    except TimeoutError:
-        echo("   (the vote did not close in time: see the worker log)")
+    result = _one(watch, lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id,
+                  "vote result", 240, echo)
+    if result is None:
         return
     tally = ", ".join(f"{k} {v:g}" for k, v in result["tally"].items())
     echo(f"<< vote {result['outcome']} ({tally}): {result['reason']}")

@@ -9,7 +9,11 @@ through the generator.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +238,27 @@ def test_active_agents_cast_their_ballots_through_the_generator(settings, team, 
     # Every voter also said why in the channel, replying to the vote call.
     chat.wait(lambda n, r: r["reply_to"] == call["event_id"] and r["author_id"] in agents,
               count=2, timeout_s=60)
+
+
+def test_the_cli_opens_a_weighted_vote_and_casts_ballots(settings, team, worker, reader):
+    def agora(*args: str) -> str:
+        done = subprocess.run([str(Path(sys.executable).parent / "agora"), *args],
+                              env={**os.environ, "AGORA_STACK_DIR": str(settings.stack_dir)},
+                              capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.strip()
+
+    assert "shell" in agora("tools", "list")
+    outcomes = reader(VOTE_RESULTS.name)
+    first, second, third = team["voters"]
+    vote_id = agora("vote", "start", "Move the standup to 10:00?", "-c", team["channel"],
+                    "--strategy", "WEIGHTED", "--voter", first, "--voter", second,
+                    "--voter", third, "--weight", f"{first}=3", "--quorum", "0.5")
+    agora("vote", "cast", vote_id, "maybe", "--voter", third, "-c", team["channel"])
+    [rejected] = outcomes.wait(lambda n, r: n == "BallotRejected" and r["vote_id"] == vote_id)
+    assert rejected["reason"] == "INVALID_CHOICE" and rejected["voter_id"] == third
+    agora("vote", "cast", vote_id, "yes", "--voter", first, "-c", team["channel"])
+    agora("vote", "cast", vote_id, "no", "--voter", second, "-c", team["channel"])
+    # 3 against 1 by weight: passed whatever the third voter still does, so it closes.
+    [vote] = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id)
+    assert (vote["outcome"], vote["winning_option"]) == ("PASSED", "yes")
+    assert vote["tally"] == {"yes": 3.0, "no": 1.0, "abstain": 0.0}

@@ -137,29 +137,27 @@ def test_action_schema_is_a_valid_json_schema(tools, ballot):
     jsonschema.Draft202012Validator.check_schema(action_schema(tools, ballot))
 
 
-def _string_schemas(node, path="$"):
+def _schemas(node, keep, path="$"):
+    """Every sub-schema for which ``keep(schema)`` holds, with its path."""
+    if isinstance(node, dict):
+        if keep(node):
+            yield path, node
+        for key, value in node.items():
+            yield from _schemas(value, keep, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _schemas(value, keep, f"{path}[{i}]")
+
+
+def _string_schemas(node):
     """Every sub-schema that admits a string (type string, or a type list with it)."""
-    if isinstance(node, dict):
-        kind = node.get("type")
-        if kind == "string" or (isinstance(kind, list) and "string" in kind):
-            yield path, node
-        for key, value in node.items():
-            yield from _string_schemas(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _string_schemas(value, f"{path}[{i}]")
+    return _schemas(node, lambda n: n.get("type") == "string" or (
+        isinstance(n.get("type"), list) and "string" in n["type"]))
 
 
-def _containers(node, path="$"):
+def _containers(node):
     """Every sub-schema of type object or array, with its path."""
-    if isinstance(node, dict):
-        if node.get("type") in ("object", "array"):
-            yield path, node
-        for key, value in node.items():
-            yield from _containers(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _containers(value, f"{path}[{i}]")
+    return _schemas(node, lambda n: n.get("type") in ("object", "array"))
 
 
 @pytest.mark.parametrize("mode", ["open", "yes-no", "custom"])

@@ -76,7 +76,11 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         if tool.needs_vote and not approved:
             return [("ToolRequest", request),
                     ("VoteProposal", proposal(request, tool, settings.vote_deadline_s))]
-        run = await sandbox.run(tool, arguments, runs / request["event_id"])
+        try:
+            run = await sandbox.run(tool, arguments, runs / request["event_id"])
+        except OSError as exc:  # the sandbox could not even start: the request fails
+            log.exception("tools.sandbox_error", request=request["event_id"])
+            run = sandbox.Run("FAILED", error=f"the sandbox could not start: {exc}")
         RUN_SECONDS.labels(tool.name).observe(run.duration_ms / 1000)
         return result_events(request, run.status, datetime.now(timezone.utc), output=run.output,
                              error=run.error, artifacts=run.artifacts, vote_id=vote_id,

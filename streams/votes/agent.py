@@ -72,9 +72,15 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
                 continue
             vote_id = record.get("vote_id") or (event.message.key or b"").decode()
             before = table.get(vote_id)
-            state, produced = apply(name, record,
-                                    before or ledger.new(vote_id, event.message.partition),
-                                    datetime.now(timezone.utc))
+            try:
+                state, produced = apply(name, record,
+                                        before or ledger.new(vote_id, event.message.partition),
+                                        datetime.now(timezone.utc))
+            except Exception as exc:  # one bad record must not stop every vote
+                log.exception("votes.record_failed", vote_id=vote_id, event=name)
+                RECORDS.labels(name, "dead_letter").inc()
+                await send_dead_letter(deadletter, event.message, "votes", exc)
+                continue
             pending = []
             for out_name, out in produced:
                 target, key = routes[out_name]
