@@ -22,6 +22,10 @@ tools_app = typer.Typer(no_args_is_help=True, help="The tool catalog and tool re
 app.add_typer(tools_app, name="tools")
 vote_app = typer.Typer(no_args_is_help=True, help="Votes: open one, cast a ballot.")
 app.add_typer(vote_app, name="vote")
+db_app = typer.Typer(no_args_is_help=True, help="Database schemas.")
+app.add_typer(db_app, name="db")
+sink_app = typer.Typer(no_args_is_help=True, help="Sinks from Kafka into the stores.")
+app.add_typer(sink_app, name="sink")
 
 
 def _settings() -> Settings:
@@ -258,6 +262,36 @@ def vote_cast(
     ballot = new_ballot(vote_id, channel, voter, choice, rationale)
     publish(_settings(), VOTES.name, [("Ballot", vote_id, ballot)])
     typer.echo(ballot["event_id"])
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (tracked, idempotent) and refresh reference data."""
+    from ops import migrate
+
+    try:
+        applied = migrate.postgres(_settings(), progress=_progress)
+    except migrate.MigrationError as exc:
+        typer.echo(f"migration failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"postgres: {len(applied)} migration(s) applied"
+               + (f" ({', '.join(applied)})" if applied else ", up to date"))
+
+
+@sink_app.command("postgres")
+def sink_postgres(
+    batch_size: int = typer.Option(500, min=1, help="Most events per transaction."),
+) -> None:
+    """Consume every topic into Postgres: batched, idempotent, commits after the DB."""
+    from prometheus_client import start_http_server
+
+    from streams.sinks import consumer
+    from streams.sinks.postgres import TOPICS, PostgresStore
+
+    settings = _settings()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    consumer.run(settings, "postgres", TOPICS, PostgresStore(settings), batch_size=batch_size)
 
 
 @app.command("config")

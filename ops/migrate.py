@@ -1,0 +1,70 @@
+"""``agora db migrate``: versioned SQL migrations, applied once each and tracked.
+
+Files are ``ops/migrations/postgres/NNNN_name.sql``, applied in order, each in its
+own transaction together with its row in ``schema_migrations``. An advisory lock
+lets many processes run the command at once (compose's init job and a developer,
+say) without applying anything twice. A file changed after it was applied is an
+error: write a new migration instead. Reference data (templates, tool definitions)
+is upserted on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from ops.config import Settings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+LOCK_ID = 0x61676F7261  # "agora": one advisory lock for every migrating process
+
+
+class MigrationError(RuntimeError):
+    """A migration cannot be applied; the message says which and why."""
+
+
+def _files(kind: str) -> list[tuple[str, Path, str]]:
+    found = []
+    for path in sorted((MIGRATIONS / kind).glob("*.sql")):
+        version = path.stem.split("_", 1)[0]
+        found.append((version, path, hashlib.sha256(path.read_bytes()).hexdigest()))
+    return found
+
+
+def postgres(settings: Settings, progress: Callable[[str], None] = lambda line: None
+             ) -> list[str]:
+    """Apply the pending Postgres migrations; returns the versions applied now."""
+    import psycopg
+
+    from streams.registry.profiles import templates
+    from streams.sinks.postgres_rows import STATEMENTS, reference_rows
+    from streams.tools.catalog import load
+
+    applied_now = []
+    with psycopg.connect(settings.postgres_dsn, connect_timeout=10) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))
+        try:
+            conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())""")
+            conn.commit()
+            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations"))
+            for version, path, checksum in _files("postgres"):
+                if version in done:
+                    if done[version] != checksum:
+                        raise MigrationError(f"{path.name} changed after it was applied; "
+                                             "add a new migration instead")
+                    continue
+                progress(f"applying {path.name}")
+                with conn.transaction():
+                    conn.execute(path.read_text())
+                    conn.execute("INSERT INTO schema_migrations (version, name, checksum) "
+                                 "VALUES (%s, %s, %s)", (version, path.stem, checksum))
+                applied_now.append(version)
+            with conn.transaction(), conn.cursor() as cur:
+                for statement, params in reference_rows(templates(), load()):
+                    cur.execute(STATEMENTS[statement], params)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_ID,))
+    return applied_now

@@ -1,0 +1,166 @@
+"""A batching Kafka sink: consume, write a batch to a store, then commit offsets.
+
+Offsets are committed only after the store has committed the batch, so a crash
+mid-batch replays it, and the stores' writes are idempotent by event id, so the
+replay changes nothing. When the store is down, the sink pauses its partitions and
+retries with backoff: it neither drops records nor buffers without bound. A record
+the store rejects for good (not an outage) is dead-lettered with the reason, and the
+rest of its batch is written.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from confluent_kafka import Consumer, Message, TopicPartition
+from prometheus_client import Counter, Histogram
+
+from inference.resilience import backoff_s
+from ops import kafka
+from ops.config import Settings
+from schemas import codec
+from schemas.ids import derived_id
+from schemas.topics import DEADLETTER
+
+log = structlog.get_logger("agora.sinks")
+EVENTS = Counter("agora_sink_events_total", "Events written by a sink", ["sink", "outcome"])
+BATCH = Histogram("agora_sink_batch_size", "Events per sink batch", ["sink"],
+                  buckets=(1, 10, 50, 100, 250, 500, 1000, 2000))
+LATENCY = Histogram("agora_sink_batch_seconds", "Time to write and commit a batch", ["sink"],
+                    buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+RETRIES = Counter("agora_sink_retries_total", "Batches retried after a store error", ["sink"])
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str  # Avro event name; "Tombstone" for a null value on a compacted topic
+    key: str
+    record: dict
+    message: Message
+
+
+class Unavailable(Exception):
+    """The store is down or unreachable: retry the same batch later."""
+
+
+class Rejected(Exception):
+    """The store refused these events for good; ``reasons`` maps event index to why."""
+
+    def __init__(self, reasons: dict[int, str]):
+        super().__init__(f"{len(reasons)} events rejected")
+        self.reasons = reasons
+
+
+class Store(Protocol):
+    def write(self, events: list[Event]) -> None:
+        """Write the batch atomically; raise Unavailable or Rejected."""
+
+
+def dead_letter(message: Message, sink: str, reason: str, error_type: str) -> dict:
+    return {"event_id": derived_id(message.topic(), message.partition(), message.offset(), sink),
+            "source_topic": message.topic(), "partition": message.partition(),
+            "offset": message.offset(), "key": message.key(), "value": message.value(),
+            "reason": reason, "error_type": error_type, "stage": sink, "attempts": 1,
+            "failed_at": time.time_ns() // 1_000_000}
+
+
+def decode(messages: Iterable[Message], sink: str) -> tuple[list[Event], list[dict]]:
+    events, dead = [], []
+    for message in messages:
+        key = (message.key() or b"").decode(errors="replace")
+        if message.value() is None:
+            events.append(Event("Tombstone", key, {}, message))
+            continue
+        try:
+            name, record = codec.decode(message.value())
+        except codec.CodecError as exc:
+            dead.append(dead_letter(message, sink, str(exc), type(exc).__name__))
+            continue
+        events.append(Event(name, key, record, message))
+    return events, dead
+
+
+def run(settings: Settings, sink: str, topics: list[str], store: Store, *,
+        batch_size: int = 500, batch_wait_s: float = 0.2,
+        stop: threading.Event | None = None, ready: Callable[[], None] = lambda: None) -> None:
+    """Consume ``topics`` into ``store`` until ``stop`` is set (or SIGTERM/SIGINT)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    consumer = Consumer({"bootstrap.servers": settings.broker,
+                         "group.id": f"{settings.app_id}-sink-{sink}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "session.timeout.ms": max(6000, int(settings.session_timeout_s * 1000)),
+                         "max.poll.interval.ms": 300000})
+    dead_letters = kafka.producer(settings)
+    consumer.subscribe(topics)
+    ready()
+    log.info("sink.ready", sink=sink, topics=topics)
+    try:
+        while not stop.is_set():
+            messages = [m for m in consumer.consume(batch_size, batch_wait_s) if not m.error()]
+            if not messages:
+                continue
+            started = time.perf_counter()
+            events, dead = decode(messages, sink)
+            if not _write(consumer, store, events, dead, sink, stop):
+                break  # stopping during an outage: nothing committed, the batch replays
+            for record in dead:
+                dead_letters.produce(DEADLETTER.name, key=record["source_topic"].encode(),
+                                     value=codec.encode("DeadLetter", record))
+            if dead and dead_letters.flush(30):
+                raise RuntimeError("dead letters not acknowledged; the batch will replay")
+            consumer.commit(asynchronous=False)  # only after the store committed
+            BATCH.labels(sink).observe(len(messages))
+            LATENCY.labels(sink).observe(time.perf_counter() - started)
+            EVENTS.labels(sink, "written").inc(len(events))
+            EVENTS.labels(sink, "dead_letter").inc(len(dead))
+    finally:
+        consumer.close()
+        log.info("sink.stopped", sink=sink)
+
+
+def _serve_group(consumer: Consumer) -> None:
+    """Poll while paused so that the group sees us alive; a record from a partition
+    assigned meanwhile is put back (seek) and its partition paused too."""
+    message = consumer.poll(0)
+    if message is not None and not message.error():
+        consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+    consumer.pause(consumer.assignment())
+
+
+def _write(consumer: Consumer, store: Store, events: list[Event], dead: list[dict], sink: str,
+           stop: threading.Event) -> bool:
+    """Write one batch, waiting out outages with the partitions paused; False if asked
+    to stop before the store came back."""
+    attempt = 0
+    while True:
+        try:
+            store.write(events)
+            break
+        except Rejected as exc:
+            for index, reason in sorted(exc.reasons.items(), reverse=True):
+                bad = events.pop(index)
+                dead.append(dead_letter(bad.message, sink, reason, "Rejected"))
+        except Unavailable as exc:
+            attempt += 1
+            RETRIES.labels(sink).inc()
+            if attempt == 1:
+                consumer.pause(consumer.assignment())
+            delay = backoff_s(attempt, 0.2, 5.0)
+            log.warning("sink.store_unavailable", sink=sink, attempt=attempt,
+                        retry_in_s=round(delay, 2), error=str(exc))
+            if stop.wait(delay):
+                return False
+            _serve_group(consumer)
+    if attempt:
+        consumer.resume(consumer.assignment())
+        log.info("sink.store_back", sink=sink, attempts=attempt)
+    return True

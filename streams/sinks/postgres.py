@@ -1,0 +1,84 @@
+"""The Postgres sink: the state the product reads (agents, channels, messages, votes,
+ballots, tool runs, system events), one transaction per batch.
+
+Every statement is idempotent by event id (``postgres_rows``), so a batch replayed
+after a crash changes nothing. An unreachable database is ``Unavailable`` (the batch
+is retried); a statement that fails for one event's data is isolated with
+savepoints and that event is ``Rejected`` (dead-lettered), not the batch.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from ops.config import Settings
+from schemas.topics import ALL
+from streams.sinks.consumer import Event, Rejected, Unavailable
+from streams.sinks.postgres_rows import STATEMENTS, rows
+
+TOPICS = [t.name for t in ALL]
+
+
+class PostgresStore:
+    def __init__(self, settings: Settings):
+        self.dsn = settings.postgres_dsn
+        self.conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            try:
+                self.conn = psycopg.connect(self.dsn, connect_timeout=5)
+            except psycopg.OperationalError as exc:
+                raise Unavailable(str(exc).strip()) from exc
+        return self.conn
+
+    def write(self, events: list[Event]) -> None:
+        conn = self._connection()
+        statements = [[(name, params) for name, params in rows(e.name, e.record)]
+                      if e.name != "Tombstone" else [] for e in events]
+        try:
+            with conn.transaction():
+                bad = self._apply(conn, statements)
+                if bad:
+                    raise _Retry(bad)
+        except _Retry as retry:
+            raise Rejected(retry.reasons) from None
+        except psycopg.OperationalError as exc:
+            conn.close()
+            raise Unavailable(str(exc).strip()) from exc
+
+    @staticmethod
+    def _apply(conn: psycopg.Connection, statements: list[list[tuple[str, dict]]]
+               ) -> dict[int, str]:
+        """Run the batch; on a data error, find the events that cause it (savepoint per
+        event) so that the batch can be written without them."""
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                grouped: dict[str, list[dict]] = {}
+                for per_event in statements:
+                    for name, params in per_event:
+                        grouped.setdefault(name, []).append(params)
+                for name, params in grouped.items():
+                    cur.executemany(STATEMENTS[name], params)
+            return {}
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            pass
+        bad = {}
+        for index, per_event in enumerate(statements):
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    for name, params in per_event:
+                        cur.execute(STATEMENTS[name], params)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                bad[index] = f"rejected by Postgres: {str(exc).strip()}"
+        return bad
+
+
+class _Retry(Exception):
+    def __init__(self, reasons: dict[int, str]):
+        super().__init__(reasons)
+        self.reasons = reasons

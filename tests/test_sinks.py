@@ -1,0 +1,173 @@
+"""The Postgres sink on the real broker and Postgres: exact counts, a SIGKILL in the
+middle of a batch, and a database outage under load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ops import kafka, migrate, smoke, stack
+from ops.kafka import TopicReader
+from ops.stack.process import Proc, spawn, stop, survivors, members, wait_until
+from ops.topics import ensure_topics
+from schemas import codec
+from schemas.topics import ALL, CHAT_MESSAGES
+
+pytestmark = pytest.mark.stack
+# Table -> how to count the distinct events it must hold, from the topics' records.
+TABLES = {
+    "messages": lambda by: len(by["ChatMessage"]),
+    "relevance_decisions": lambda by: len(by["RelevanceDecision"]),
+    "inference_tasks": lambda by: len(by["InferenceTask"]),
+    "tool_requests": lambda by: len(by["ToolRequest"]),
+    "tool_runs": lambda by: len(by["ToolResult"]),
+    "votes": lambda by: len({r["vote_id"] for r in by["VoteProposal"].values()}),
+    "ballots": lambda by: len(by["Ballot"]),
+    "ballot_rejections": lambda by: len(by["BallotRejected"]),
+    "vote_results": lambda by: len({r["vote_id"] for r in by["VoteResult"].values()}),
+    "system_events": lambda by: len(by["DeadLetter"]) + len(by["VoteDeadline"]),
+}
+
+
+@pytest.fixture(scope="module")
+def migrated(settings):
+    ensure_topics(settings)
+    assert migrate.postgres(settings) in ([], ["0001"])
+    assert migrate.postgres(settings) == []  # idempotent
+    return settings
+
+
+def start_sink(settings, name: str) -> Proc:
+    log = settings.stack_dir / "logs" / f"sink-{name}.log"
+    log.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
+    env["AGORA_STACK_DIR"] = str(settings.stack_dir)
+    proc = spawn([str(Path(sys.executable).parent / "agora"), "sink", "postgres",
+                  "--batch-size", "200"], log=log, env=env)
+    wait_until(lambda: "sink.ready" in log.read_text(), timeout_s=60, what="postgres sink",
+               proc=proc, log=log)
+    return proc
+
+
+def events_by_name(settings) -> dict[str, dict[str, dict]]:
+    """Every decodable event on every topic, by name and event id."""
+    reader = TopicReader(settings, *[t.name for t in ALL])
+    try:
+        seen = -1
+        while seen != len(reader.records):
+            seen = len(reader.records)
+            reader.poll(1.5)
+    finally:
+        reader.close()
+    by: dict[str, dict[str, dict]] = {}
+    for name, record in reader.records:
+        by.setdefault(name, {})[record["event_id"]] = record
+    return {name: by.get(name, {}) for name in
+            ("ChatMessage", "RelevanceDecision", "InferenceTask", "ToolRequest", "ToolResult",
+             "VoteProposal", "Ballot", "BallotRejected", "VoteResult", "DeadLetter",
+             "VoteDeadline")}
+
+
+def table_counts(settings) -> dict[str, int]:
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def wait_exact(settings, timeout_s: float = 120) -> dict[str, int]:
+    """Counts equal to the distinct events on the topics (both re-read until they agree)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        expected = {t: count(events_by_name(settings)) for t, count in TABLES.items()}
+        actual = table_counts(settings)
+        if actual == expected or time.monotonic() > deadline:
+            assert actual == expected
+            return actual
+        time.sleep(1)
+
+
+def publish_messages(settings, count: int, channel: str, duplicates: int = 0) -> list[dict]:
+    producer = kafka.producer(settings)
+    sent = [smoke.chat_message(channel, f"sink load {i}") for i in range(count)]
+    for message in sent + sent[:duplicates]:  # redelivered copies
+        producer.produce(CHAT_MESSAGES.name, key=channel.encode(),
+                         value=codec.encode("ChatMessage", message))
+    assert producer.flush(30) == 0
+    return sent
+
+
+def test_every_event_lands_exactly_once(migrated):
+    settings = migrated
+    channel = f"sink-{uuid.uuid4().hex[:6]}"
+    publish_messages(settings, 300, channel, duplicates=50)
+    producer = kafka.producer(settings)
+    producer.produce(CHAT_MESSAGES.name, key=channel.encode(), value=b"not avro at all")
+    assert producer.flush(10) == 0
+    sink = start_sink(settings, "exact")
+    try:
+        counts = wait_exact(settings)
+        assert counts["messages"] >= 300
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            [(n, total)] = conn.execute("SELECT count(*), sum(message_count) FROM channels "
+                                        "WHERE channel_id = %s", (channel,)).fetchall()
+            assert (n, total) == (1, 300)  # duplicates did not count twice
+            # The sink dead-lettered the garbage with its reason, and stored that too.
+            [reason] = conn.execute(
+                "SELECT detail->>'reason' FROM system_events WHERE kind = 'dead_letter' "
+                "AND detail->>'stage' = 'postgres'").fetchone()
+            assert "payload" in reason
+            templates = conn.execute("SELECT count(*) FROM agent_templates").fetchone()[0]
+            tools = conn.execute("SELECT count(*) FROM tool_definitions").fetchone()[0]
+            assert templates >= 6 and tools >= 6
+    finally:
+        stop(sink, grace_s=10)
+
+
+def test_a_sigkill_mid_batch_loses_and_duplicates_nothing(migrated):
+    settings = migrated
+    channel = f"sink-kill-{uuid.uuid4().hex[:6]}"
+    publish_messages(settings, 20000, channel)
+    sink = start_sink(settings, "killed")
+    tracked = members(sink)
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        def stored() -> int:
+            return conn.execute("SELECT count(*) FROM messages WHERE channel_id = %s",
+                                (channel,)).fetchone()[0]
+        wait_until(lambda: stored() > 0, timeout_s=60, what="a first batch")
+        os.killpg(sink.pgid, signal.SIGKILL)
+        wait_until(lambda: not survivors(tracked), timeout_s=10, what="the killed sink gone")
+        partial = stored()
+    assert 0 < partial < 20000, partial  # killed in the middle of the stream
+    again = start_sink(settings, "restarted")
+    try:
+        wait_exact(settings)
+    finally:
+        stop(again, grace_s=10)
+
+
+def test_a_postgres_outage_under_load_pauses_then_resumes(migrated):
+    settings = migrated
+    channel = f"sink-outage-{uuid.uuid4().hex[:6]}"
+    sink = start_sink(settings, "outage")
+    log = settings.stack_dir / "logs" / "sink-outage.log"
+    producing = threading.Thread(target=lambda: [publish_messages(settings, 100, channel)
+                                                 for _ in range(15)])
+    try:
+        producing.start()
+        record = stack.read_state(settings.stack_dir)["services"]["postgres"]
+        stop(Proc(**record["proc"]), grace_s=10)  # the database goes away under load
+        time.sleep(5)
+        stack.up(settings.stack_dir, progress=lambda line: None)  # same port, same data
+        producing.join()
+        wait_exact(settings)
+        text = log.read_text()
+        assert "sink.store_unavailable" in text and "sink.store_back" in text
+    finally:
+        stop(sink, grace_s=10)
