@@ -268,14 +268,24 @@ def vote_cast(
 def db_migrate() -> None:
     """Apply pending migrations (tracked, idempotent) and refresh reference data."""
     from ops import migrate
+    from streams.sinks.clickhouse import open_client
+
+    settings = _settings()
+
+    def report(store: str, applied: list[str]) -> None:
+        typer.echo(f"{store}: {len(applied)} migration(s) applied"
+                   + (f" ({', '.join(applied)})" if applied else ", up to date"))
 
     try:
-        applied = migrate.postgres(_settings(), progress=_progress)
+        report("postgres", migrate.postgres(settings, progress=_progress))
+        client = open_client(settings)
+        try:
+            report("clickhouse", migrate.clickhouse(client, progress=_progress))
+        finally:
+            client.close()
     except migrate.MigrationError as exc:
         typer.echo(f"migration failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"postgres: {len(applied)} migration(s) applied"
-               + (f" ({', '.join(applied)})" if applied else ", up to date"))
 
 
 @sink_app.command("postgres")
@@ -292,6 +302,30 @@ def sink_postgres(
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     consumer.run(settings, "postgres", TOPICS, PostgresStore(settings), batch_size=batch_size)
+
+
+@sink_app.command("clickhouse")
+def sink_clickhouse(
+    batch_size: int = typer.Option(2000, min=1, help="Most events per insert round."),
+    batch_wait_s: float = typer.Option(1.0, min=0.01, help="Longest wait to fill a batch."),
+) -> None:
+    """Consume every topic into ClickHouse (chdb or HTTP): batched by size and time,
+    replays dropped, offsets committed after the insert. Applies the ClickHouse
+    migrations itself, since with chdb it owns the database directory."""
+    from prometheus_client import start_http_server
+
+    from streams.sinks import consumer
+    from streams.sinks.clickhouse import TOPICS, ClickHouseStore
+
+    settings = _settings()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    store = ClickHouseStore(settings)
+    try:
+        consumer.run(settings, "clickhouse", TOPICS, store, batch_size=batch_size,
+                     batch_wait_s=batch_wait_s)
+    finally:
+        store.close()
 
 
 @app.command("config")

@@ -46,6 +46,9 @@ class TopicReader:
         self.consumer.assign(partitions)
         self.records: list[tuple[str, dict]] = []
         self.undecodable = 0
+        # Next offset per partition, from the records read: Tansu's high watermark
+        # counts batches, not records, so it cannot tell where a partition ends.
+        self.ends: dict[tuple[str, int], int] = {}
 
     def poll(self, seconds: float = 0.5) -> None:
         deadline = time.monotonic() + seconds
@@ -53,6 +56,7 @@ class TopicReader:
             record = self.consumer.poll(0.1)
             if record is None or record.error():
                 continue
+            self.ends[(record.topic(), record.partition())] = record.offset() + 1
             try:
                 self.records.append(codec.decode(record.value()))
             except codec.CodecError:

@@ -1,7 +1,9 @@
 """``agora db migrate``: versioned SQL migrations, applied once each and tracked.
 
-Files are ``ops/migrations/postgres/NNNN_name.sql``, applied in order, each in its
-own transaction together with its row in ``schema_migrations``. An advisory lock
+Postgres files are ``ops/migrations/postgres/NNNN_name.sql``, applied in order, each
+in its own transaction together with its row in ``schema_migrations``. ClickHouse
+files (``ops/migrations/clickhouse/``) have no transactions: their statements are
+idempotent (``IF NOT EXISTS``) and the file is recorded once all have run. An advisory lock
 lets many processes run the command at once (compose's init job and a developer,
 say) without applying anything twice. A file changed after it was applied is an
 error: write a new migration instead. Reference data (templates, tool definitions)
@@ -67,4 +69,40 @@ def postgres(settings: Settings, progress: Callable[[str], None] = lambda line: 
                     cur.execute(STATEMENTS[statement], params)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_ID,))
+    return applied_now
+
+
+CLICKHOUSE_DATABASE = "agora"
+
+
+def clickhouse_statements(path: Path) -> list[str]:
+    """The statements of a ClickHouse migration file (split at ``;`` ending a line)."""
+    return [stmt.strip() for stmt in path.read_text().split(";\n") if
+            any(line.strip() and not line.strip().startswith("--")
+                for line in stmt.splitlines())]
+
+
+def clickhouse(client, progress: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Apply the pending ClickHouse migrations through a clickhouse-connect client (chdb
+    or HTTP); returns the versions applied now."""
+    db = CLICKHOUSE_DATABASE
+    client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    client.command(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version String, "
+                   "name String, checksum String, applied_at DateTime64(3, 'UTC') "
+                   "DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version")
+    done = dict(client.query(f"SELECT version, checksum FROM {db}.schema_migrations FINAL"
+                             ).result_rows)
+    applied_now = []
+    for version, path, checksum in _files("clickhouse"):
+        if version in done:
+            if done[version] != checksum:
+                raise MigrationError(f"{path.name} changed after it was applied; "
+                                     "add a new migration instead")
+            continue
+        progress(f"applying {path.name}")
+        for statement in clickhouse_statements(path):
+            client.command(statement)
+        client.insert(f"{db}.schema_migrations", [[version, path.stem, checksum]],
+                      column_names=["version", "name", "checksum"])
+        applied_now.append(version)
     return applied_now

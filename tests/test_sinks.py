@@ -13,13 +13,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from ops import kafka, migrate, smoke, stack
 from ops.kafka import TopicReader
-from ops.stack.process import Proc, spawn, stop, survivors, members, wait_until
+from ops.stack.process import Proc, members, spawn, stop, survivors, wait_until
 from ops.topics import ensure_topics
 from schemas import codec
 from schemas.topics import ALL, CHAT_MESSAGES
+from streams.sinks.clickhouse import open_client
 
 pytestmark = pytest.mark.stack
 # Table -> how to count the distinct events it must hold, from the topics' records.
@@ -45,28 +47,47 @@ def migrated(settings):
     return settings
 
 
-def start_sink(settings, name: str) -> Proc:
+def start_sink(settings, name: str, store: str = "postgres", **env: str) -> Proc:
     log = settings.stack_dir / "logs" / f"sink-{name}.log"
     log.write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
-    env["AGORA_STACK_DIR"] = str(settings.stack_dir)
-    proc = spawn([str(Path(sys.executable).parent / "agora"), "sink", "postgres",
-                  "--batch-size", "200"], log=log, env=env)
-    wait_until(lambda: "sink.ready" in log.read_text(), timeout_s=60, what="postgres sink",
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
+    variables.update(AGORA_STACK_DIR=str(settings.stack_dir), **env)
+    proc = spawn([str(Path(sys.executable).parent / "agora"), "sink", store,
+                  "--batch-size", "200"], log=log, env=variables)
+    wait_until(lambda: "sink.ready" in log.read_text(), timeout_s=60, what=f"{store} sink",
                proc=proc, log=log)
     return proc
 
 
-def events_by_name(settings) -> dict[str, dict[str, dict]]:
-    """Every decodable event on every topic, by name and event id."""
+def lag(settings, group: str) -> int:
+    """Records on every topic that ``group`` has not committed yet."""
+    reader = read_all(settings)
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(t, p) for t, p in reader.ends],
+                                       timeout=10)
+        return sum(max(0, reader.ends[(tp.topic, tp.partition)] - max(tp.offset, 0))
+                   for tp in committed)
+    finally:
+        consumer.close()
+
+
+def read_all(settings) -> TopicReader:
+    """A closed reader that has read every topic to its current end."""
     reader = TopicReader(settings, *[t.name for t in ALL])
     try:
         seen = -1
-        while seen != len(reader.records):
-            seen = len(reader.records)
+        while seen != (len(reader.records), reader.undecodable):
+            seen = (len(reader.records), reader.undecodable)
             reader.poll(1.5)
     finally:
         reader.close()
+    return reader
+
+
+def events_by_name(settings) -> dict[str, dict[str, dict]]:
+    """Every decodable event on every topic, by name and event id."""
+    reader = read_all(settings)
     by: dict[str, dict[str, dict]] = {}
     for name, record in reader.records:
         by.setdefault(name, {})[record["event_id"]] = record
@@ -171,3 +192,37 @@ def test_a_postgres_outage_under_load_pauses_then_resumes(migrated):
         assert "sink.store_unavailable" in text and "sink.store_back" in text
     finally:
         stop(sink, grace_s=10)
+
+
+def clickhouse_counts(settings) -> dict[str, int]:
+    client = open_client(settings)  # the sink is stopped: the chdb directory is ours
+    try:
+        return {table: int(client.command(f"SELECT count() FROM {table}")) for table in
+                ("chat_messages", "relevance_decisions", "relevance_scores", "tool_results",
+                 "ballots", "vote_results", "dead_letters")}
+    finally:
+        client.close()
+
+
+def test_clickhouse_holds_every_event_once_even_after_a_replay(migrated):
+    settings = migrated
+    publish_messages(settings, 500, f"sink-ch-{uuid.uuid4().hex[:6]}", duplicates=100)
+    for app_id, name in (("agora", "clickhouse"), ("agora-replay", "clickhouse-replay")):
+        # The second sink is a new consumer group: it replays every topic from the start.
+        sink = start_sink(settings, name, "clickhouse", AGORA_APP_ID=app_id)
+        try:
+            wait_until(lambda: lag(settings, f"{app_id}-sink-clickhouse") == 0,
+                       timeout_s=180, what="the clickhouse sink to catch up", interval_s=1)
+        finally:
+            stop(sink, grace_s=15)
+        by = events_by_name(settings)
+        decisions = by["RelevanceDecision"].values()
+        assert clickhouse_counts(settings) == {
+            "chat_messages": len(by["ChatMessage"]),
+            "relevance_decisions": len(by["RelevanceDecision"]),
+            "relevance_scores": sum(len(d["scores"]) for d in decisions),
+            "tool_results": len(by["ToolResult"]),
+            "ballots": len(by["Ballot"]),
+            "vote_results": len(by["VoteResult"]),
+            "dead_letters": len(by["DeadLetter"]),
+        }

@@ -1,0 +1,456 @@
+"""The ClickHouse sink's rows (streams/sinks/clickhouse_rows.py) against the migration
+(ops/migrations/clickhouse/0001_events.sql): rows without a database, then the
+migration and the rows on a real ClickHouse engine, chdb, in-process (no server)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas import codec
+from streams.sinks.clickhouse_rows import COLUMNS, KEY_SQL, event_ids, rows
+
+MIGRATION = (Path(__file__).resolve().parents[1] / "ops" / "migrations" / "clickhouse"
+             / "0001_events.sql")
+AGGREGATES = {"messages_per_minute", "relevance_per_minute", "tool_runs_per_minute"}
+# Recent times: the raw tables expire rows 180 days after their event time, and a
+# background TTL merge must not delete sample rows in the middle of the test.
+T0 = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
+NS = uuid.UUID("0c6b1d2e-9f57-4a55-8f4f-3e2b7f1a9c44")
+
+
+def uid(label: str) -> str:
+    return str(uuid.uuid5(NS, label))
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def roundtrip(name: str, record: dict) -> tuple[str, dict]:
+    """The record exactly as the sink sees it: encoded, then decoded."""
+    return codec.decode(codec.encode(name, record), expected=name)
+
+
+def samples() -> list[tuple[str, dict]]:
+    """Every event at least once, with nulls and non-nulls, empty and full maps and
+    arrays, bytes, a NaN factor, and JSON and non-JSON tool arguments."""
+    m1, m2 = uid("m1"), uid("m2")
+    v1, v2 = uid("vote-1"), uid("vote-2")
+    req_ok, req_bad = uid("req-ok"), uid("req-bad")
+    proposal = {
+        "event_id": uid("proposal-1"), "vote_id": v1, "channel_id": "general",
+        "proposer_id": "tools", "vote_type": "TOOL_USAGE", "strategy": "WEIGHTED",
+        "title": "Run shell?", "description": "ls -la", "options": ["yes", "no"],
+        "eligible_voters": ["human:maya", "developer-backend"],
+        "weights": {"human:maya": 2.0}, "quorum": 0.5, "deadline_at": at(400),
+        "created_at": at(300), "tool_request_id": req_ok,
+    }
+    result = {
+        "event_id": uid("result-1"), "vote_id": v1, "channel_id": "general",
+        "vote_type": "TOOL_USAGE", "strategy": "WEIGHTED", "outcome": "PASSED",
+        "winning_option": "yes", "tally": {"yes": 2.0, "no": 0.0, "abstain": 0.0},
+        "ballots_counted": 1, "eligible_count": 2, "reason": "yes has 100%",
+        "closed_at": at(400), "tool_request_id": req_ok,
+    }
+    ballot = {"event_id": uid("ballot-1"), "vote_id": v1, "channel_id": "general",
+              "voter_id": "developer-backend", "choice": "maybe", "rationale": "",
+              "cast_at": at(310)}
+    events = [
+        ("ChatMessage", {
+            "event_id": m1, "channel_id": "general", "thread_id": m1, "author_id": "human:maya",
+            "author_kind": "HUMAN", "text": "API returns 502 since the deploy \u2014 d\u00e9j\u00e0",
+            "mentions": ["developer-backend"], "thread_depth": 0, "created_at": at(10),
+            "metadata": {"client": "web", "trace": "abc"}}),
+        ("ChatMessage", {
+            "event_id": m2, "channel_id": "general", "thread_id": m1, "reply_to": m1,
+            "author_id": "developer-backend", "author_kind": "AGENT",
+            "text": "Check the upstream timeout, nul\x00byte", "thread_depth": 1,
+            "created_at": at(20.5), "task_id": uid("task-1")}),
+        ("ChatMessage", {
+            "event_id": uid("m3"), "channel_id": "random", "thread_id": uid("m3"),
+            "author_id": "system", "author_kind": "SYSTEM", "text": "", "thread_depth": 0,
+            "created_at": at(5)}),
+        ("AgentProfile", {
+            "event_id": uid("profile-1"), "agent_id": "developer-backend", "name": "Backend Dev",
+            "template": "developer", "persona": "pragmatic", "system_prompt": "be brief",
+            "expertise": "databases", "tools": ["calculator", "shell"], "channels": ["general"],
+            "permissions": ["tool:calculator", "vote:cast"], "state": "ACTIVE",
+            "performance_score": 0.7, "created_at": at(0), "updated_at": at(100)}),
+        ("AgentProfile", {
+            "event_id": uid("profile-2"), "agent_id": "creative-writer", "name": "Writer",
+            "template": "creative", "persona": "playful", "system_prompt": "rhyme",
+            "expertise": "poems", "state": "MAINTENANCE", "state_reason": "model upgrade",
+            "performance_score": 0.4, "created_at": at(0), "updated_at": at(0)}),
+        ("AgentStatus", {
+            "event_id": uid("status-1"), "agent_id": "developer-backend",
+            "worker_id": "responder-1", "state": "WORKING", "open_tasks": 2,
+            "finished_tasks": 7, "updated_at": at(100)}),
+        ("AgentStatus", {
+            "event_id": uid("status-2"), "agent_id": "developer-backend",
+            "worker_id": "responder-2", "state": "ERROR", "open_tasks": 0,
+            "finished_tasks": 2**40, "last_error": "generator timeout", "updated_at": at(101)}),
+        ("RelevanceDecision", {
+            "event_id": uid("decision-1"), "message_id": m1, "channel_id": "general",
+            "thread_id": m1, "thread_depth": 0, "decided_at": at(11),
+            "scores": [{"agent_id": "developer-backend", "score": 0.81, "expertise": 0.9,
+                        "workload": 1.0, "social": 1.0, "timing": 1.0, "quality": 0.7,
+                        "selected": True, "reason": "mentioned in the message"},
+                       {"agent_id": "analyst-data", "score": 0.62, "expertise": 0.6,
+                        "workload": 0.5, "social": 0.0, "timing": 1.0, "quality": 0.8,
+                        "selected": True, "reason": "score 0.62 >= threshold 0.50"},
+                       {"agent_id": "creative-writer", "score": 0.2, "expertise": float("nan"),
+                        "workload": 1.0, "social": 0.0, "timing": 1.0, "quality": 0.4,
+                        "selected": False, "reason": "below threshold"}],
+            "selected": ["developer-backend", "analyst-data"], "config_version": "v3"}),
+        ("RelevanceDecision", {
+            "event_id": uid("decision-2"), "message_id": uid("m3"), "channel_id": "random",
+            "thread_id": uid("m3"), "thread_depth": 0, "decided_at": at(6),
+            "skip_reason": "system message", "config_version": "v3"}),
+        ("InferenceTask", {
+            "event_id": uid("task-1"), "decision_id": uid("decision-1"), "message_id": m1,
+            "channel_id": "general", "thread_id": m1, "thread_depth": 0,
+            "agent_id": "developer-backend", "context_message_ids": [m1],
+            "created_at": at(12), "deadline_at": at(72)}),
+        ("InferenceTask", {
+            "event_id": uid("task-2"), "decision_id": uid("decision-1"), "message_id": m1,
+            "channel_id": "general", "thread_id": m1, "thread_depth": 0,
+            "agent_id": "analyst-data", "created_at": at(12)}),
+        ("ToolRequest", {
+            "event_id": req_ok, "channel_id": "general", "agent_id": "developer-backend",
+            "tool": "shell", "arguments_json": '{"command": "ls -la", "n": NaN}',
+            "reason": "look", "source_message_id": m1, "requested_at": at(25)}),
+        ("ToolRequest", {
+            "event_id": req_bad, "channel_id": "general", "agent_id": "creative-writer",
+            "tool": "calculator", "arguments_json": "2+2 {not json", "reason": "sum",
+            "requested_at": at(26)}),
+        ("ToolResult", {
+            "event_id": uid("run-ok"), "request_id": req_ok, "channel_id": "general",
+            "agent_id": "developer-backend", "tool": "shell", "status": "OK",
+            "output": "total 0\n", "artifacts": ["/tmp/a.txt"], "vote_id": v1,
+            "started_at": at(401), "finished_at": at(402), "duration_ms": 850}),
+        ("ToolResult", {
+            "event_id": uid("run-denied"), "request_id": req_bad, "channel_id": "general",
+            "agent_id": "creative-writer", "tool": "calculator", "status": "DENIED",
+            "output": "", "error": "agent lacks tool:calculator in general",
+            "finished_at": at(27), "duration_ms": 0}),
+        ("VoteProposal", proposal),
+        ("VoteProposal", {**proposal, "event_id": uid("proposal-2"), "vote_id": v2,
+                          "vote_type": "PROJECT_DECISION", "strategy": "SIMPLE_MAJORITY",
+                          "title": "Ship Friday?", "weights": {}, "eligible_voters": [],
+                          "deadline_at": at(700), "created_at": at(600),
+                          "tool_request_id": None}),
+        ("Ballot", ballot),
+        ("Ballot", {**ballot, "event_id": uid("ballot-2"), "voter_id": "human:maya",
+                    "choice": "yes", "rationale": "fine", "cast_at": at(320)}),
+        ("BallotRejected", {
+            "event_id": uid("reject-1"), "vote_id": v1, "voter_id": "developer-backend",
+            "ballot_event_id": uid("ballot-1"), "reason": "INVALID_CHOICE",
+            "detail": "'maybe' is not an option", "rejected_at": at(311),
+            "channel_id": "general"}),
+        ("BallotRejected", {
+            "event_id": uid("reject-2"), "vote_id": v2, "voter_id": "human:ola",
+            "ballot_event_id": uid("ballot-3"), "reason": "LATE", "detail": "too late",
+            "rejected_at": at(701)}),
+        ("VoteDeadline", {"event_id": uid("deadline-1"), "vote_id": v1,
+                          "deadline_at": at(400), "noticed_at": at(400.25)}),
+        ("VoteResult", result),
+        ("VoteResult", {**result, "event_id": uid("result-2"), "vote_id": v2,
+                        "vote_type": "PROJECT_DECISION", "strategy": "SIMPLE_MAJORITY",
+                        "outcome": "NO_QUORUM", "winning_option": None, "tally": {},
+                        "ballots_counted": 0, "reason": "no quorum", "closed_at": at(700),
+                        "tool_request_id": None}),
+        ("DeadLetter", {
+            "event_id": uid("dead-1"), "source_topic": "agora.chat.messages", "partition": 2,
+            "offset": 12345678901, "key": b"general", "value": b"\x00\xffnot avro",
+            "headers": {"trace": b"\x01\x02"}, "source_timestamp": at(1),
+            "reason": "payload starts with 00 ff", "error_type": "MalformedPayload",
+            "stage": "sink.clickhouse", "attempts": 3, "failed_at": at(2)}),
+        ("DeadLetter", {
+            "event_id": uid("dead-2"), "source_topic": "agora.votes", "partition": 0,
+            "offset": 0, "reason": "tombstone", "error_type": "MalformedPayload",
+            "stage": "votes", "attempts": 1, "failed_at": at(3)}),
+    ]
+    return [roundtrip(name, record) for name, record in events]
+
+
+SAMPLES = samples()
+
+
+def all_rows() -> dict[str, list[tuple]]:
+    """Table -> the rows of every sample, in sample order."""
+    out: dict[str, list[tuple]] = {}
+    for name, record in SAMPLES:
+        for table, row in rows(name, record):
+            out.setdefault(table, []).append(row)
+    return out
+
+
+def statements() -> list[str]:
+    """The migration's statements, split as the runner splits them."""
+    chunks = MIGRATION.read_text().split(";\n")
+    assert not chunks[-1].strip(), "the file must end with ';' and a newline"
+    return [chunk.strip() for chunk in chunks[:-1]]
+
+
+def comment_free(sql: str) -> str:
+    return re.sub(r"--[^\n]*", "", sql)
+
+
+def created_tables() -> dict[str, list[str]]:
+    """Table name -> its column names, parsed from the DDL."""
+    found = {}
+    for stmt in statements():
+        m = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\n\)\nENGINE",
+                     comment_free(stmt).strip(), re.S)
+        if m:
+            found[m.group(1)] = [line.split()[0] for line in m.group(2).splitlines()
+                                 if line.strip()]
+    return found
+
+
+# --- without a database -------------------------------------------------------------
+
+def test_samples_cover_every_event():
+    assert {name for name, _ in SAMPLES} == set(codec.EVENT_NAMES)
+
+
+@pytest.mark.parametrize("index", range(len(SAMPLES)))
+def test_rows_fit_their_columns(index):
+    name, record = SAMPLES[index]
+    produced = rows(name, record)
+    assert produced
+    for table, row in produced:
+        assert table in COLUMNS
+        assert isinstance(row, tuple) and len(row) == len(COLUMNS[table])
+        key = event_ids(table, row)
+        assert isinstance(key, str) and key
+        for column, value in zip(COLUMNS[table], row):
+            assert not isinstance(value, (bytes, bytearray, tuple)), (table, column)
+            if isinstance(value, datetime):
+                assert value.utcoffset() == timedelta(0), (table, column)
+            if isinstance(value, str):
+                value.encode("utf-8")
+
+
+def test_every_table_has_rows_and_keys_are_unique():
+    produced = all_rows()
+    assert set(produced) == set(COLUMNS)
+    for table, table_rows in produced.items():
+        keys = [event_ids(table, row) for row in table_rows]
+        assert len(set(keys)) == len(keys), table
+
+
+def test_every_event_field_reaches_a_row():
+    """Nothing an event carries is dropped: each field is a column of its main table
+    (the relevance scores are flattened into relevance_scores)."""
+    renamed = {("ToolRequest", "arguments_json"): "arguments",
+               ("DeadLetter", "partition"): "source_partition",
+               ("DeadLetter", "offset"): "source_offset",
+               ("RelevanceDecision", "scores"): "considered"}
+    for name, record in SAMPLES:
+        table, _ = rows(name, record)[0]
+        for field in record:
+            assert renamed.get((name, field), field) in COLUMNS[table], (name, field)
+    score_fields = {"agent_id", "score", "expertise", "workload", "social", "timing",
+                    "quality", "selected", "reason"}
+    assert score_fields <= set(COLUMNS["relevance_scores"])
+
+
+def test_values():
+    by_id = {}
+    for table, table_rows in all_rows().items():
+        for row in table_rows:
+            by_id[(table, event_ids(table, row))] = dict(zip(COLUMNS[table], row))
+    msg = by_id["chat_messages", uid("m1")]
+    assert msg["created_at"] == at(10) and msg["text_length"] == len(msg["text"])
+    assert msg["metadata"] == {"client": "web", "trace": "abc"} and msg["reply_to"] is None
+    assert by_id["chat_messages", uid("m2")]["text"].endswith("nul\x00byte")
+
+    dev = by_id["relevance_scores", f"{uid('decision-1')}/developer-backend"]
+    assert dev["selected"] is True and dev["selected_rank"] == 1 and dev["score"] == 0.81
+    assert dev["channel_id"] == "general" and dev["decided_at"] == at(11)
+    assert by_id["relevance_scores", f"{uid('decision-1')}/analyst-data"]["selected_rank"] == 2
+    writer = by_id["relevance_scores", f"{uid('decision-1')}/creative-writer"]
+    assert writer["selected_rank"] == 0 and math.isnan(writer["expertise"])
+    assert by_id["relevance_decisions", uid("decision-1")]["considered"] == 3
+    assert by_id["relevance_decisions", uid("decision-2")]["considered"] == 0
+
+    ok = by_id["tool_requests", uid("req-ok")]
+    assert json.loads(ok["arguments"]) == {"command": "ls -la", "n": None}
+    assert ok["arguments_valid"] is True
+    bad = by_id["tool_requests", uid("req-bad")]
+    assert json.loads(bad["arguments"]) == "2+2 {not json" and bad["arguments_valid"] is False
+
+    dead = by_id["dead_letters", uid("dead-1")]
+    assert dead["key"] == "Z2VuZXJhbA==" and dead["headers"] == {"trace": "AQI="}
+    assert dead["source_offset"] == 12345678901
+    empty = by_id["dead_letters", uid("dead-2")]
+    assert empty["key"] is None and empty["value"] is None and empty["headers"] == {}
+    assert by_id["vote_deadlines", uid("deadline-1")]["lag_ms"] == 250
+    assert by_id["vote_proposals", uid("proposal-1")]["weights"] == {"human:maya": 2.0}
+    assert by_id["ballot_rejections", uid("reject-2")]["channel_id"] is None
+
+
+def test_a_score_listed_twice_is_one_row():
+    _, record = SAMPLES[[n for n, _ in SAMPLES].index("RelevanceDecision")]
+    twice = {**record, "scores": record["scores"] + record["scores"][:1]}
+    scores = [row for table, row in rows("RelevanceDecision", twice)
+              if table == "relevance_scores"]
+    assert len(scores) == len(record["scores"])
+
+
+def test_unknown_event_and_table():
+    with pytest.raises(ValueError, match="NoSuchEvent"):
+        rows("NoSuchEvent", {})
+    with pytest.raises(ValueError, match="no_such_table"):
+        event_ids("no_such_table", ())
+
+
+@given(st.text())
+def test_tool_arguments_are_always_json(arguments):
+    record = {"event_id": "e", "channel_id": "c", "agent_id": "a", "tool": "t",
+              "arguments_json": arguments, "reason": "", "requested_at": T0}
+    [(_, row)] = rows("ToolRequest", record)
+    values = dict(zip(COLUMNS["tool_requests"], row))
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    json.loads(values["arguments"], parse_constant=refuse)
+
+
+def test_ddl_columns_match_the_sink():
+    """Every table the sink writes is created with exactly its columns, in order, and
+    ingested_at last; every other table is an aggregate."""
+    tables = created_tables()
+    for table, columns in COLUMNS.items():
+        assert tables[table] == [*columns, "ingested_at"], table
+    assert set(tables) - set(COLUMNS) == AGGREGATES
+
+
+def test_statements_are_safe_to_split():
+    """Each chunk between ';\\n' is one statement (not a bare comment), and none is
+    a CREATE without IF NOT EXISTS (a half-applied file is finished by a rerun)."""
+    for stmt in statements():
+        body = comment_free(stmt).strip()
+        assert body and ";" not in body, stmt[:80]
+        assert re.match(r"CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS \w+ ", body), body[:80]
+
+
+# --- on chdb, the ClickHouse engine in-process ---------------------------------------
+
+@pytest.fixture(scope="module")
+def chdb_client(tmp_path_factory):
+    """A client on a fresh chdb directory with the migration applied and every sample
+    row inserted twice (a replay). One process may open a directory at a time."""
+    clickhouse_connect = pytest.importorskip("clickhouse_connect")
+    pytest.importorskip("chdb")
+    path = tmp_path_factory.mktemp("chdb")
+    client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    try:
+        client.command("CREATE DATABASE IF NOT EXISTS agora")
+        client.command("USE agora")
+        for _ in range(2):  # a second run changes nothing
+            for stmt in statements():
+                client.command(stmt)
+        for _ in range(2):
+            for table, table_rows in all_rows().items():
+                client.insert(f"agora.{table}", table_rows, column_names=list(COLUMNS[table]))
+        yield client
+    finally:
+        client.close()
+
+
+def scalar(client, sql: str):
+    return client.query(sql).result_rows[0][0]
+
+
+def test_chdb_schema(chdb_client):
+    found = {}
+    for table, column in chdb_client.query(
+            "SELECT table, name FROM system.columns WHERE database = 'agora' "
+            "ORDER BY table, position").result_rows:
+        found.setdefault(table, []).append(column)
+    for table, columns in COLUMNS.items():
+        assert found[table] == [*columns, "ingested_at"], table
+    views = {name for (name,) in chdb_client.query(
+        "SELECT name FROM system.tables WHERE database = 'agora' "
+        "AND engine = 'MaterializedView'").result_rows}
+    assert views == {f"{t}_mv" for t in AGGREGATES}
+    assert set(found) == set(COLUMNS) | AGGREGATES | views
+
+
+def test_chdb_replays_collapse(chdb_client):
+    for table, table_rows in all_rows().items():
+        keys = {event_ids(table, row) for row in table_rows}
+        assert scalar(chdb_client, f"SELECT count() FROM agora.{table}") == 2 * len(table_rows)
+        assert scalar(chdb_client, f"SELECT count() FROM agora.{table} FINAL") == len(keys)
+        stored = {key for (key,) in chdb_client.query(
+            f"SELECT {KEY_SQL[table]} FROM agora.{table} FINAL").result_rows}
+        assert stored == keys, table
+
+
+def test_chdb_values(chdb_client):
+    got = chdb_client.query(
+        "SELECT toUnixTimestamp64Milli(created_at), text, text_length, lengthUTF8(text), "
+        "metadata, mentions, reply_to FROM agora.chat_messages FINAL "
+        f"WHERE event_id = '{uid('m1')}'").result_rows
+    [(millis, text, length, ch_length, metadata, mentions, reply_to)] = got
+    assert millis == codec.epoch_ms(at(10)) and length == ch_length == len(text)
+    assert metadata == {"client": "web", "trace": "abc"} and mentions == ["developer-backend"]
+    assert reply_to is None
+    assert scalar(chdb_client, "SELECT text FROM agora.chat_messages FINAL "
+                               f"WHERE event_id = '{uid('m2')}'").endswith("nul\x00byte")
+    assert scalar(chdb_client, "SELECT JSONExtractString(arguments, 'command') "
+                               "FROM agora.tool_requests FINAL "
+                               f"WHERE event_id = '{uid('req-ok')}'") == "ls -la"
+    assert scalar(chdb_client, "SELECT hex(base64Decode(value)) FROM agora.dead_letters FINAL "
+                               f"WHERE event_id = '{uid('dead-1')}'") == b"\x00\xffnot avro".hex().upper()
+    assert scalar(chdb_client, "SELECT tally['yes'] FROM agora.vote_results FINAL "
+                               f"WHERE event_id = '{uid('result-1')}'") == 2.0
+
+
+def test_chdb_aggregates(chdb_client):
+    """The views count every insert, the replay included (hence the sink's id check)."""
+    produced = all_rows()
+    messages = Counter((r[1], r[5]) for r in produced["chat_messages"])
+    got = dict(((c, k), n) for c, k, n in chdb_client.query(
+        "SELECT channel_id, author_kind, sum(messages) FROM agora.messages_per_minute "
+        "GROUP BY channel_id, author_kind").result_rows)
+    assert got == {key: 2 * n for key, n in messages.items()}
+
+    index = {c: i for i, c in enumerate(COLUMNS["relevance_scores"])}
+    scores = produced["relevance_scores"]
+    [(considered, selected, sum_score, sum_expertise)] = chdb_client.query(
+        "SELECT sum(considered), sum(selected), sum(sum_score), sum(sum_expertise) "
+        "FROM agora.relevance_per_minute").result_rows
+    assert considered == 2 * len(scores)
+    assert selected == 2 * sum(r[index["selected"]] for r in scores)
+    assert sum_score == pytest.approx(2 * sum(r[index["score"]] for r in scores))
+    finite = [r[index["expertise"]] for r in scores if math.isfinite(r[index["expertise"]])]
+    assert sum_expertise == pytest.approx(2 * sum(finite))  # the NaN counts as 0
+
+    index = {c: i for i, c in enumerate(COLUMNS["tool_results"])}
+    results = produced["tool_results"]
+    got = {(t, s): (n, d) for t, s, n, d in chdb_client.query(
+        "SELECT tool, status, sum(runs), sum(total_duration_ms) "
+        "FROM agora.tool_runs_per_minute GROUP BY tool, status").result_rows}
+    assert got == {(r[index["tool"]], r[index["status"]]): (2, 2 * r[index["duration_ms"]])
+                   for r in results}
+
+
+def test_chdb_merge_removes_replays(chdb_client):
+    """Runs last: OPTIMIZE ... FINAL merges the parts, and the replayed copies are gone."""
+    for table, table_rows in all_rows().items():
+        chdb_client.command(f"OPTIMIZE TABLE agora.{table} FINAL")
+        keys = {event_ids(table, row) for row in table_rows}
+        assert scalar(chdb_client, f"SELECT count() FROM agora.{table}") == len(keys), table
