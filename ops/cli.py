@@ -328,6 +328,53 @@ def sink_clickhouse(
         store.close()
 
 
+@app.command("analytics")
+def analytics(
+    name: str = typer.Argument(None, help="Query name; none lists the queries."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="NAME=VALUE (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per row."),
+) -> None:
+    """Run a predefined ClickHouse query (ops/analytics/*.sql) as a table or JSON."""
+    import json
+
+    from ops import analytics as queries
+    from streams.sinks.clickhouse import open_client
+
+    if name is None:
+        for query in queries.load().values():
+            params = " ".join(f"{p.name}={p.default!r}" for p in query.params)
+            typer.echo(f"{query.name:<30} {query.title}  [{params}]")
+        return
+    try:
+        given = dict(item.split("=", 1) for item in param or [])
+    except ValueError:
+        raise typer.BadParameter("--param takes NAME=VALUE") from None
+    settings = _settings()
+    try:
+        client = open_client(settings)
+    except Exception as exc:  # noqa: BLE001 - chdb held by the running sink, server down...
+        typer.echo(f"cannot open ClickHouse at {settings.clickhouse}: {exc}"
+                   + (" (embedded chdb: stop the ClickHouse sink, which owns the directory)"
+                      if settings.clickhouse.startswith("chdb") else ""), err=True)
+        raise typer.Exit(1) from None
+    try:
+        columns, rows = queries.run(client, name, given)
+    except (KeyError, ValueError) as exc:
+        raise typer.BadParameter(str(exc.args[0])) from None
+    finally:
+        client.close()
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(dict(zip(columns, row)), default=str))
+        return
+    cells = [columns] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for row in cells:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    if not rows:
+        typer.echo("(no rows)", err=True)
+
+
 @app.command("config")
 def config() -> None:
     """Every setting: variable, default and meaning; then the values in effect."""

@@ -141,8 +141,10 @@ def build_prompt(agent: dict, history: list[dict], memories: list[dict], message
 
 
 def events(task: dict, agent: dict, message: dict, action: dict,
-           vote_deadline: timedelta = timedelta(minutes=5)) -> list[tuple[str, str, dict]]:
-    """(event name, Kafka key, record) for the agent's reply and whatever it asked for.
+           vote_deadline: timedelta = timedelta(minutes=5),
+           usage: dict[str, str] | None = None) -> list[tuple[str, str, dict]]:
+    """(event name, Kafka key, record) for the agent's reply and whatever it asked for;
+    ``usage`` (token counts of the generation) goes in the reply's metadata.
 
     Ids derive from the task id: a task answered twice after a crash yields the same
     events, which consumers then drop as duplicates.
@@ -155,7 +157,7 @@ def events(task: dict, agent: dict, message: dict, action: dict,
         "event_id": reply_id, "channel_id": channel, "thread_id": message["thread_id"],
         "reply_to": message["event_id"], "author_id": agent["agent_id"], "author_kind": "AGENT",
         "text": action["reply"], "mentions": [], "thread_depth": message["thread_depth"] + 1,
-        "created_at": now, "task_id": task_id, "metadata": {},
+        "created_at": now, "task_id": task_id, "metadata": dict(usage or {}),
     }))
     if action.get("tool_call"):
         out.append(("ToolRequest", channel, {

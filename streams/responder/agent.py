@@ -18,7 +18,8 @@ import faust
 import structlog
 from prometheus_client import Counter, Histogram
 
-from inference.client import InferenceError, InferenceTimeout, InferenceUnavailable
+from inference.client import (GenerationResult, InferenceError, InferenceTimeout,
+                              InferenceUnavailable)
 from inference.resilience import backoff_s
 from schemas import codec
 from schemas.topics import (AGENT_STATUS, CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS,
@@ -60,7 +61,7 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         await status_topic.send(key=f"{agent_id}@{settings.worker_id}".encode(),
                                 value=codec.encode("AgentStatus", record))
 
-    async def think(prompt: str, schema: dict, task: dict) -> dict:
+    async def think(prompt: str, schema: dict, task: dict) -> GenerationResult:
         """The agent's action; waits out Triton outages until the task's deadline."""
         attempt = 0
         while True:
@@ -72,7 +73,7 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
                 async with generation:
                     async for _piece in generation:
                         pass  # pieces are what the gateway will stream live (issue 7)
-                return generation.result.parsed
+                return generation.result
             except (InferenceUnavailable, InferenceTimeout) as exc:
                 deadline = task["deadline_at"] or datetime.now(timezone.utc)
                 if datetime.now(timezone.utc) >= deadline:
@@ -103,8 +104,11 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         ballot = ballot_options(message)
         prompt = build_prompt(agent, history[-settings.history_size:], memories, message,
                               ballot is not None)
-        action = await think(prompt, action_schema(agent["tools"], ballot), task)
-        return events(task, agent, message, action, timedelta(seconds=settings.vote_deadline_s))
+        result = await think(prompt, action_schema(agent["tools"], ballot), task)
+        usage = {"prompt_tokens": str(result.prompt_tokens),
+                 "completion_tokens": str(result.completion_tokens)}
+        return events(task, agent, message, result.parsed,
+                      timedelta(seconds=settings.vote_deadline_s), usage)
 
     @app.agent(tasks, name="responder")
     async def responder(stream):

@@ -1,0 +1,62 @@
+"""The predefined analytics queries: their declarations, typed parameters, and every
+query run for real on chdb over the row-mapping tests' sample events."""
+
+from __future__ import annotations
+
+import clickhouse_connect
+import pytest
+from test_clickhouse_rows import SAMPLES
+
+from ops import analytics, migrate
+from streams.sinks.clickhouse_rows import COLUMNS, rows
+
+EXPECTED = {"agent_response_latency", "relevance_selection", "relevance_factor_distribution",
+            "tool_runs", "vote_outcomes", "tokens_per_agent", "messages_per_minute"}
+
+
+def test_the_queries_are_declared():
+    queries = analytics.load()
+    assert set(queries) == EXPECTED
+    for query in queries.values():
+        assert query.title and query.params and query.params[0].name == "hours"
+
+
+def test_parameters_are_typed_and_checked():
+    query = analytics.load()["relevance_selection"]
+    assert query.bind({}) == {"hours": 24, "channel": ""}
+    assert query.bind({"hours": "2", "channel": "ops"}) == {"hours": 2, "channel": "ops"}
+    with pytest.raises(ValueError, match=r"hours \(UInt32\)"):
+        query.bind({"hours": "soon"})
+    with pytest.raises(ValueError, match="must not be negative"):
+        query.bind({"hours": "-1"})
+    with pytest.raises(ValueError, match="no parameter agent"):
+        query.bind({"agent": "x"})
+
+
+def test_an_undeclared_parameter_is_refused():
+    with pytest.raises(ValueError, match="not declared"):
+        analytics.parse("bad", "-- Bad.\nSELECT {x:UInt8}")
+    with pytest.raises(ValueError, match="first line"):
+        analytics.parse("bad", "SELECT 1")
+
+
+def test_every_query_returns_rows_on_chdb(tmp_path):
+    bootstrap = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path}")
+    bootstrap.command("CREATE DATABASE IF NOT EXISTS agora")
+    bootstrap.close()
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path}", database="agora")
+    try:
+        assert migrate.clickhouse(client) == ["0001"]
+        assert migrate.clickhouse(client) == []  # tracked: applied once
+        for name, record in SAMPLES:
+            for table, row in rows(name, record):
+                client.insert(table, [row], column_names=COLUMNS[table])
+        for name in EXPECTED:
+            columns, found = analytics.run(client, name, {"hours": "100000"})
+            assert columns and found, name
+        with pytest.raises(KeyError, match="unknown query"):
+            analytics.run(client, "nope", {})
+        columns, found = analytics.run(client, "tool_runs", {"hours": "100000"})
+        assert {"tool", "status", "requests"} <= set(columns)
+    finally:
+        client.close()
