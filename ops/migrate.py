@@ -34,6 +34,18 @@ def _files(kind: str) -> list[tuple[str, Path, str]]:
     return found
 
 
+def _pending(kind: str, done: dict[str, str], progress: Callable[[str], None]):
+    """The files of ``kind`` not applied yet; an applied file that changed is an error."""
+    for version, path, checksum in _files(kind):
+        if version in done:
+            if done[version] != checksum:
+                raise MigrationError(f"{path.name} changed after it was applied; "
+                                     "add a new migration instead")
+            continue
+        progress(f"applying {path.name}")
+        yield version, path, checksum
+
+
 def postgres(settings: Settings, progress: Callable[[str], None] = lambda line: None
              ) -> list[str]:
     """Apply the pending Postgres migrations; returns the versions applied now."""
@@ -52,13 +64,7 @@ def postgres(settings: Settings, progress: Callable[[str], None] = lambda line: 
                 applied_at timestamptz NOT NULL DEFAULT now())""")
             conn.commit()
             done = dict(conn.execute("SELECT version, checksum FROM schema_migrations"))
-            for version, path, checksum in _files("postgres"):
-                if version in done:
-                    if done[version] != checksum:
-                        raise MigrationError(f"{path.name} changed after it was applied; "
-                                             "add a new migration instead")
-                    continue
-                progress(f"applying {path.name}")
+            for version, path, checksum in _pending("postgres", done, progress):
                 with conn.transaction():
                     conn.execute(path.read_text())
                     conn.execute("INSERT INTO schema_migrations (version, name, checksum) "
@@ -86,20 +92,16 @@ def clickhouse(client, progress: Callable[[str], None] = lambda line: None) -> l
     """Apply the pending ClickHouse migrations through a clickhouse-connect client (chdb
     or HTTP); returns the versions applied now."""
     db = CLICKHOUSE_DATABASE
-    client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    if client.database != db:  # the files name tables without their database
+        raise ValueError(f"open the client on the {db!r} database "
+                         "(streams.sinks.clickhouse.open_client)")
     client.command(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version String, "
                    "name String, checksum String, applied_at DateTime64(3, 'UTC') "
                    "DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version")
     done = dict(client.query(f"SELECT version, checksum FROM {db}.schema_migrations FINAL"
                              ).result_rows)
     applied_now = []
-    for version, path, checksum in _files("clickhouse"):
-        if version in done:
-            if done[version] != checksum:
-                raise MigrationError(f"{path.name} changed after it was applied; "
-                                     "add a new migration instead")
-            continue
-        progress(f"applying {path.name}")
+    for version, path, checksum in _pending("clickhouse", done, progress):
         for statement in clickhouse_statements(path):
             client.command(statement)
         client.insert(f"{db}.schema_migrations", [[version, path.stem, checksum]],

@@ -3,11 +3,12 @@ query run for real on chdb over the row-mapping tests' sample events."""
 
 from __future__ import annotations
 
-import clickhouse_connect
 import pytest
 from test_clickhouse_rows import SAMPLES
 
 from ops import analytics, migrate
+from ops.config import Settings
+from streams.sinks.clickhouse import open_client
 from streams.sinks.clickhouse_rows import COLUMNS, rows
 
 EXPECTED = {"agent_response_latency", "relevance_selection", "relevance_factor_distribution",
@@ -40,11 +41,12 @@ def test_an_undeclared_parameter_is_refused():
         analytics.parse("bad", "SELECT 1")
 
 
+def agora_client(path):
+    return open_client(Settings(clickhouse_url=f"chdb://{path}"))
+
+
 def test_every_query_returns_rows_on_chdb(tmp_path):
-    bootstrap = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path}")
-    bootstrap.command("CREATE DATABASE IF NOT EXISTS agora")
-    bootstrap.close()
-    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path}", database="agora")
+    client = agora_client(tmp_path)
     try:
         assert migrate.clickhouse(client) == ["0001"]
         assert migrate.clickhouse(client) == []  # tracked: applied once
@@ -58,5 +60,17 @@ def test_every_query_returns_rows_on_chdb(tmp_path):
             analytics.run(client, "nope", {})
         columns, found = analytics.run(client, "tool_runs", {"hours": "100000"})
         assert {"tool", "status", "requests"} <= set(columns)
+    finally:
+        client.close()
+
+
+def test_a_migration_changed_after_it_was_applied_is_refused(tmp_path):
+    client = agora_client(tmp_path)
+    try:
+        assert migrate.clickhouse(client) == ["0001"]
+        client.insert("agora.schema_migrations", [["0001", "0001_events", "edited"]],
+                      column_names=["version", "name", "checksum"])
+        with pytest.raises(migrate.MigrationError, match="changed after it was applied"):
+            migrate.clickhouse(client)
     finally:
         client.close()
