@@ -60,3 +60,10 @@ def workers(settings: Settings):
         stop(proc, grace_s=15)
         print(f"--- last lines of {log.name}:\n" + "\n".join(log.read_text().splitlines()[-60:]))
     assert not survivors({pid: t for _, tracked, _ in started for pid, t in tracked.items()})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The sink tests go last: they count every event of the session's pipeline runs
+    (tools, votes, conversations) and leave thousands of records behind them, which
+    no later worker or topic reader should have to wade through."""
+    items.sort(key=lambda item: item.module.__name__ == "test_sinks")
