@@ -217,8 +217,10 @@ def test_active_agents_cast_their_ballots_through_the_generator(settings, team, 
     registry.create("developer-frontend", channel, agents[0])
     registry.create("creative-writer", channel, agents[1])
     votes, outcomes, chat = reader(VOTES.name), reader(VOTE_RESULTS.name), reader(CHAT_MESSAGES.name)
+    # Named voters: the worker waits for its registry to know agents created just now.
     proposal = new_proposal(channel, "human:carol", "Ship the new onboarding page on Monday?",
-                            vote_type="PROJECT_DECISION", deadline_s=240, quorum=1.0)
+                            vote_type="PROJECT_DECISION", deadline_s=240, quorum=1.0,
+                            eligible_voters=agents)
     kafka.publish(settings, VOTES.name, [("VoteProposal", proposal["vote_id"], proposal)])
 
     [call] = chat.wait(lambda n, r: r["metadata"].get("kind") == "vote_call"

@@ -8,6 +8,7 @@ after every ballot written before it, and a replay closes it at the same place.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ log = structlog.get_logger("agora.votes")
 RECORDS = Counter("agora_votes_records_total", "Vote records handled", ["event", "outcome"])
 VOTING_STATES = ("ACTIVE", "WORKING")
 RENOTICE_S = 10.0  # a deadline notice still unanswered is written again after this
+REGISTRY_WAIT_S = 5.0
 
 
 def register(app: faust.App, services: Services, table: faust.TableT) -> faust.types.AgentT:
@@ -46,6 +48,14 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
         members = {a: p for a, p in services.registry.data.items()
                    if channel_id in p["channels"] and "vote:cast" in p["permissions"]}
         return sorted(members), {a for a, p in members.items() if p["state"] in VOTING_STATES}
+
+    async def known(voters: list[str]) -> None:
+        """Give the registry a moment to learn of named voters created just before the
+        vote (it is read from a topic); a voter still unknown is not asked to vote."""
+        deadline = time.monotonic() + REGISTRY_WAIT_S
+        while any(v not in services.registry.data for v in voters if not v.startswith("human:")) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
 
     def apply(name: str, record: dict, state: dict, now: datetime) -> tuple[dict, list]:
         if name == "ToolRequest":
@@ -70,6 +80,8 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
                 RECORDS.labels("undecodable", "dead_letter").inc()
                 await send_dead_letter(deadletter, event.message, "votes", exc)
                 continue
+            if name == "VoteProposal":
+                await known(record["eligible_voters"])
             vote_id = record.get("vote_id") or (event.message.key or b"").decode()
             before = table.get(vote_id)
             try:
