@@ -34,7 +34,7 @@ def events(count: int) -> list[Event]:
     for i in range(count):
         record = smoke.chat_message(f"bench-{i % 16}", f"bench message {i} " + "x" * 80)
         _, decoded = codec.decode(codec.encode("ChatMessage", record))
-        out.append(Event("ChatMessage", record["channel_id"], decoded, None))
+        out.append(Event("ChatMessage", decoded, None))
     return out
 
 

@@ -6,12 +6,14 @@ moves bytes and our codec owns the contract, so any Kafka producer can take part
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import faust
 
 from ops.config import Settings
 from ops.stack.process import free_port
+from schemas import codec
 from schemas.topics import Topic
 
 
@@ -44,3 +46,12 @@ def create_app(settings: Settings) -> faust.App:
 def topic(app: faust.App, spec: Topic, **kwargs: Any) -> faust.TopicT:
     """A Faust handle on one of our declared topics (created by ``agora topics create``)."""
     return app.topic(spec.name, key_type=bytes, value_type=bytes, internal=False, **kwargs)
+
+
+async def send_all(records: Iterable[tuple[faust.TopicT, str, str, dict]]) -> None:
+    """Encode and send ``(topic, key, event name, record)`` in order, then wait until
+    every one is acknowledged: callers commit their input's offset only after that."""
+    pending = [await topic.send(key=key.encode(), value=codec.encode(name, record))
+               for topic, key, name, record in records]
+    for sent in pending:
+        await sent

@@ -6,23 +6,26 @@ from datetime import datetime, timezone
 
 import faust
 
-from schemas import codec
 from schemas.ids import derived_id
+from streams.app import send_all
 
 
-def dead_letter_record(message: faust.types.Message, stage: str, error: BaseException) -> dict:
+def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None, stage: str, reason: str, error_type: str) -> dict:
+    """The DeadLetter record of one source record, from a Faust agent or a sink."""
     # Deterministic id: a replay of the same bad record yields the same dead letter.
     return {
-        "event_id": derived_id(message.topic, message.partition, message.offset, stage),
-        "source_topic": message.topic, "partition": message.partition, "offset": message.offset,
-        "key": message.key, "value": message.value,
-        "reason": str(error) or type(error).__name__, "error_type": type(error).__name__,
+        "event_id": derived_id(topic, partition, offset, stage),
+        "source_topic": topic, "partition": partition, "offset": offset,
+        "key": key, "value": value, "reason": reason, "error_type": error_type,
         "stage": stage, "attempts": 1, "failed_at": datetime.now(timezone.utc),
     }
 
 
 async def send_dead_letter(topic: faust.TopicT, message: faust.types.Message, stage: str,
                            error: BaseException) -> None:
-    record = dead_letter_record(message, stage, error)
+    record = dead_letter(message.topic, message.partition, message.offset, message.key,
+                         message.value, stage, str(error) or type(error).__name__,
+                         type(error).__name__)
     # Keyed by source topic (DESIGN.md); durable before the bad record's offset is committed.
-    await (await topic.send(key=message.topic.encode(), value=codec.encode("DeadLetter", record)))
+    await send_all([(topic, message.topic, "DeadLetter", record)])

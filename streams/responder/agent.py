@@ -25,7 +25,7 @@ from schemas import codec
 from schemas.topics import (AGENT_STATUS, CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS,
                             TOOL_REQUESTS, VOTES)
 from streams import channels
-from streams.app import topic
+from streams.app import send_all, topic
 from streams.deadletter import send_dead_letter
 from streams.responder.actions import action_schema, ballot_options, build_prompt, events
 from streams.services import Services
@@ -127,10 +127,8 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
             error = None
             try:
                 produced = await answer(task)
-                pending = [await out[name].send(key=key.encode(), value=codec.encode(name, rec))
-                           for name, key, rec in produced]
-                for fut in pending:
-                    await fut  # durable before the task's offset is committed
+                # Durable before the task's offset is committed.
+                await send_all((out[name], key, name, rec) for name, key, rec in produced)
                 TASKS.labels("answered").inc()
                 LATENCY.observe((datetime.now(timezone.utc) - started).total_seconds())
             except TaskFailed as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,8 +25,8 @@ from inference.resilience import backoff_s
 from ops import kafka
 from ops.config import Settings
 from schemas import codec
-from schemas.ids import derived_id
 from schemas.topics import DEADLETTER
+from streams.deadletter import dead_letter
 
 log = structlog.get_logger("agora.sinks")
 EVENTS = Counter("agora_sink_events_total", "Events written by a sink", ["sink", "outcome"])
@@ -40,7 +40,6 @@ RETRIES = Counter("agora_sink_retries_total", "Batches retried after a store err
 @dataclass(frozen=True)
 class Event:
     name: str  # Avro event name; "Tombstone" for a null value on a compacted topic
-    key: str
     record: dict
     message: Message
 
@@ -62,38 +61,32 @@ class Store(Protocol):
         """Write the batch atomically; raise Unavailable or Rejected."""
 
 
-def dead_letter(message: Message, sink: str, reason: str, error_type: str) -> dict:
-    return {"event_id": derived_id(message.topic(), message.partition(), message.offset(), sink),
-            "source_topic": message.topic(), "partition": message.partition(),
-            "offset": message.offset(), "key": message.key(), "value": message.value(),
-            "reason": reason, "error_type": error_type, "stage": sink, "attempts": 1,
-            "failed_at": time.time_ns() // 1_000_000}
+def _dead_letter(message: Message, sink: str, reason: str, error_type: str) -> dict:
+    return dead_letter(message.topic(), message.partition(), message.offset(), message.key(),
+                       message.value(), sink, reason, error_type)
 
 
 def decode(messages: Iterable[Message], sink: str) -> tuple[list[Event], list[dict]]:
     events, dead = [], []
     for message in messages:
-        key = (message.key() or b"").decode(errors="replace")
         if message.value() is None:
-            events.append(Event("Tombstone", key, {}, message))
+            events.append(Event("Tombstone", {}, message))
             continue
         try:
             name, record = codec.decode(message.value())
         except codec.CodecError as exc:
-            dead.append(dead_letter(message, sink, str(exc), type(exc).__name__))
+            dead.append(_dead_letter(message, sink, str(exc), type(exc).__name__))
             continue
-        events.append(Event(name, key, record, message))
+        events.append(Event(name, record, message))
     return events, dead
 
 
 def run(settings: Settings, sink: str, topics: list[str], store: Store, *,
-        batch_size: int = 500, batch_wait_s: float = 0.2,
-        stop: threading.Event | None = None, ready: Callable[[], None] = lambda: None) -> None:
-    """Consume ``topics`` into ``store`` until ``stop`` is set (or SIGTERM/SIGINT)."""
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        batch_size: int = 500, batch_wait_s: float = 0.2) -> None:
+    """Consume ``topics`` into ``store`` until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     consumer = Consumer({"bootstrap.servers": settings.broker,
                          "group.id": f"{settings.app_id}-sink-{sink}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -101,7 +94,6 @@ def run(settings: Settings, sink: str, topics: list[str], store: Store, *,
                          "max.poll.interval.ms": 300000})
     dead_letters = kafka.producer(settings)
     consumer.subscribe(topics)
-    ready()
     log.info("sink.ready", sink=sink, topics=topics)
     try:
         while not stop.is_set():
@@ -148,7 +140,7 @@ def _write(consumer: Consumer, store: Store, events: list[Event], dead: list[dic
         except Rejected as exc:
             for index, reason in sorted(exc.reasons.items(), reverse=True):
                 bad = events.pop(index)
-                dead.append(dead_letter(bad.message, sink, reason, "Rejected"))
+                dead.append(_dead_letter(bad.message, sink, reason, "Rejected"))
         except Unavailable as exc:
             attempt += 1
             RETRIES.labels(sink).inc()

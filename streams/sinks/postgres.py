@@ -34,15 +34,12 @@ class PostgresStore:
 
     def write(self, events: list[Event]) -> None:
         conn = self._connection()
-        statements = [[(name, params) for name, params in rows(e.name, e.record)]
-                      if e.name != "Tombstone" else [] for e in events]
+        statements = [rows(e.name, e.record) if e.name != "Tombstone" else [] for e in events]
         try:
             with conn.transaction():
                 bad = self._apply(conn, statements)
                 if bad:
-                    raise _Retry(bad)
-        except _Retry as retry:
-            raise Rejected(retry.reasons) from None
+                    raise Rejected(bad)  # rolls the batch back; it is retried without them
         except psycopg.OperationalError as exc:
             conn.close()
             raise Unavailable(str(exc).strip()) from exc
@@ -77,8 +74,3 @@ class PostgresStore:
                 bad[index] = f"rejected by Postgres: {str(exc).strip()}"
         return bad
 
-
-class _Retry(Exception):
-    def __init__(self, reasons: dict[int, str]):
-        super().__init__(reasons)
-        self.reasons = reasons

@@ -21,7 +21,7 @@ from schemas import codec
 from schemas.ids import derived_id
 from schemas.topics import (CHAT_MESSAGES, DEADLETTER, TOOL_APPROVED, TOOL_REQUESTS,
                             TOOL_RESULTS, VOTES)
-from streams.app import topic
+from streams.app import send_all, topic
 from streams.deadletter import send_dead_letter
 from streams.services import Services
 from streams.tools import catalog, permissions, sandbox
@@ -96,14 +96,10 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
                 await send_dead_letter(deadletter, event.message, "tools", exc)
                 continue
             produced = await handle(request, approved=event.message.topic == TOOL_APPROVED.name)
-            pending = []
-            for name, record in produced:
-                target, by_vote = routes[name]
-                key = vote_id_of(request["event_id"]) if by_vote else record["channel_id"]
-                pending.append(await target.send(key=key.encode(),
-                                                 value=codec.encode(name, record)))
-            for fut in pending:
-                await fut  # durable before the request's offset is committed
+            vote_id = vote_id_of(request["event_id"])
+            # Durable before the request's offset is committed.
+            await send_all((routes[name][0], vote_id if routes[name][1] else record["channel_id"],
+                            name, record) for name, record in produced)
             status = next((r["status"] for n, r in produced if n == "ToolResult"), "VOTING")
             RESULTS.labels(request["tool"], status).inc()
             log.info("tools.request", request=request["event_id"], tool=request["tool"],

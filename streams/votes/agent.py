@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from schemas import codec
 from schemas.topics import (CHAT_MESSAGES, DEADLETTER, TOOL_APPROVED, TOOL_RESULTS,
                             VOTE_RESULTS, VOTES)
-from streams.app import topic
+from streams.app import send_all, topic
 from streams.deadletter import send_dead_letter
 from streams.services import Services
 from streams.votes import ledger
@@ -93,13 +93,8 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
                 RECORDS.labels(name, "dead_letter").inc()
                 await send_dead_letter(deadletter, event.message, "votes", exc)
                 continue
-            pending = []
-            for out_name, out in produced:
-                target, key = routes[out_name]
-                pending.append(await target.send(key=out[key].encode(),
-                                                 value=codec.encode(out_name, out)))
-            for fut in pending:
-                await fut  # durable before the vote's new state and offset are
+            # Durable before the vote's new state and offset are.
+            await send_all((routes[n][0], out[routes[n][1]], n, out) for n, out in produced)
             if state != before and (state["proposal"] or state["request"]):
                 table[vote_id] = state
             RECORDS.labels(name, produced[0][0] if produced else "none").inc()
