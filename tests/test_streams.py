@@ -14,7 +14,7 @@ import yaml
 from ops import kafka, smoke
 from ops.topics import ensure_topics
 from schemas import codec
-from schemas.topics import CHAT_MESSAGES, DEADLETTER, RELEVANCE_DECISIONS
+from schemas.topics import AGENTS, CHAT_MESSAGES, DEADLETTER, RELEVANCE_DECISIONS
 from streams.registry.profiles import Registry, templates
 from streams.relevance.scoring import load_config
 
@@ -183,3 +183,14 @@ def test_two_workers_decide_every_message_exactly_once(settings, channel, worker
     assert all(len(ids) == 1 for ids in ids_per_message.values())  # none duplicated
     assert len({d["event_id"] for d in ours}) == 200
     assert all(len(d["scores"]) == len(TEAM) and d["selected"] == [] for d in found)
+
+
+def test_the_registry_reads_profiles_published_in_one_batch(settings, channel):
+    # Tansu's end offsets count batches: a reader that trusted them would stop early.
+    from streams.registry.profiles import new_profile
+
+    ids = [f"batched-{uuid.uuid4().hex[:6]}-{i}" for i in range(40)]
+    kafka.publish(settings, AGENTS.name, [
+        ("AgentProfile", agent_id, new_profile("creative-writer", [f"{channel}-quiet"], agent_id))
+        for agent_id in ids])
+    assert set(ids) <= set(Registry(settings).load())

@@ -20,6 +20,7 @@ from schemas.topics import AGENTS
 log = structlog.get_logger("agora.registry")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATES = ("ACTIVE", "WORKING", "PAUSED", "ERROR", "MAINTENANCE")
+DRAINED_S = 0.2  # an empty poll this long after the end offsets: the registry is read
 
 
 @lru_cache(maxsize=1)
@@ -80,9 +81,13 @@ class Registry:
             consumer.assign(parts)
             profiles: dict[str, dict] = {}
             remaining = {p for p, end in ends.items() if end > 0}
-            while remaining:
-                record = consumer.poll(timeout_s)
+            while True:
+                # Past the end offsets, read on until the broker has nothing more: Tansu's
+                # end offsets count batches, so they can fall short of the last record.
+                record = consumer.poll(timeout_s if remaining else DRAINED_S)
                 if record is None:
+                    if not remaining:
+                        return profiles
                     raise TimeoutError(f"registry not read to its end in {timeout_s}s")
                 if record.error():
                     continue
@@ -98,7 +103,6 @@ class Registry:
                                     error=str(exc))
                 if record.offset() + 1 >= ends[record.partition()]:
                     remaining.discard(record.partition())
-            return profiles
         finally:
             consumer.close()
 
