@@ -7,16 +7,12 @@ one consumer group and Faust spreads partitions, and the channel table with them
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import faust
 from prometheus_client import start_http_server
 
 from ops.config import Settings
 from ops.logs import configure
-from ops.stack.process import Proc, spawn, stop, wait_until
+from ops.stack.process import Proc, start_agora
 from streams.app import create_app
 from streams.relevance import agent as relevance
 from streams.relevance.scoring import load_config
@@ -59,16 +55,6 @@ def run(settings: Settings) -> None:
 def start_process(settings: Settings, name: str, timeout_s: float = 90,
                   **env: str) -> Proc:
     """`agora worker` in its own process group, returned once its tables are loaded."""
-    variables = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
-    variables.update(AGORA_STACK_DIR=str(settings.stack_dir), AGORA_WORKER_ID=name, **env)
-    log = settings.stack_dir / "logs" / f"worker-{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("")
-    proc = spawn([str(Path(sys.executable).parent / "agora"), "worker"], log=log, env=variables)
-    try:
-        wait_until(lambda: log.read_text().count("globaltable.ready") >= 2, timeout_s=timeout_s,
-                   what=f"worker {name}", proc=proc, log=log)
-    except BaseException:
-        stop(proc, grace_s=5)
-        raise
-    return proc
+    return start_agora(settings.stack_dir, ["worker"], f"worker-{name}",
+                       lambda log: log.count("globaltable.ready") >= 2, timeout_s=timeout_s,
+                       AGORA_WORKER_ID=name, **env)

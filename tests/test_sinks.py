@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from ops import analytics, kafka, migrate, smoke, stack
 from ops.kafka import TopicReader
-from ops.stack.process import Proc, members, spawn, stop, survivors, wait_until
+from ops.stack.process import Proc, members, start_agora, stop, survivors, wait_until
 from ops.topics import ensure_topics
 from schemas import codec
 from schemas.topics import ALL, CHAT_MESSAGES
@@ -48,15 +46,8 @@ def migrated(settings):
 
 
 def start_sink(settings, name: str, store: str = "postgres", **env: str) -> Proc:
-    log = settings.stack_dir / "logs" / f"sink-{name}.log"
-    log.write_text("")
-    variables = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
-    variables.update(AGORA_STACK_DIR=str(settings.stack_dir), **env)
-    proc = spawn([str(Path(sys.executable).parent / "agora"), "sink", store,
-                  "--batch-size", "200"], log=log, env=variables)
-    wait_until(lambda: "sink.ready" in log.read_text(), timeout_s=60, what=f"{store} sink",
-               proc=proc, log=log)
-    return proc
+    return start_agora(settings.stack_dir, ["sink", store, "--batch-size", "200"],
+                       f"sink-{name}", lambda log: "sink.ready" in log, timeout_s=60, **env)
 
 
 def lag(settings, group: str) -> int:

@@ -12,6 +12,7 @@ import pwd
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -214,3 +215,23 @@ def _tail(log: Path | None, lines: int = 15) -> str:
         return ""
     text = log.read_text(errors="replace").splitlines()[-lines:]
     return f"; last lines of {log}:\n" + "\n".join(text)
+
+
+def start_agora(stack_dir: Path, args: list[str], name: str, ready, *, timeout_s: float = 90,
+                **env: str) -> Proc:
+    """``agora ARGS`` in its own process group against the stack in ``stack_dir``,
+    logging to ``logs/NAME.log``; returned once ``ready(log text)`` holds, stopped if it
+    never does. The caller's AGORA_* variables are not inherited: only ``env``."""
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
+    variables.update(AGORA_STACK_DIR=str(stack_dir), **env)
+    log = stack_dir / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    proc = spawn([str(Path(sys.executable).parent / "agora"), *args], log=log, env=variables)
+    try:
+        wait_until(lambda: ready(log.read_text()), timeout_s=timeout_s, what=name, proc=proc,
+                   log=log)
+    except BaseException:
+        stop(proc, grace_s=5)
+        raise
+    return proc
