@@ -291,17 +291,12 @@ def db_migrate() -> None:
 @sink_app.command("postgres")
 def sink_postgres(
     batch_size: int = typer.Option(500, min=1, help="Most events per transaction."),
+    batch_wait_s: float = typer.Option(0.2, min=0.01, help="Longest wait to fill a batch."),
 ) -> None:
     """Consume every topic into Postgres: batched, idempotent, commits after the DB."""
-    from prometheus_client import start_http_server
+    from streams.sinks.postgres import PostgresStore
 
-    from streams.sinks import consumer
-    from streams.sinks.postgres import TOPICS, PostgresStore
-
-    settings = _settings()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    consumer.run(settings, "postgres", TOPICS, PostgresStore(settings), batch_size=batch_size)
+    _sink("postgres", PostgresStore, batch_size, batch_wait_s)
 
 
 @sink_app.command("clickhouse")
@@ -312,20 +307,21 @@ def sink_clickhouse(
     """Consume every topic into ClickHouse (chdb or HTTP): batched by size and time,
     replays dropped, offsets committed after the insert. Applies the ClickHouse
     migrations itself, since with chdb it owns the database directory."""
+    from streams.sinks.clickhouse import ClickHouseStore
+
+    _sink("clickhouse", ClickHouseStore, batch_size, batch_wait_s)
+
+
+def _sink(name: str, store_type, batch_size: int, batch_wait_s: float) -> None:
     from prometheus_client import start_http_server
 
     from streams.sinks import consumer
-    from streams.sinks.clickhouse import TOPICS, ClickHouseStore
 
     settings = _settings()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    store = ClickHouseStore(settings)
-    try:
-        consumer.run(settings, "clickhouse", TOPICS, store, batch_size=batch_size,
-                     batch_wait_s=batch_wait_s)
-    finally:
-        store.close()
+    consumer.run(settings, name, store_type(settings), batch_size=batch_size,
+                 batch_wait_s=batch_wait_s)
 
 
 @app.command("analytics")

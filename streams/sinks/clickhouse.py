@@ -16,11 +16,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from ops import migrate
 from ops.config import Settings
-from schemas.topics import ALL
 from streams.sinks.clickhouse_rows import COLUMNS, KEY_SQL, event_ids, rows
 from streams.sinks.consumer import Event, Rejected, Unavailable
 
-TOPICS = [t.name for t in ALL]
 DATABASE = migrate.CLICKHOUSE_DATABASE
 
 

@@ -25,7 +25,7 @@ from inference.resilience import backoff_s
 from ops import kafka
 from ops.config import Settings
 from schemas import codec
-from schemas.topics import DEADLETTER
+from schemas.topics import ALL, DEADLETTER
 from streams.deadletter import dead_letter
 
 log = structlog.get_logger("agora.sinks")
@@ -60,6 +60,9 @@ class Store(Protocol):
     def write(self, events: list[Event]) -> None:
         """Write the batch atomically; raise Unavailable or Rejected."""
 
+    def close(self) -> None:
+        """Release the connection (the sink is stopping)."""
+
 
 def _dead_letter(message: Message, sink: str, reason: str, error_type: str) -> dict:
     return dead_letter(message.topic(), message.partition(), message.offset(), message.key(),
@@ -81,9 +84,9 @@ def decode(messages: Iterable[Message], sink: str) -> tuple[list[Event], list[di
     return events, dead
 
 
-def run(settings: Settings, sink: str, topics: list[str], store: Store, *,
-        batch_size: int = 500, batch_wait_s: float = 0.2) -> None:
-    """Consume ``topics`` into ``store`` until SIGTERM or SIGINT."""
+def run(settings: Settings, sink: str, store: Store, *, batch_size: int = 500,
+        batch_wait_s: float = 0.2) -> None:
+    """Consume every topic into ``store`` until SIGTERM or SIGINT."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -93,6 +96,7 @@ def run(settings: Settings, sink: str, topics: list[str], store: Store, *,
                          "session.timeout.ms": max(6000, int(settings.session_timeout_s * 1000)),
                          "max.poll.interval.ms": 300000})
     dead_letters = kafka.producer(settings)
+    topics = [t.name for t in ALL]
     consumer.subscribe(topics)
     log.info("sink.ready", sink=sink, topics=topics)
     try:
@@ -116,6 +120,7 @@ def run(settings: Settings, sink: str, topics: list[str], store: Store, *,
             EVENTS.labels(sink, "dead_letter").inc(len(dead))
     finally:
         consumer.close()
+        store.close()
         log.info("sink.stopped", sink=sink)
 
 

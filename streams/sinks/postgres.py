@@ -12,11 +12,8 @@ from __future__ import annotations
 import psycopg
 
 from ops.config import Settings
-from schemas.topics import ALL
 from streams.sinks.consumer import Event, Rejected, Unavailable
 from streams.sinks.postgres_rows import STATEMENTS, rows
-
-TOPICS = [t.name for t in ALL]
 
 
 class PostgresStore:
@@ -31,6 +28,11 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 raise Unavailable(str(exc).strip()) from exc
         return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     def write(self, events: list[Event]) -> None:
         conn = self._connection()
