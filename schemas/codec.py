@@ -57,6 +57,7 @@ __all__ = [
     "decode",
     "encode",
     "epoch_ms",
+    "from_epoch_ms",
     "fingerprint",
     "known_fingerprints",
     "released_versions",
@@ -71,6 +72,11 @@ def epoch_ms(moment: dt.datetime) -> int:
     """Milliseconds since the epoch, exactly as a ``timestamp-millis`` field stores them
     (integer arithmetic: ``timestamp() * 1000`` rounds wrong for some instants)."""
     return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def from_epoch_ms(ms: int) -> dt.datetime:
+    """The aware UTC datetime of ``epoch_ms`` (exact, unlike ``fromtimestamp(ms / 1000)``)."""
+    return _EPOCH + dt.timedelta(milliseconds=ms)
 NAMESPACE = "agora.events"
 
 # Single-object encoding. A second framing (for example Confluent's magic byte

@@ -29,6 +29,8 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from schemas.codec import from_epoch_ms
+
 __all__ = ["COLUMNS", "KEY_SQL", "event_ids", "rows"]
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -84,7 +86,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 KEY_SQL: dict[str, str] = {table: "event_id" for table in COLUMNS}
 KEY_SQL["relevance_scores"] = "concat(event_id, '/', agent_id)"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _INDEX = {table: {column: i for i, column in enumerate(columns)}
           for table, columns in COLUMNS.items()}
 
@@ -114,7 +115,7 @@ def _time(value: datetime | int) -> datetime:
         if value.tzinfo is None:
             raise ValueError("naive datetime: event times must be timezone-aware (UTC)")
         return value.astimezone(timezone.utc)
-    return _EPOCH + timedelta(milliseconds=int(value))
+    return from_epoch_ms(int(value))
 
 
 def _opt_time(value: datetime | int | None) -> datetime | None:

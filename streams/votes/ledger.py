@@ -8,9 +8,9 @@ milliseconds, as the events carry them.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from schemas.codec import epoch_ms
+from schemas.codec import epoch_ms, from_epoch_ms
 from schemas.ids import derived_id
 from streams.notices import system_message
 from streams.tools.records import result_events
@@ -29,14 +29,10 @@ def _ms(record: dict, *fields: str) -> dict:
     return {**record, **{f: epoch_ms(record[f]) for f in fields if isinstance(record[f], datetime)}}
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
-
-
 def _proposal_view(state: dict) -> dict:
     """The stored proposal with datetimes, as the tally functions take it."""
     p = state["proposal"]
-    return {**p, "deadline_at": _dt(p["deadline_at"]), "created_at": _dt(p["created_at"])}
+    return {**p, "deadline_at": from_epoch_ms(p["deadline_at"]), "created_at": from_epoch_ms(p["created_at"])}
 
 
 def gate(state: dict, request: dict) -> dict:
@@ -67,7 +63,7 @@ def open_vote(state: dict, proposal: dict, members: list[str], active: set[str],
                      f"{req['arguments_json'][:300]}. Reason: {req['reason'][:300]}")
     lines.append(
         f"{proposal['vote_type'].replace('_', ' ').lower()}, {proposal['strategy'].replace('_', ' ').lower()}, "
-        f"quorum {proposal['quorum']:.0%}, closes {_dt(stored['deadline_at']):%H:%M:%S} UTC. "
+        f"quorum {proposal['quorum']:.0%}, closes {from_epoch_ms(stored['deadline_at']):%H:%M:%S} UTC. "
         f"Options: {', '.join(options_of(proposal))} or abstain. Voters: {', '.join(voters)}.")
     notice = system_message(
         derived_id(proposal["vote_id"], "call"), proposal["channel_id"], AUTHOR,
@@ -132,7 +128,7 @@ def close(state: dict, now: datetime, outcome: Outcome | None = None) -> tuple[d
         now, {"kind": "vote_result", "vote_id": vote_id, "outcome": outcome.outcome}))]
     request = state["request"]
     if proposal["vote_type"] == "TOOL_USAGE" and request is not None:
-        approved = request | {"requested_at": _dt(request["requested_at"])}
+        approved = request | {"requested_at": from_epoch_ms(request["requested_at"])}
         if outcome.outcome == "PASSED" and outcome.winning_option == "yes":
             events.append(("ToolRequest", approved))
         else:
