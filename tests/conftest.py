@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +31,14 @@ def settings() -> Settings:
         shutil.rmtree(stack_dir, ignore_errors=True)
     left = survivors(tracked)
     assert not left, f"stack processes survived the test session: {left}"
+
+
+def run_agora(stack_dir: Path, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """The ``agora`` CLI against the stack in ``stack_dir`` (the caller's AGORA_* unset)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
+    env["AGORA_STACK_DIR"] = str(stack_dir)
+    return subprocess.run([str(Path(sys.executable).parent / "agora"), *args], env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
 
 
 @pytest.fixture

@@ -9,13 +9,10 @@ through the generator.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
+from conftest import run_agora
 
 from ops import kafka
 from ops.stack.process import members, stop, survivors
@@ -244,9 +241,8 @@ def test_active_agents_cast_their_ballots_through_the_generator(settings, team, 
 
 def test_the_cli_opens_a_weighted_vote_and_casts_ballots(settings, team, worker, reader):
     def agora(*args: str) -> str:
-        done = subprocess.run([str(Path(sys.executable).parent / "agora"), *args],
-                              env={**os.environ, "AGORA_STACK_DIR": str(settings.stack_dir)},
-                              capture_output=True, text=True, timeout=60, check=True)
+        done = run_agora(settings.stack_dir, *args, timeout_s=60)
+        assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
     assert "shell" in agora("tools", "list")

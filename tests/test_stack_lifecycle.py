@@ -5,25 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_agora
 
 from ops import stack
 from ops.stack.process import survivors
 
 pytestmark = pytest.mark.stack
-AGORA = str(Path(sys.executable).parent / "agora")
-
-
-def agora(stack_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
-    env["AGORA_STACK_DIR"] = str(stack_dir)
-    return subprocess.run([AGORA, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -35,17 +27,17 @@ def own_stack():
 
 
 def test_up_status_env_idempotent_repair_down(own_stack: Path):
-    first = agora(own_stack, "stack", "up")
+    first = run_agora(own_stack, "stack", "up")
     assert first.returncode == 0, first.stderr
     assert "[3/5] triton" in first.stderr and "ready at 127.0.0.1:" in first.stderr
 
-    status = agora(own_stack, "stack", "status")
+    status = run_agora(own_stack, "stack", "status")
     assert status.returncode == 0, status.stdout
     assert [line.split()[:2] for line in status.stdout.splitlines()] == [
         [name, "up"] for name in ("broker", "postgres", "triton", "clickhouse", "qdrant")]
 
     exports = dict(line.removeprefix("export ").split("=", 1)
-                   for line in agora(own_stack, "stack", "env").stdout.splitlines())
+                   for line in run_agora(own_stack, "stack", "env").stdout.splitlines())
     assert exports["AGORA_BROKER"].startswith("127.0.0.1:")
     assert exports["AGORA_POSTGRES_DSN"].startswith("postgresql://postgres@127.0.0.1:")
     assert exports["AGORA_CLICKHOUSE_URL"] == f"chdb://{own_stack.resolve()}/clickhouse"
@@ -53,7 +45,7 @@ def test_up_status_env_idempotent_repair_down(own_stack: Path):
     # Up again: nothing restarts.
     pids = {n: r["proc"]["pid"] for n, r in stack.read_state(own_stack)["services"].items()
             if r["proc"]}
-    again = agora(own_stack, "stack", "up")
+    again = run_agora(own_stack, "stack", "up")
     assert again.returncode == 0 and again.stderr.count("already up") == 5
     assert pids == {n: r["proc"]["pid"] for n, r in
                     stack.read_state(own_stack)["services"].items() if r["proc"]}
@@ -63,27 +55,27 @@ def test_up_status_env_idempotent_repair_down(own_stack: Path):
     os.kill(pids["broker"], signal.SIGKILL)
     os.killpg(pids["triton"], signal.SIGKILL)
     time.sleep(0.5)
-    stale = agora(own_stack, "stack", "status")
+    stale = run_agora(own_stack, "stack", "status")
     assert stale.returncode == 1
     assert "broker      stale" in stale.stdout and "triton      stale" in stale.stdout
-    repaired = agora(own_stack, "stack", "up")
+    repaired = run_agora(own_stack, "stack", "up")
     assert repaired.returncode == 0, repaired.stderr
     assert repaired.stderr.count("stale record") == 2
-    assert agora(own_stack, "stack", "status").returncode == 0
+    assert run_agora(own_stack, "stack", "status").returncode == 0
     new_pids = {n: r["proc"]["pid"] for n, r in stack.read_state(own_stack)["services"].items()
                 if r["proc"]}
     assert new_pids["postgres"] == pids["postgres"]
     assert new_pids["broker"] != pids["broker"] and new_pids["triton"] != pids["triton"]
     # Restarted where they were: clients configured before the crash still reach them.
     assert dict(line.removeprefix("export ").split("=", 1)
-                for line in agora(own_stack, "stack", "env").stdout.splitlines()) == exports
+                for line in run_agora(own_stack, "stack", "env").stdout.splitlines()) == exports
 
     # Down: every process of every generation is gone, and so is shared memory.
     tracked |= stack.processes(own_stack)
     shm_prefix = stack.read_state(own_stack)["services"]["triton"]["extra"]["shm_prefix"]
-    down = agora(own_stack, "stack", "down")
+    down = run_agora(own_stack, "stack", "down")
     assert down.returncode == 0, down.stderr
     assert survivors(tracked) == []
     assert not list(Path("/dev/shm").glob(shm_prefix + "*"))
-    assert agora(own_stack, "stack", "status").returncode == 1
-    assert agora(own_stack, "stack", "env").returncode == 1
+    assert run_agora(own_stack, "stack", "status").returncode == 1
+    assert run_agora(own_stack, "stack", "env").returncode == 1

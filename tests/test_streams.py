@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_agora
 
 from ops import kafka, smoke
 from ops.topics import ensure_topics
@@ -111,9 +108,8 @@ def test_a_conversation(settings, channel, workers, reader):
 
     # Lifecycle through the CLI: a paused agent is not even eligible, mention or not.
     def agents(*args: str) -> str:
-        done = subprocess.run([str(Path(sys.executable).parent / "agora"), "agents", *args],
-                              env={**os.environ, "AGORA_STACK_DIR": str(settings.stack_dir)},
-                              capture_output=True, text=True, timeout=60, check=True)
+        done = run_agora(settings.stack_dir, "agents", *args, timeout_s=60)
+        assert done.returncode == 0, done.stderr
         return done.stdout
 
     assert "creative-writer is PAUSED" in agents("pause", "creative-writer", "--reason", "demo")
