@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from schemas import codec
 from streams.registry.profiles import templates
-from streams.sinks.postgres_rows import STATEMENTS, reference_rows, rows
+from streams.sinks.postgres import execute
+from streams.sinks.postgres_rows import BULK, STATEMENTS, reference_rows, rows
 from streams.tools.catalog import load as load_tools
 
 MIGRATION = Path(__file__).resolve().parents[1] / "ops" / "migrations" / "postgres" / "0001_state.sql"
@@ -207,15 +208,34 @@ def written_tables(sql: str) -> set[str]:
     return set(re.findall(r"\b(?:INSERT INTO|UPDATE)\s+(?!SET\b)(\w+)", sql))
 
 
+def column_types(table: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in re.finditer(
+        r"^\s+(\w+)\s+(text\[\]|jsonb)", tables()[table], re.M)}
+
+
+def every_sql() -> dict[str, str]:
+    """Statement name -> SQL, per-row and bulk alike."""
+    return {**STATEMENTS, **{name: sql for name, (_, _, sql) in BULK.items()}}
+
+
 def check_params(statement: str, params: dict) -> None:
-    sql = STATEMENTS[statement]
-    assert set(PLACEHOLDER.findall(sql)) == set(params), statement
-    for key in re.findall(r"%\((\w+)\)s::jsonb", sql):
+    if statement in BULK:  # COPYed into the staging twin of the table, by column name
+        table, staged, _ = BULK[statement]
+        assert set(staged) == set(params), statement
+        types = column_types(table)
+        jsonb = [c for c in staged if types.get(c) == "jsonb"]
+        text_arrays = [c for c in staged if types.get(c) == "text[]"]
+    else:
+        sql = STATEMENTS[statement]
+        assert set(PLACEHOLDER.findall(sql)) == set(params), statement
+        jsonb = re.findall(r"%\((\w+)\)s::jsonb", sql)
+        text_arrays = re.findall(r"%\((\w+)\)s::text\[\]", sql)
+    for key in jsonb:
         def refuse(constant):
             raise AssertionError(f"{statement}.{key}: {constant} is not JSON Postgres reads")
         json.loads(params[key], parse_constant=refuse)
         assert "\\u0000" not in params[key]
-    for key in re.findall(r"%\((\w+)\)s::text\[\]", sql):
+    for key in text_arrays:
         assert isinstance(params[key], list) and all(isinstance(v, str) for v in params[key])
     for key, value in params.items():
         if isinstance(value, datetime):
@@ -238,7 +258,7 @@ def test_rows_use_known_statements_with_covered_placeholders(index):
     produced = rows(name, record)
     assert produced
     for statement, params in produced:
-        assert statement in STATEMENTS
+        assert statement in STATEMENTS or statement in BULK
         check_params(statement, params)
 
 
@@ -271,7 +291,9 @@ def test_statement_names_per_event():
         "BallotRejected": {"advisory_lock", "ballot_rejection", "ballot_reject", "infraction"},
         "DeadLetter": {"system_event"},
     }
-    assert set(STATEMENTS) == set().union(*got.values()) | {"agent_template", "tool_definition"}
+    assert set(STATEMENTS) | set(BULK) == (set().union(*got.values())
+                                           | {"agent_template", "tool_definition"})
+    assert not set(STATEMENTS) & set(BULK)
 
 
 def test_unknown_event_name_is_a_value_error():
@@ -341,9 +363,11 @@ def test_reference_rows_cover_templates_and_tools():
 
 def test_statements_match_the_migration():
     defined = tables()
-    for statement, sql in STATEMENTS.items():
+    for statement, sql in every_sql().items():
         referenced = set(re.findall(r"\b(?:INSERT INTO|UPDATE|FROM|JOIN)\s+(?!SET\b)(\w+)", sql))
         referenced -= {"new"}  # the message statement's CTE
+        if statement in BULK:  # reads its staging twin, the target's columns
+            referenced -= {f"stage_{BULK[statement][0]}"}
         assert referenced <= set(defined), (statement, referenced - set(defined))
         for match in re.finditer(r"INSERT INTO (\w+)(?: AS \w+)?\s*\(([^)]*)\)", sql):
             table, cols = match.group(1), {c.strip() for c in match.group(2).split(",")}
@@ -362,7 +386,7 @@ def test_statements_match_the_migration():
 
 def test_event_tables_have_ingested_at_and_enum_checks():
     defined = tables()
-    event_tables = set().union(*(written_tables(sql) for sql in STATEMENTS.values()))
+    event_tables = set().union(*(written_tables(sql) for sql in every_sql().values()))
     event_tables -= REFERENCE_TABLES
     assert event_tables == set(defined) - REFERENCE_TABLES
     for table in event_tables:
@@ -421,8 +445,7 @@ def apply(conn, events) -> None:
     """Each event in its own transaction, its statements in order."""
     for name, record in events:
         with conn.transaction():
-            for statement, params in rows(name, record):
-                conn.execute(STATEMENTS[statement], params)
+            execute(conn, rows(name, record))
 
 
 def snapshot(conn) -> dict[str, list[str]]:
@@ -491,15 +514,12 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
             ("tool_denied", "creative-writer")]
 
         # The sink's way: a whole batch in one transaction, statements grouped by name
-        # (executemany) -- the same state as one event at a time.
+        # (staged or executemany) -- the same state as one event at a time, even with
+        # every event twice in the batch.
         conn.execute(f"TRUNCATE {', '.join(EVENT_TABLES)}")
-        grouped: dict[str, list[dict]] = {}
-        for name, record in events:
-            for statement, params in rows(name, record):
-                grouped.setdefault(statement, []).append(params)
-        with conn.transaction(), conn.cursor() as cur:
-            for statement, batch in grouped.items():
-                cur.executemany(STATEMENTS[statement], batch)
+        with conn.transaction():
+            execute(conn, [pair for name, record in events + events
+                           for pair in rows(name, record)])
         assert snapshot(conn) == first
 
         # A proposal and its result written at the same time by two sinks: the advisory
@@ -512,8 +532,7 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
                                  "event_id": str(uuid.uuid4()), "vote_id": v3})
         with pg_schema() as other:
             with conn.transaction():
-                for statement, params in rows(*proposal):
-                    conn.execute(STATEMENTS[statement], params)
+                execute(conn, rows(*proposal))
                 writer = threading.Thread(target=apply, args=(other, [result]))
                 writer.start()
                 writer.join(0.5)

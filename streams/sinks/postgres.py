@@ -2,8 +2,8 @@
 ballots, tool runs, system events), one transaction per batch.
 
 Every statement is idempotent by event id (``postgres_rows``), so a batch replayed
-after a crash changes nothing. An unreachable database is ``Unavailable`` (the batch
-is retried); a statement that fails for one event's data is isolated with
+after a crash changes nothing. An unreachable or not yet migrated database is
+``Unavailable`` (the batch is retried); a statement that fails for one event's data is isolated with
 savepoints and that event is ``Rejected`` (dead-lettered), not the batch.
 """
 
@@ -13,7 +13,7 @@ import psycopg
 
 from ops.config import Settings
 from streams.sinks.consumer import Event, Rejected, Unavailable
-from streams.sinks.postgres_rows import STATEMENTS, rows
+from streams.sinks.postgres_rows import BULK, STATEMENTS, rows
 
 
 class PostgresStore:
@@ -45,6 +45,9 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             conn.close()
             raise Unavailable(str(exc).strip()) from exc
+        except psycopg.errors.UndefinedTable as exc:  # wait for it rather than dead-letter
+            raise Unavailable(f"the database is not migrated (agora db migrate): "
+                              f"{str(exc).strip()}") from exc
 
     @staticmethod
     def _apply(conn: psycopg.Connection, statements: list[list[tuple[str, dict]]]
@@ -52,27 +55,45 @@ class PostgresStore:
         """Run the batch; on a data error, find the events that cause it (savepoint per
         event) so that the batch can be written without them."""
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                grouped: dict[str, list[dict]] = {}
-                for per_event in statements:
-                    for name, params in per_event:
-                        grouped.setdefault(name, []).append(params)
-                for name, params in grouped.items():
-                    cur.executemany(STATEMENTS[name], params)
+            with conn.transaction():
+                execute(conn, [pair for per_event in statements for pair in per_event])
             return {}
-        except psycopg.OperationalError:
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
             raise
         except psycopg.Error:
             pass
         bad = {}
         for index, per_event in enumerate(statements):
             try:
-                with conn.transaction(), conn.cursor() as cur:
-                    for name, params in per_event:
-                        cur.execute(STATEMENTS[name], params)
-            except psycopg.OperationalError:
+                with conn.transaction():
+                    execute(conn, per_event)
+            except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
                 raise
             except psycopg.Error as exc:
                 bad[index] = f"rejected by Postgres: {str(exc).strip()}"
         return bad
 
+
+def execute(conn: psycopg.Connection, statements: list[tuple[str, dict]]) -> None:
+    """Run (statement name, parameters) pairs in the current transaction, grouped by
+    name in order of first appearance: a ``BULK`` statement COPYs its rows into its
+    session's staging table and writes them with one INSERT ... SELECT, the others
+    run per row (``executemany``, pipelined)."""
+    grouped: dict[str, list[dict]] = {}
+    for name, params in statements:
+        grouped.setdefault(name, []).append(params)
+    with conn.cursor() as cur:
+        for name, params in grouped.items():
+            if name not in BULK:
+                cur.executemany(STATEMENTS[name], params)
+                continue
+            table, columns, sql = BULK[name]
+            # A temporary table is the session's own; created again if a rolled-back
+            # savepoint took it away.
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} "
+                        f"(LIKE {table} INCLUDING DEFAULTS)")
+            with cur.copy(f"COPY stage_{table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row([row[c] for c in columns])
+            cur.execute(sql)
+            cur.execute(f"TRUNCATE stage_{table}")
