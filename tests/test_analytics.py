@@ -48,11 +48,16 @@ def agora_client(path):
 def test_every_query_returns_rows_on_chdb(tmp_path):
     client = agora_client(tmp_path)
     try:
-        assert migrate.clickhouse(client) == ["0001"]
+        assert migrate.clickhouse(client) == ["0001", "0002"]
         assert migrate.clickhouse(client) == []  # tracked: applied once
         for name, record in SAMPLES:
             for table, row in rows(name, record):
                 client.insert(table, [row], column_names=COLUMNS[table])
+        # The sink's dedupe lookup by key reads through the bloom-filter index.
+        plan = "\n".join(r[0] for r in client.query(
+            "EXPLAIN indexes = 1 SELECT event_id FROM chat_messages "
+            "WHERE event_id IN ('a', 'b')").result_rows)
+        assert "event_id_bloom" in plan, plan
         for name in EXPECTED:
             columns, found = analytics.run(client, name, {"hours": "100000"})
             assert columns and found, name
@@ -67,7 +72,7 @@ def test_every_query_returns_rows_on_chdb(tmp_path):
 def test_a_migration_changed_after_it_was_applied_is_refused(tmp_path):
     client = agora_client(tmp_path)
     try:
-        assert migrate.clickhouse(client) == ["0001"]
+        assert migrate.clickhouse(client) == ["0001", "0002"]
         client.insert("agora.schema_migrations", [["0001", "0001_events", "edited"]],
                       column_names=["version", "name", "checksum"])
         with pytest.raises(migrate.MigrationError, match="changed after it was applied"):

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from ops import migrate
 from ops.config import Settings
-from streams.sinks.clickhouse_rows import COLUMNS, KEY_SQL, event_ids, rows
+from streams.sinks.clickhouse_rows import COLUMNS, event_ids, rows, stored_keys_query
 from streams.sinks.consumer import Event, Rejected, Unavailable
 
 DATABASE = migrate.CLICKHOUSE_DATABASE
@@ -62,8 +62,8 @@ class ClickHouseStore:
                 by_table[table].append((index, event_ids(table, row), row))
         try:
             for table, items in by_table.items():
-                stored = self._stored(client, table, [key for _, key, _ in items])
-                fresh, seen = [], set(stored)
+                seen = self._stored(client, table, [key for _, key, _ in items])
+                fresh = []
                 for index, key, row in items:
                     if key not in seen:
                         seen.add(key)
@@ -76,10 +76,8 @@ class ClickHouseStore:
 
     @staticmethod
     def _stored(client, table: str, keys: list[str]) -> set[str]:
-        key = KEY_SQL[table]
-        result = client.query(f"SELECT {key} FROM {table} WHERE {key} IN %(keys)s",
-                              parameters={"keys": keys})
-        return {row[0] for row in result.result_rows}
+        sql, params = stored_keys_query(table, keys)
+        return {row[0] for row in client.query(sql, parameters=params).result_rows}
 
     @staticmethod
     def _insert(client, table: str, fresh: list[tuple[int, tuple]]) -> None:

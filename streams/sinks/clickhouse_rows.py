@@ -26,12 +26,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
+from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from schemas.codec import from_epoch_ms
 
-__all__ = ["COLUMNS", "KEY_SQL", "event_ids", "rows"]
+__all__ = ["COLUMNS", "KEY_SQL", "event_ids", "rows", "stored_keys_query"]
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "chat_messages": (
@@ -86,14 +88,22 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 KEY_SQL: dict[str, str] = {table: "event_id" for table in COLUMNS}
 KEY_SQL["relevance_scores"] = "concat(event_id, '/', agent_id)"
 
+# Nothing to escape in a ClickHouse string literal, and no % for client-side binding.
+_PLAIN_KEY = re.compile(r"[\w./:-]*\Z", re.ASCII)
+
 _INDEX = {table: {column: i for i, column in enumerate(columns)}
           for table, columns in COLUMNS.items()}
+# Per table: its column names as a set (to check a row's values) and a getter that
+# orders them (itemgetter, not a generator: mapping is most of the sink's own cost).
+_ORDER = {table: (frozenset(columns), itemgetter(*columns)) for table, columns in COLUMNS.items()}
 
 
 # --- value conversion ---------------------------------------------------------------
 
 def _text(value: str) -> str:
     """``value`` encodable as UTF-8 (lone surrogates become U+FFFD)."""
+    if value.isascii():  # the common case, checked without encoding
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -112,6 +122,8 @@ def _texts(values: Any) -> list[str]:
 def _time(value: datetime | int) -> datetime:
     """An aware UTC datetime, from an aware datetime or epoch milliseconds."""
     if isinstance(value, datetime):
+        if value.tzinfo is timezone.utc:  # as the codec decodes them
+            return value
         if value.tzinfo is None:
             raise ValueError("naive datetime: event times must be timezone-aware (UTC)")
         return value.astimezone(timezone.utc)
@@ -156,10 +168,11 @@ def _arguments(arguments_json: str) -> tuple[str, bool]:
 
 
 def _row(table: str, **values: Any) -> tuple[str, tuple]:
-    columns = COLUMNS[table]
-    if values.keys() != set(columns):  # a programming error in this module
-        raise AssertionError(f"{table}: values for {sorted(values)} but columns {columns}")
-    return table, tuple(values[c] for c in columns)
+    names, ordered = _ORDER[table]
+    if values.keys() != names:  # a programming error in this module
+        raise AssertionError(f"{table}: values for {sorted(values)} but columns "
+                             f"{COLUMNS[table]}")
+    return table, ordered(values)
 
 
 # --- events -------------------------------------------------------------------------
@@ -357,3 +370,16 @@ def event_ids(table: str, row: tuple) -> str:
     if table == "relevance_scores":
         return f"{row[index['event_id']]}/{row[index['agent_id']]}"
     return row[index["event_id"]]
+
+
+def stored_keys_query(table: str, keys: list[str]) -> tuple[str, dict[str, Any] | None]:
+    """(SQL, parameters) selecting which of ``keys`` ``table`` already holds. By key
+    alone, with no time bound: an event made again upstream (a worker's replay, a
+    dead letter for the same record) keeps its id but not its timestamps. Keys of
+    plain characters (our UUIDs and derived ids) are written into the SQL as they are:
+    the client's escaping of 2000 parameters costs about as much as the lookup."""
+    key = KEY_SQL[table]
+    if all(_PLAIN_KEY.match(k) for k in keys):
+        listed = "', '".join(keys)
+        return f"SELECT {key} FROM {table} WHERE {key} IN ('{listed}')", None
+    return f"SELECT {key} FROM {table} WHERE {key} IN %(keys)s", {"keys": keys}
