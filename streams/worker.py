@@ -14,6 +14,7 @@ from ops.config import Settings
 from ops.logs import configure
 from ops.stack.process import Proc, start_agora
 from streams.app import create_app
+from streams.lag import LagGauge
 from streams.relevance import agent as relevance
 from streams.relevance.scoring import load_config
 from streams.responder import agent as responder
@@ -33,6 +34,18 @@ def build(settings: Settings) -> faust.App:
     tools.register(app, services)
     # Open and closed votes by vote id, co-partitioned with agora.votes.
     votes.register(app, services, app.Table("votes", partitions=settings.partitions))
+
+    lag = LagGauge(settings.app_id)
+
+    @app.timer(interval=10.0)
+    async def report_lag() -> None:
+        lags = {}
+        for tp in app.consumer.assignment():
+            position = await app.consumer.position(tp)
+            end = app.consumer.highwater(tp)  # as of the last fetch
+            if position is not None and end is not None:
+                lags[(tp.topic, tp.partition)] = end - position
+        lag.update(lags)
 
     @app.on_before_shutdown.connect
     async def stop_services(app, **kwargs) -> None:  # noqa: ARG001 - signal signature

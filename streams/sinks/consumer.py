@@ -10,6 +10,7 @@ rest of its batch is written.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Protocol
 
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from inference.resilience import backoff_s
 from ops import kafka
@@ -27,6 +28,7 @@ from ops.config import Settings
 from schemas import codec
 from schemas.topics import ALL, DEADLETTER
 from streams.deadletter import dead_letter
+from streams.lag import LagGauge, from_librdkafka_stats
 
 log = structlog.get_logger("agora.sinks")
 EVENTS = Counter("agora_sink_events_total", "Events written by a sink", ["sink", "outcome"])
@@ -35,6 +37,8 @@ BATCH = Histogram("agora_sink_batch_size", "Events per sink batch", ["sink"],
 LATENCY = Histogram("agora_sink_batch_seconds", "Time to write and commit a batch", ["sink"],
                     buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 RETRIES = Counter("agora_sink_retries_total", "Batches retried after a store error", ["sink"])
+PAUSED = Gauge("agora_sink_paused", "1 while the sink waits for its store, consumption paused",
+               ["sink"])
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,14 @@ def run(settings: Settings, sink: str, store: Store, *, batch_size: int = 500,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    consumer = Consumer({"bootstrap.servers": settings.broker,
-                         "group.id": f"{settings.app_id}-sink-{sink}",
+    group = f"{settings.app_id}-sink-{sink}"
+    lag = LagGauge(group)
+    PAUSED.labels(sink).set(0)
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": group,
+                         # librdkafka computes each partition's lag; stats_cb publishes it
+                         "statistics.interval.ms": 10000,
+                         "stats_cb": lambda text: lag.update(
+                             from_librdkafka_stats(json.loads(text))),
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "session.timeout.ms": max(6000, int(settings.session_timeout_s * 1000)),
                          "max.poll.interval.ms": 300000})
@@ -151,6 +161,7 @@ def _write(consumer: Consumer, store: Store, events: list[Event], dead: list[dic
             RETRIES.labels(sink).inc()
             if attempt == 1:
                 consumer.pause(consumer.assignment())
+                PAUSED.labels(sink).set(1)
             delay = backoff_s(attempt, 0.2, 5.0)
             log.warning("sink.store_unavailable", sink=sink, attempt=attempt,
                         retry_in_s=round(delay, 2), error=str(exc))
@@ -159,5 +170,6 @@ def _write(consumer: Consumer, store: Store, events: list[Event], dead: list[dic
             _serve_group(consumer)
     if attempt:
         consumer.resume(consumer.assignment())
+        PAUSED.labels(sink).set(0)
         log.info("sink.store_back", sink=sink, attempts=attempt)
     return True
