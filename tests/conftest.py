@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,16 @@ def reader(settings: Settings):
     yield open_reader
     for r in opened:
         r.close()
+
+
+def metric(port: int, name: str, **labels: str) -> float | None:
+    """One sample from the process's /metrics (None when the series is absent)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        match = re.match(rf"{name}\{{(.*?)\}} (\S+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            return float(match.group(2))
+    return None
 
 
 @pytest.fixture

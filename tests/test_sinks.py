@@ -11,11 +11,13 @@ import uuid
 
 import psycopg
 import pytest
+from conftest import metric
 from confluent_kafka import Consumer, TopicPartition
 
 from ops import analytics, kafka, migrate, smoke, stack
 from ops.kafka import TopicReader
-from ops.stack.process import Proc, members, start_agora, stop, survivors, wait_until
+from ops.stack.process import (Proc, free_port, members, start_agora, stop, survivors,
+                               wait_until)
 from ops.topics import ensure_topics
 from schemas import codec
 from schemas.topics import ALL, CHAT_MESSAGES
@@ -167,7 +169,8 @@ def test_a_sigkill_mid_batch_loses_and_duplicates_nothing(migrated):
 def test_a_postgres_outage_under_load_pauses_then_resumes(migrated):
     settings = migrated
     channel = f"sink-outage-{uuid.uuid4().hex[:6]}"
-    sink = start_sink(settings, "outage")
+    port = free_port()
+    sink = start_sink(settings, "outage", AGORA_METRICS_PORT=str(port))
     log = settings.stack_dir / "logs" / "sink-outage.log"
     producing = threading.Thread(target=lambda: [publish_messages(settings, 100, channel)
                                                  for _ in range(15)])
@@ -175,12 +178,20 @@ def test_a_postgres_outage_under_load_pauses_then_resumes(migrated):
         producing.start()
         record = stack.read_state(settings.stack_dir)["services"]["postgres"]
         stop(Proc(**record["proc"]), grace_s=10)  # the database goes away under load
-        time.sleep(5)
+        wait_until(lambda: metric(port, "agora_sink_paused", sink="postgres") == 1,
+                   timeout_s=30, what="the sink to pause")
+        time.sleep(3)
         stack.up(settings.stack_dir, progress=lambda line: None)  # same port, same data
         producing.join()
         wait_exact(settings)
         text = log.read_text()
         assert "sink.store_unavailable" in text and "sink.store_back" in text
+        assert metric(port, "agora_sink_paused", sink="postgres") == 0
+        assert metric(port, "agora_sink_retries_total", sink="postgres") > 0
+        # librdkafka's statistics (every 10 s) give each assigned partition's lag.
+        wait_until(lambda: metric(port, "agora_consumer_lag", group=f"{settings.app_id}-sink-postgres",
+                                  topic=CHAT_MESSAGES.name) is not None,
+                   timeout_s=30, what="the consumer lag gauge")
     finally:
         stop(sink, grace_s=10)
 
@@ -208,6 +219,21 @@ def publish_samples(settings) -> None:
     assert producer.flush(10) == 0
 
 
+def assert_clickhouse_exact(settings) -> None:
+    """ClickHouse holds one row per distinct event on the topics (scores: per agent)."""
+    by = events_by_name(settings)
+    decisions = by["RelevanceDecision"].values()
+    assert clickhouse_counts(settings) == {
+        "chat_messages": len(by["ChatMessage"]),
+        "relevance_decisions": len(by["RelevanceDecision"]),
+        "relevance_scores": sum(len(d["scores"]) for d in decisions),
+        "tool_results": len(by["ToolResult"]),
+        "ballots": len(by["Ballot"]),
+        "vote_results": len(by["VoteResult"]),
+        "dead_letters": len(by["DeadLetter"]),
+    }
+
+
 def test_clickhouse_holds_every_event_once_even_after_a_replay(migrated):
     settings = migrated
     publish_samples(settings)
@@ -220,21 +246,44 @@ def test_clickhouse_holds_every_event_once_even_after_a_replay(migrated):
                        timeout_s=180, what="the clickhouse sink to catch up", interval_s=1)
         finally:
             stop(sink, grace_s=15)
-        by = events_by_name(settings)
-        decisions = by["RelevanceDecision"].values()
-        assert clickhouse_counts(settings) == {
-            "chat_messages": len(by["ChatMessage"]),
-            "relevance_decisions": len(by["RelevanceDecision"]),
-            "relevance_scores": sum(len(d["scores"]) for d in decisions),
-            "tool_results": len(by["ToolResult"]),
-            "ballots": len(by["Ballot"]),
-            "vote_results": len(by["VoteResult"]),
-            "dead_letters": len(by["DeadLetter"]),
-        }
+        assert_clickhouse_exact(settings)
     client = open_client(settings)
     try:
         for name in analytics.load():
             columns, rows = analytics.run(client, name, {"hours": "100000"})
             assert columns and rows, f"{name} returned no rows"
+        from test_dashboards import assert_panels_run
+
+        assert_panels_run(client)
     finally:
         client.close()
+
+
+def test_a_clickhouse_sink_killed_mid_batch_loses_and_duplicates_nothing(migrated):
+    """chdb lives in the sink's process, so a SIGKILL stops the engine mid-insert too."""
+    settings = migrated
+    total = 30000
+    publish_messages(settings, total, f"sink-ch-kill-{uuid.uuid4().hex[:6]}")
+    port = free_port()
+    sink = start_sink(settings, "clickhouse-killed", "clickhouse", AGORA_METRICS_PORT=str(port))
+    tracked = members(sink)
+    written = 0.0
+
+    def some_written() -> bool:
+        nonlocal written
+        written = metric(port, "agora_sink_events_total", sink="clickhouse",
+                         outcome="written") or 0.0
+        return written >= 1000
+
+    wait_until(some_written, timeout_s=120, what="a first thousand events", interval_s=0.05)
+    os.killpg(sink.pgid, signal.SIGKILL)
+    wait_until(lambda: not survivors(tracked), timeout_s=10, what="the killed sink gone")
+    assert written < total, written  # killed in the middle of the stream
+    group = f"{settings.app_id}-sink-clickhouse"
+    again = start_sink(settings, "clickhouse-restarted", "clickhouse")
+    try:
+        wait_until(lambda: lag(settings, group) == 0, timeout_s=180,
+                   what="the restarted clickhouse sink to catch up", interval_s=1)
+    finally:
+        stop(again, grace_s=15)
+    assert_clickhouse_exact(settings)

@@ -6,9 +6,10 @@ import uuid
 
 import pytest
 import yaml
-from conftest import run_agora
+from conftest import metric, run_agora
 
 from ops import kafka, smoke
+from ops.stack.process import free_port, wait_until
 from ops.topics import ensure_topics
 from schemas import codec
 from schemas.topics import AGENTS, CHAT_MESSAGES, DEADLETTER, RELEVANCE_DECISIONS
@@ -57,7 +58,8 @@ def score_of(decision: dict, agent_id: str) -> dict:
 
 
 def test_a_conversation(settings, channel, workers, reader):
-    workers("conversation")
+    port = free_port()
+    workers("conversation", AGORA_METRICS_PORT=str(port))
     decisions, chat = reader(RELEVANCE_DECISIONS.name), reader(CHAT_MESSAGES.name)
     config = load_config(settings.relevance_config)
 
@@ -119,6 +121,14 @@ def test_a_conversation(settings, channel, workers, reader):
     skipped = decision_for(decisions, post(settings, paused))
     assert "creative-writer" not in {s["agent_id"] for s in skipped["scores"]}
     assert "creative-writer is ACTIVE" in agents("resume", "creative-writer")
+
+    # The worker's metrics: what it decided and answered, and its consumer lag (a
+    # 10-second timer) on the chat topic it reads.
+    assert metric(port, "agora_relevance_messages_total", outcome="selected") >= 3
+    assert metric(port, "agora_responder_tasks_total", outcome="answered") >= 3
+    wait_until(lambda: metric(port, "agora_consumer_lag", group=settings.app_id,
+                              topic=CHAT_MESSAGES.name) is not None,
+               timeout_s=30, what="the worker's consumer lag gauge")
 
 
 def test_garbage_is_dead_lettered_and_the_next_message_still_answered(settings, channel,
