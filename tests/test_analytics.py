@@ -4,7 +4,7 @@ query run for real on chdb over the row-mapping tests' sample events."""
 from __future__ import annotations
 
 import pytest
-from test_clickhouse_rows import SAMPLES
+from samples import SAMPLES
 
 from ops import analytics, migrate
 from ops.config import Settings

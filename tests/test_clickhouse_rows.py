@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from samples import SAMPLES, T0, at, sample, uid
 
 from schemas import codec
 from streams.sinks.clickhouse_rows import (COLUMNS, KEY_SQL, event_ids, rows,
@@ -23,168 +23,6 @@ from streams.sinks.clickhouse_rows import (COLUMNS, KEY_SQL, event_ids, rows,
 MIGRATION = (Path(__file__).resolve().parents[1] / "ops" / "migrations" / "clickhouse"
              / "0001_events.sql")
 AGGREGATES = {"messages_per_minute", "relevance_per_minute", "tool_runs_per_minute"}
-# Recent times: the raw tables expire rows 180 days after their event time, and a
-# background TTL merge must not delete sample rows in the middle of the test.
-T0 = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
-NS = uuid.UUID("0c6b1d2e-9f57-4a55-8f4f-3e2b7f1a9c44")
-
-
-def uid(label: str) -> str:
-    return str(uuid.uuid5(NS, label))
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def roundtrip(name: str, record: dict) -> tuple[str, dict]:
-    """The record exactly as the sink sees it: encoded, then decoded."""
-    return codec.decode(codec.encode(name, record), expected=name)
-
-
-def samples() -> list[tuple[str, dict]]:
-    """Every event at least once, with nulls and non-nulls, empty and full maps and
-    arrays, bytes, a NaN factor, and JSON and non-JSON tool arguments."""
-    m1, m2 = uid("m1"), uid("m2")
-    v1, v2 = uid("vote-1"), uid("vote-2")
-    req_ok, req_bad = uid("req-ok"), uid("req-bad")
-    proposal = {
-        "event_id": uid("proposal-1"), "vote_id": v1, "channel_id": "general",
-        "proposer_id": "tools", "vote_type": "TOOL_USAGE", "strategy": "WEIGHTED",
-        "title": "Run shell?", "description": "ls -la", "options": ["yes", "no"],
-        "eligible_voters": ["human:maya", "developer-backend"],
-        "weights": {"human:maya": 2.0}, "quorum": 0.5, "deadline_at": at(400),
-        "created_at": at(300), "tool_request_id": req_ok,
-    }
-    result = {
-        "event_id": uid("result-1"), "vote_id": v1, "channel_id": "general",
-        "vote_type": "TOOL_USAGE", "strategy": "WEIGHTED", "outcome": "PASSED",
-        "winning_option": "yes", "tally": {"yes": 2.0, "no": 0.0, "abstain": 0.0},
-        "ballots_counted": 1, "eligible_count": 2, "reason": "yes has 100%",
-        "closed_at": at(400), "tool_request_id": req_ok,
-    }
-    ballot = {"event_id": uid("ballot-1"), "vote_id": v1, "channel_id": "general",
-              "voter_id": "developer-backend", "choice": "maybe", "rationale": "",
-              "cast_at": at(310)}
-    events = [
-        ("ChatMessage", {
-            "event_id": m1, "channel_id": "general", "thread_id": m1, "author_id": "human:maya",
-            "author_kind": "HUMAN", "text": "API returns 502 since the deploy \u2014 d\u00e9j\u00e0",
-            "mentions": ["developer-backend"], "thread_depth": 0, "created_at": at(10),
-            "metadata": {"client": "web", "trace": "abc"}}),
-        ("ChatMessage", {
-            "event_id": m2, "channel_id": "general", "thread_id": m1, "reply_to": m1,
-            "author_id": "developer-backend", "author_kind": "AGENT",
-            "text": "Check the upstream timeout, nul\x00byte", "thread_depth": 1,
-            "created_at": at(20.5), "task_id": uid("task-1")}),
-        ("ChatMessage", {
-            "event_id": uid("m3"), "channel_id": "random", "thread_id": uid("m3"),
-            "author_id": "system", "author_kind": "SYSTEM", "text": "", "thread_depth": 0,
-            "created_at": at(5)}),
-        ("AgentProfile", {
-            "event_id": uid("profile-1"), "agent_id": "developer-backend", "name": "Backend Dev",
-            "template": "developer", "persona": "pragmatic", "system_prompt": "be brief",
-            "expertise": "databases", "tools": ["calculator", "shell"], "channels": ["general"],
-            "permissions": ["tool:calculator", "vote:cast"], "state": "ACTIVE",
-            "performance_score": 0.7, "created_at": at(0), "updated_at": at(100)}),
-        ("AgentProfile", {
-            "event_id": uid("profile-2"), "agent_id": "creative-writer", "name": "Writer",
-            "template": "creative", "persona": "playful", "system_prompt": "rhyme",
-            "expertise": "poems", "state": "MAINTENANCE", "state_reason": "model upgrade",
-            "performance_score": 0.4, "created_at": at(0), "updated_at": at(0)}),
-        ("AgentStatus", {
-            "event_id": uid("status-1"), "agent_id": "developer-backend",
-            "worker_id": "responder-1", "state": "WORKING", "open_tasks": 2,
-            "finished_tasks": 7, "updated_at": at(100)}),
-        ("AgentStatus", {
-            "event_id": uid("status-2"), "agent_id": "developer-backend",
-            "worker_id": "responder-2", "state": "ERROR", "open_tasks": 0,
-            "finished_tasks": 2**40, "last_error": "generator timeout", "updated_at": at(101)}),
-        ("RelevanceDecision", {
-            "event_id": uid("decision-1"), "message_id": m1, "channel_id": "general",
-            "thread_id": m1, "thread_depth": 0, "decided_at": at(11),
-            "scores": [{"agent_id": "developer-backend", "score": 0.81, "expertise": 0.9,
-                        "workload": 1.0, "social": 1.0, "timing": 1.0, "quality": 0.7,
-                        "selected": True, "reason": "mentioned in the message"},
-                       {"agent_id": "analyst-data", "score": 0.62, "expertise": 0.6,
-                        "workload": 0.5, "social": 0.0, "timing": 1.0, "quality": 0.8,
-                        "selected": True, "reason": "score 0.62 >= threshold 0.50"},
-                       {"agent_id": "creative-writer", "score": 0.2, "expertise": float("nan"),
-                        "workload": 1.0, "social": 0.0, "timing": 1.0, "quality": 0.4,
-                        "selected": False, "reason": "below threshold"}],
-            "selected": ["developer-backend", "analyst-data"], "config_version": "v3"}),
-        ("RelevanceDecision", {
-            "event_id": uid("decision-2"), "message_id": uid("m3"), "channel_id": "random",
-            "thread_id": uid("m3"), "thread_depth": 0, "decided_at": at(6),
-            "skip_reason": "system message", "config_version": "v3"}),
-        ("InferenceTask", {
-            "event_id": uid("task-1"), "decision_id": uid("decision-1"), "message_id": m1,
-            "channel_id": "general", "thread_id": m1, "thread_depth": 0,
-            "agent_id": "developer-backend", "context_message_ids": [m1],
-            "created_at": at(12), "deadline_at": at(72)}),
-        ("InferenceTask", {
-            "event_id": uid("task-2"), "decision_id": uid("decision-1"), "message_id": m1,
-            "channel_id": "general", "thread_id": m1, "thread_depth": 0,
-            "agent_id": "analyst-data", "created_at": at(12)}),
-        ("ToolRequest", {
-            "event_id": req_ok, "channel_id": "general", "agent_id": "developer-backend",
-            "tool": "shell", "arguments_json": '{"command": "ls -la", "n": NaN}',
-            "reason": "look", "source_message_id": m1, "requested_at": at(25)}),
-        ("ToolRequest", {
-            "event_id": req_bad, "channel_id": "general", "agent_id": "creative-writer",
-            "tool": "calculator", "arguments_json": "2+2 {not json", "reason": "sum",
-            "requested_at": at(26)}),
-        ("ToolResult", {
-            "event_id": uid("run-ok"), "request_id": req_ok, "channel_id": "general",
-            "agent_id": "developer-backend", "tool": "shell", "status": "OK",
-            "output": "total 0\n", "artifacts": ["/tmp/a.txt"], "vote_id": v1,
-            "started_at": at(401), "finished_at": at(402), "duration_ms": 850}),
-        ("ToolResult", {
-            "event_id": uid("run-denied"), "request_id": req_bad, "channel_id": "general",
-            "agent_id": "creative-writer", "tool": "calculator", "status": "DENIED",
-            "output": "", "error": "agent lacks tool:calculator in general",
-            "finished_at": at(27), "duration_ms": 0}),
-        ("VoteProposal", proposal),
-        ("VoteProposal", {**proposal, "event_id": uid("proposal-2"), "vote_id": v2,
-                          "vote_type": "PROJECT_DECISION", "strategy": "SIMPLE_MAJORITY",
-                          "title": "Ship Friday?", "weights": {}, "eligible_voters": [],
-                          "deadline_at": at(700), "created_at": at(600),
-                          "tool_request_id": None}),
-        ("Ballot", ballot),
-        ("Ballot", {**ballot, "event_id": uid("ballot-2"), "voter_id": "human:maya",
-                    "choice": "yes", "rationale": "fine", "cast_at": at(320)}),
-        ("BallotRejected", {
-            "event_id": uid("reject-1"), "vote_id": v1, "voter_id": "developer-backend",
-            "ballot_event_id": uid("ballot-1"), "reason": "INVALID_CHOICE",
-            "detail": "'maybe' is not an option", "rejected_at": at(311),
-            "channel_id": "general"}),
-        ("BallotRejected", {
-            "event_id": uid("reject-2"), "vote_id": v2, "voter_id": "human:ola",
-            "ballot_event_id": uid("ballot-3"), "reason": "LATE", "detail": "too late",
-            "rejected_at": at(701)}),
-        ("VoteDeadline", {"event_id": uid("deadline-1"), "vote_id": v1,
-                          "deadline_at": at(400), "noticed_at": at(400.25)}),
-        ("VoteResult", result),
-        ("VoteResult", {**result, "event_id": uid("result-2"), "vote_id": v2,
-                        "vote_type": "PROJECT_DECISION", "strategy": "SIMPLE_MAJORITY",
-                        "outcome": "NO_QUORUM", "winning_option": None, "tally": {},
-                        "ballots_counted": 0, "reason": "no quorum", "closed_at": at(700),
-                        "tool_request_id": None}),
-        ("DeadLetter", {
-            "event_id": uid("dead-1"), "source_topic": "agora.chat.messages", "partition": 2,
-            "offset": 12345678901, "key": b"general", "value": b"\x00\xffnot avro",
-            "headers": {"trace": b"\x01\x02"}, "source_timestamp": at(1),
-            "reason": "payload starts with 00 ff", "error_type": "MalformedPayload",
-            "stage": "sink.clickhouse", "attempts": 3, "failed_at": at(2)}),
-        ("DeadLetter", {
-            "event_id": uid("dead-2"), "source_topic": "agora.votes", "partition": 0,
-            "offset": 0, "reason": "tombstone", "error_type": "MalformedPayload",
-            "stage": "votes", "attempts": 1, "failed_at": at(3)}),
-    ]
-    return [roundtrip(name, record) for name, record in events]
-
-
-SAMPLES = samples()
 
 
 def all_rows() -> dict[str, list[tuple]]:
@@ -275,7 +113,7 @@ def test_values():
     msg = by_id["chat_messages", uid("m1")]
     assert msg["created_at"] == at(10) and msg["text_length"] == len(msg["text"])
     assert msg["metadata"] == {"client": "web", "trace": "abc"} and msg["reply_to"] is None
-    assert by_id["chat_messages", uid("m2")]["text"].endswith("nul\x00byte")
+    assert by_id["chat_messages", uid("m2")]["text"].endswith("nul\x00bytes")
 
     dev = by_id["relevance_scores", f"{uid('decision-1')}/developer-backend"]
     assert dev["selected"] is True and dev["selected_rank"] == 1 and dev["score"] == 0.81
@@ -303,7 +141,7 @@ def test_values():
 
 
 def test_a_score_listed_twice_is_one_row():
-    _, record = SAMPLES[[n for n, _ in SAMPLES].index("RelevanceDecision")]
+    _, record = sample("decision-1")
     twice = {**record, "scores": record["scores"] + record["scores"][:1]}
     scores = [row for table, row in rows("RelevanceDecision", twice)
               if table == "relevance_scores"]
@@ -422,7 +260,7 @@ def test_chdb_values(chdb_client):
     assert metadata == {"client": "web", "trace": "abc"} and mentions == ["developer-backend"]
     assert reply_to is None
     assert scalar(chdb_client, "SELECT text FROM agora.chat_messages FINAL "
-                               f"WHERE event_id = '{uid('m2')}'").endswith("nul\x00byte")
+                               f"WHERE event_id = '{uid('m2')}'").endswith("nul\x00bytes")
     assert scalar(chdb_client, "SELECT JSONExtractString(arguments, 'command') "
                                "FROM agora.tool_requests FINAL "
                                f"WHERE event_id = '{uid('req-ok')}'") == "ls -la"

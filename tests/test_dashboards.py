@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_clickhouse_rows import SAMPLES
+from samples import SAMPLES
 
 from ops import dashboards, migrate
 from ops.config import Settings

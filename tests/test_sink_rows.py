@@ -8,12 +8,13 @@ import json
 import re
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings as hsettings
 from hypothesis import strategies as st
+from samples import SAMPLES, T0, at, sample, uid
 
 from schemas import codec
 from streams.registry.profiles import templates
@@ -23,158 +24,7 @@ from streams.tools.catalog import load as load_tools
 
 MIGRATION = Path(__file__).resolve().parents[1] / "ops" / "migrations" / "postgres" / "0001_state.sql"
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
-NS = uuid.UUID("5b0c1f8e-6a53-4f0e-9d8a-6f1c2b7a9e01")
 REFERENCE_TABLES = {"agent_templates", "tool_definitions"}
-
-
-def uid(label: str) -> str:
-    return str(uuid.uuid5(NS, label))
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def roundtrip(name: str, record: dict) -> tuple[str, dict]:
-    """The record exactly as the sink sees it: encoded, then decoded."""
-    return codec.decode(codec.encode(name, record), expected=name)
-
-
-def samples() -> list[tuple[str, dict]]:
-    """Every event at least once, in an order that exercises both arrival orders of a
-    vote and its result and of a ballot and its rejection, and an older agent profile
-    (and status) after a newer one."""
-    m1, m2, m3 = uid("m1"), uid("m2"), uid("m3")
-    v1, v2 = uid("vote-1"), uid("vote-2")
-    b1, b2, b3 = uid("ballot-1"), uid("ballot-2"), uid("ballot-3")
-    req_ok, req_denied = uid("req-ok"), uid("req-denied")
-    profile = {
-        "event_id": uid("profile-new"), "agent_id": "developer-backend", "name": "Backend Dev",
-        "template": "developer-backend", "persona": "pragmatic", "system_prompt": "be brief",
-        "expertise": "databases", "tools": ["calculator", "shell"], "channels": ["general"],
-        "permissions": ["tool:calculator", "vote:cast"], "state": "ACTIVE",
-        "state_reason": None, "performance_score": 0.7, "created_at": at(0),
-        "updated_at": at(100),
-    }
-    older = {**profile, "event_id": uid("profile-old"), "name": "Old Name", "state": "PAUSED",
-             "state_reason": "maintenance window", "updated_at": at(50)}
-    status = {"event_id": uid("status-new"), "agent_id": "developer-backend",
-              "worker_id": "responder-1", "state": "WORKING", "open_tasks": 2,
-              "finished_tasks": 7, "last_error": None, "updated_at": at(100)}
-    proposal = {
-        "event_id": uid("proposal-1"), "vote_id": v1, "channel_id": "general",
-        "proposer_id": "tools", "vote_type": "TOOL_USAGE", "strategy": "WEIGHTED",
-        "title": "Run shell?", "description": "ls -la", "options": ["yes", "no"],
-        "eligible_voters": ["human:maya", "developer-backend"],
-        "weights": {"human:maya": 2.0}, "quorum": 0.5, "deadline_at": at(400),
-        "created_at": at(300), "tool_request_id": req_ok,
-    }
-    result = {
-        "event_id": uid("result-1"), "vote_id": v1, "channel_id": "general",
-        "vote_type": "TOOL_USAGE", "strategy": "WEIGHTED", "outcome": "PASSED",
-        "winning_option": "yes", "tally": {"yes": 2.0, "no": 0.0, "abstain": 0.0},
-        "ballots_counted": 1, "eligible_count": 2, "reason": "yes has 100%",
-        "closed_at": at(400), "tool_request_id": req_ok,
-    }
-    ballot = {"event_id": b1, "vote_id": v1, "channel_id": "general",
-              "voter_id": "developer-backend", "choice": "maybe", "rationale": "",
-              "cast_at": at(310)}
-    rejection = {"event_id": uid("reject-1"), "vote_id": v1, "voter_id": "developer-backend",
-                 "ballot_event_id": b1, "reason": "INVALID_CHOICE",
-                 "detail": "'maybe' is not an option", "rejected_at": at(311),
-                 "channel_id": "general"}
-    events = [
-        ("ChatMessage", {
-            "event_id": m1, "channel_id": "general", "thread_id": m1, "author_id": "human:maya",
-            "author_kind": "HUMAN", "text": "API returns 502 since the deploy",
-            "mentions": ["developer-backend"], "thread_depth": 0, "created_at": at(10),
-            "metadata": {"client": "web", "trace": "abc"}}),
-        ("ChatMessage", {
-            "event_id": m2, "channel_id": "general", "thread_id": m1, "reply_to": m1,
-            "author_id": "developer-backend", "author_kind": "AGENT",
-            "text": "Check the upstream timeout \u2014 and nul\x00bytes", "thread_depth": 1,
-            "created_at": at(20), "task_id": uid("task-1"), "metadata": {}}),
-        ("ChatMessage", {
-            "event_id": m3, "channel_id": "random", "thread_id": m3, "author_id": "system",
-            "author_kind": "SYSTEM", "text": "welcome", "thread_depth": 0,
-            "created_at": at(5)}),
-        ("AgentProfile", profile),
-        ("AgentProfile", older),  # older version after the newer one: ignored
-        ("AgentStatus", status),
-        ("AgentStatus", {**status, "event_id": uid("status-old"), "state": "IDLE",
-                         "open_tasks": 0, "updated_at": at(90)}),
-        ("AgentStatus", {**status, "event_id": uid("status-w2"), "worker_id": "responder-2",
-                         "state": "ERROR", "last_error": "generator timeout"}),
-        ("RelevanceDecision", {
-            "event_id": uid("decision-1"), "message_id": m1, "channel_id": "general",
-            "thread_id": m1, "thread_depth": 0, "decided_at": at(11),
-            "scores": [{"agent_id": "developer-backend", "score": 0.81, "expertise": 0.9,
-                        "workload": 1.0, "social": 1.0, "timing": 1.0, "quality": 0.7,
-                        "selected": True, "reason": "mentioned"},
-                       {"agent_id": "creative-writer", "score": 0.2, "expertise": float("nan"),
-                        "workload": 1.0, "social": 0.0, "timing": 1.0, "quality": 0.7,
-                        "selected": False, "reason": "below threshold"}],
-            "selected": ["developer-backend"], "config_version": "v3"}),
-        ("InferenceTask", {
-            "event_id": uid("task-1"), "decision_id": uid("decision-1"), "message_id": m1,
-            "channel_id": "general", "thread_id": m1, "thread_depth": 0,
-            "agent_id": "developer-backend", "context_message_ids": [m1],
-            "created_at": at(12), "deadline_at": at(72)}),
-        ("InferenceTask", {
-            "event_id": uid("task-2"), "decision_id": uid("decision-1"), "message_id": m1,
-            "channel_id": "general", "thread_id": m1, "thread_depth": 0,
-            "agent_id": "analyst-data", "created_at": at(12)}),
-        ("ToolRequest", {
-            "event_id": req_ok, "channel_id": "general", "agent_id": "developer-backend",
-            "tool": "shell", "arguments_json": '{"command": "ls -la"}', "reason": "look",
-            "source_message_id": m1, "requested_at": at(25)}),
-        ("ToolRequest", {
-            "event_id": req_denied, "channel_id": "general", "agent_id": "creative-writer",
-            "tool": "calculator", "arguments_json": "2+2 {not json", "reason": "sum",
-            "requested_at": at(26)}),
-        ("ToolResult", {
-            "event_id": uid("run-ok"), "request_id": req_ok, "channel_id": "general",
-            "agent_id": "developer-backend", "tool": "shell", "status": "OK",
-            "output": "total 0\n", "artifacts": ["/tmp/a.txt"], "vote_id": v1,
-            "started_at": at(401), "finished_at": at(402), "duration_ms": 850}),
-        ("ToolResult", {
-            "event_id": uid("run-denied"), "request_id": req_denied, "channel_id": "general",
-            "agent_id": "creative-writer", "tool": "calculator", "status": "DENIED",
-            "output": "", "error": "agent lacks tool:calculator in general",
-            "finished_at": at(27), "duration_ms": 0}),
-        # Vote 1: proposal, ballot, rejection, deadline, result (in order).
-        ("VoteProposal", proposal),
-        ("Ballot", ballot),
-        ("BallotRejected", rejection),
-        ("Ballot", {**ballot, "event_id": b3, "voter_id": "human:maya", "choice": "yes",
-                    "rationale": "fine", "cast_at": at(320)}),
-        ("VoteDeadline", {"event_id": uid("deadline-1"), "vote_id": v1,
-                          "deadline_at": at(400), "noticed_at": at(400.5)}),
-        ("VoteResult", result),
-        # Vote 2: result and rejection before the proposal and the ballot.
-        ("VoteResult", {**result, "event_id": uid("result-2"), "vote_id": v2,
-                        "vote_type": "PROJECT_DECISION", "strategy": "SIMPLE_MAJORITY",
-                        "outcome": "NO_QUORUM", "winning_option": None, "tally": {},
-                        "ballots_counted": 0, "reason": "no quorum", "closed_at": at(700),
-                        "tool_request_id": None}),
-        ("BallotRejected", {**rejection, "event_id": uid("reject-2"), "vote_id": v2,
-                            "ballot_event_id": b2, "reason": "LATE", "detail": "too late",
-                            "rejected_at": at(701), "channel_id": None}),
-        ("VoteProposal", {**proposal, "event_id": uid("proposal-2"), "vote_id": v2,
-                          "vote_type": "PROJECT_DECISION", "strategy": "SIMPLE_MAJORITY",
-                          "title": "Ship Friday?", "weights": {}, "deadline_at": at(700),
-                          "created_at": at(600), "tool_request_id": None}),
-        ("Ballot", {**ballot, "event_id": b2, "vote_id": v2, "choice": "yes",
-                    "cast_at": at(705)}),
-        ("DeadLetter", {
-            "event_id": uid("dead-1"), "source_topic": "agora.chat.messages", "partition": 2,
-            "offset": 12345678901, "key": b"general", "value": b"\x00\xffnot avro",
-            "headers": {"trace": b"\x01\x02"}, "source_timestamp": at(1),
-            "reason": "payload starts with 00 ff", "error_type": "MalformedPayload",
-            "stage": "postgres", "attempts": 3, "failed_at": at(2)}),
-    ]
-    return [roundtrip(name, record) for name, record in events]
 
 
 def migration_sql() -> str:
@@ -249,12 +99,12 @@ def check_params(statement: str, params: dict) -> None:
 # --- without a database -------------------------------------------------------------
 
 def test_samples_cover_every_event():
-    assert {name for name, _ in samples()} == set(codec.EVENT_NAMES)
+    assert {name for name, _ in SAMPLES} == set(codec.EVENT_NAMES)
 
 
-@pytest.mark.parametrize("index", range(len(samples())))
+@pytest.mark.parametrize("index", range(len(SAMPLES)))
 def test_rows_use_known_statements_with_covered_placeholders(index):
-    name, record = samples()[index]
+    name, record = SAMPLES[index]
     produced = rows(name, record)
     assert produced
     for statement, params in produced:
@@ -267,7 +117,7 @@ def test_every_event_field_reaches_a_row():
     detail, or is known to be renamed."""
     renamed = {("ToolRequest", "arguments_json"): "arguments",
                ("DeadLetter", "source_topic"): "topic", ("DeadLetter", "failed_at"): "occurred_at"}
-    for name, record in samples():
+    for name, record in SAMPLES:
         params = {}
         for _, p in rows(name, record):
             params.update(p)
@@ -279,7 +129,7 @@ def test_every_event_field_reaches_a_row():
 
 def test_statement_names_per_event():
     got = {}
-    for name, record in samples():
+    for name, record in SAMPLES:
         got.setdefault(name, set()).update(s for s, _ in rows(name, record))
     assert got == {
         "ChatMessage": {"message"}, "AgentProfile": {"agent"}, "AgentStatus": {"agent_status"},
@@ -302,16 +152,16 @@ def test_unknown_event_name_is_a_value_error():
 
 
 def test_conversions():
-    by_id = {record["event_id"]: (name, record) for name, record in samples()}
-
     def params_of(label: str, statement: str) -> dict:
-        name, record = by_id[uid(label)]
-        return next(p for s, p in rows(name, record) if s == statement)
+        return next(p for s, p in rows(*sample(label)) if s == statement)
 
-    assert json.loads(params_of("req-ok", "tool_request")["arguments"]) == {"command": "ls -la"}
-    assert json.loads(params_of("req-denied", "tool_request")["arguments"]) == "2+2 {not json"
-    scores = json.loads(params_of("decision-1", "relevance_decision")["scores"])
-    assert scores[1]["expertise"] is None and scores[0]["selected"] is True
+    assert json.loads(params_of("req-ok", "tool_request")["arguments"]) == {
+        "command": "ls -la", "n": None}
+    assert json.loads(params_of("req-bad", "tool_request")["arguments"]) == "2+2 {not json"
+    scores = {s["agent_id"]: s for s in
+              json.loads(params_of("decision-1", "relevance_decision")["scores"])}
+    assert scores["creative-writer"]["expertise"] is None
+    assert scores["developer-backend"]["selected"] is True
     assert params_of("m2", "message")["text"] == "Check the upstream timeout \u2014 and nul\ufffdbytes"
     assert json.loads(params_of("m1", "message")["metadata"]) == {"client": "web", "trace": "abc"}
     detail = json.loads(params_of("dead-1", "system_event")["detail"])
@@ -324,12 +174,12 @@ def test_conversions():
     denied = params_of("run-denied", "infraction")
     assert (denied["event_id"], denied["agent_id"], denied["kind"]) == (
         uid("run-denied"), "creative-writer", "tool_denied")
-    assert [s for s, _ in rows(*by_id[uid("run-ok")])] == ["tool_run"]
+    assert [s for s, _ in rows(*sample("run-ok"))] == ["tool_run"]
     rejected = params_of("reject-1", "infraction")
     assert (rejected["event_id"], rejected["kind"]) == (uid("reject-1"), "ballot_rejected")
     # A lock comes first and names the same key on both sides.
-    assert rows(*by_id[uid("ballot-1")])[0] == rows(*by_id[uid("reject-1")])[0]
-    assert rows(*by_id[uid("proposal-1")])[0] == rows(*by_id[uid("result-1")])[0]
+    assert rows(*sample("ballot-1"))[0] == rows(*sample("reject-1"))[0]
+    assert rows(*sample("proposal-1"))[0] == rows(*sample("result-1"))[0]
 
 
 @hsettings(max_examples=60, deadline=None)
@@ -456,7 +306,7 @@ def snapshot(conn) -> dict[str, list[str]]:
 
 @pytest.mark.stack
 def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
-    events = samples()
+    events = SAMPLES
     with pg_schema() as conn:
         # Reference data, twice.
         for _ in range(2):
@@ -474,8 +324,11 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
 
         count = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in EVENT_TABLES}
         n = {name: sum(1 for e, _ in events if e == name) for name in codec.EVENT_NAMES}
+        agents = {r["agent_id"] for e, r in events if e == "AgentProfile"}
+        workers = {(r["agent_id"], r["worker_id"]) for e, r in events if e == "AgentStatus"}
         assert count == {
-            "agents": 1, "agent_status": 2, "channels": 2, "messages": n["ChatMessage"],
+            "agents": len(agents), "agent_status": len(workers), "channels": 2,
+            "messages": n["ChatMessage"],
             "votes": n["VoteProposal"], "ballots": n["Ballot"],
             "ballot_rejections": n["BallotRejected"], "vote_results": n["VoteResult"],
             "tool_requests": n["ToolRequest"], "tool_runs": n["ToolResult"],
@@ -487,9 +340,10 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
         assert dict(conn.execute("SELECT channel_id, message_count FROM channels")) == {
             "general": 2, "random": 1}
         assert conn.execute("SELECT first_message_at, last_message_at FROM channels "
-                            "WHERE channel_id = 'general'").fetchone() == (at(10), at(20))
+                            "WHERE channel_id = 'general'").fetchone() == (at(10), at(20.5))
         # The older profile and status, arriving later, did not overwrite the newer ones.
-        assert conn.execute("SELECT event_id, name, state, updated_at FROM agents").fetchone() == (
+        assert conn.execute("SELECT event_id, name, state, updated_at FROM agents "
+                            "WHERE agent_id = 'developer-backend'").fetchone() == (
             uid("profile-new"), "Backend Dev", "ACTIVE", at(100))
         assert conn.execute("SELECT state, open_tasks FROM agent_status "
                             "WHERE worker_id = 'responder-1'").fetchone() == ("WORKING", 2)
@@ -505,9 +359,10 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
             uid("vote-1"): ("CLOSED", "PASSED", "yes", "2.0", at(400)),
             uid("vote-2"): ("CLOSED", "NO_QUORUM", None, None, at(700))}
         assert conn.execute("SELECT arguments FROM tool_requests WHERE event_id = %s",
-                            (uid("req-denied"),)).fetchone() == ("2+2 {not json",)
+                            (uid("req-bad"),)).fetchone() == ("2+2 {not json",)
         assert conn.execute("SELECT detail->>'reason', source FROM system_events "
-                            "WHERE kind = 'dead_letter'").fetchone() == (
+                            "WHERE kind = 'dead_letter' AND event_id = %s",
+                            (uid("dead-1"),)).fetchone() == (
             "payload starts with 00 ff", "postgres")
         assert sorted(conn.execute("SELECT kind, agent_id FROM infractions")) == [
             ("ballot_rejected", "developer-backend"), ("ballot_rejected", "developer-backend"),
@@ -524,11 +379,10 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
 
         # A proposal and its result written at the same time by two sinks: the advisory
         # lock makes the second transaction see the first, so the vote still closes.
-        by_id = {record["event_id"]: (name, record) for name, record in events}
         v3 = str(uuid.uuid4())
-        proposal = ("VoteProposal", {**by_id[uid("proposal-1")][1],
+        proposal = ("VoteProposal", {**sample("proposal-1")[1],
                                      "event_id": str(uuid.uuid4()), "vote_id": v3})
-        result = ("VoteResult", {**by_id[uid("result-1")][1],
+        result = ("VoteResult", {**sample("result-1")[1],
                                  "event_id": str(uuid.uuid4()), "vote_id": v3})
         with pg_schema() as other:
             with conn.transaction():

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from conftest import metric
 from confluent_kafka import Consumer, TopicPartition
+from samples import SAMPLES
 
 from ops import analytics, kafka, migrate, smoke, stack
 from ops.kafka import TopicReader
@@ -209,8 +210,6 @@ def clickhouse_counts(settings) -> dict[str, int]:
 def publish_samples(settings) -> None:
     """One of every event (the row-mapping tests' samples), so that every analytics
     query has something to find even when this module runs alone."""
-    from test_clickhouse_rows import SAMPLES
-
     producer = kafka.producer(settings)
     for name, record in SAMPLES:
         topic = next(t for t in ALL if name in t.events)
