@@ -26,6 +26,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schemas.")
 app.add_typer(db_app, name="db")
 sink_app = typer.Typer(no_args_is_help=True, help="Sinks from Kafka into the stores.")
 app.add_typer(sink_app, name="sink")
+token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the gRPC gateway.")
+app.add_typer(token_app, name="token")
 
 
 def _settings() -> Settings:
@@ -369,6 +371,37 @@ def analytics(
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     if not rows:
         typer.echo("(no rows)", err=True)
+
+
+@token_app.command("issue")
+def token_issue(
+    subject: str = typer.Argument(..., help="Identity of the bearer, e.g. human:alice; the "
+                                            "author of what it posts."),
+    channel: list[str] = typer.Option(None, "--channel", "-c",
+                                      help="A channel the bearer may use ('*': all). Repeatable."),
+    ttl_s: int = typer.Option(None, "--ttl-s", min=1,
+                              help="Lifetime in seconds (default AGORA_GATEWAY_TOKEN_TTL_S)."),
+) -> None:
+    """Print a bearer token for the gateway, signed with AGORA_GATEWAY_JWT_KEY."""
+    from gateway import auth
+
+    settings = _settings()
+    key = settings.gateway_jwt_key.get_secret_value()
+    if not key:
+        typer.echo("no signing key: set AGORA_GATEWAY_JWT_KEY (at least 32 bytes, e.g. "
+                   "`openssl rand -hex 32`), the same as the gateway's", err=True)
+        raise typer.Exit(1)
+    if not channel:
+        raise typer.BadParameter("give at least one --channel ('*' for all)")
+    ttl_s = ttl_s or settings.gateway_token_ttl_s
+    try:
+        token = auth.issue(key, subject, channel, ttl_s)
+    except ValueError as exc:  # a short key, a malformed subject or channel
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"token for {subject} on {', '.join(sorted(set(channel)))}, valid "
+               f"{ttl_s}s", err=True)
+    typer.echo(token)
 
 
 @app.command("config")

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -106,6 +106,27 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Address the metrics server binds.")
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field("console", description="Log rendering.")
+    gateway_host: str = Field("127.0.0.1", description="Address the gRPC gateway binds.")
+    gateway_port: int = Field(
+        0, ge=0, le=65535, description="Port of the gRPC gateway (0: a free port)."
+    )
+    gateway_jwt_key: SecretStr = Field(
+        SecretStr(""),
+        description="Secret signing the gateway's bearer tokens (HS256, at least 32 bytes: "
+        "openssl rand -hex 32). Empty: no tokens can be issued or verified.",
+    )
+    gateway_rate_per_s: float = Field(
+        20.0, gt=0, description="Requests per second each caller may sustain at the gateway."
+    )
+    gateway_burst: int = Field(
+        40, ge=1, description="Requests a caller may make at once before the rate applies."
+    )
+    gateway_max_request_bytes: int = Field(
+        262144, ge=1024, description="Largest request message the gateway accepts, in bytes."
+    )
+    gateway_token_ttl_s: int = Field(
+        86400, ge=1, description="Lifetime of a token from agora token issue, in seconds."
+    )
 
     @classmethod
     def settings_customise_sources(

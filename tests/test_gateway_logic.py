@@ -1,0 +1,506 @@
+"""The gateway's pure parts: tokens, rate limit, field checks, cursors, and the protos
+with their committed generated code. No servers needed."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import pytest
+from google.protobuf import descriptor_pb2
+from typer.testing import CliRunner
+
+from gateway import auth, codegen, cursor, validation
+from gateway.agora.v1 import (agents_pb2, agents_pb2_grpc, analytics_pb2, analytics_pb2_grpc,
+                              chat_pb2, chat_pb2_grpc, tools_pb2, tools_pb2_grpc, votes_pb2,
+                              votes_pb2_grpc)
+from gateway.auth import AuthError, Reason
+from gateway.ratelimit import RateLimiter
+from gateway.validation import InvalidField
+
+KEY = "k" * 64  # long enough for HS512 too, which a test signs with
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def _token(key: str = KEY, drop: str | None = None, **claims) -> str:
+    """A token with the claims ``issue`` writes, changed by ``claims``, less ``drop``."""
+    base = {"iss": auth.ISSUER, "aud": auth.AUDIENCE, "sub": "human:alice",
+            "channels": ["general"], "iat": int(NOW.timestamp()),
+            "exp": int(NOW.timestamp()) + 60, "jti": "j1"}
+    base.update(claims)
+    base.pop(drop, None)
+    return jwt.encode(base, key, algorithm=claims.pop("alg", "HS256"))
+
+
+def _reason(token, key: str = KEY, now: datetime = NOW) -> Reason:
+    with pytest.raises(AuthError) as caught:
+        auth.verify(key, token, now=now)
+    assert str(caught.value).startswith(f"{caught.value.reason}: ") and caught.value.detail
+    return caught.value.reason
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+def test_token_round_trip():
+    token = auth.issue(KEY, "human:alice", ["general", "ops", "general"], 3600, now=NOW)
+    caller = auth.verify(KEY, token, now=NOW + timedelta(seconds=10))
+    assert caller.subject == "human:alice"
+    assert caller.channels == {"general", "ops"}
+    assert caller.expires_at == NOW + timedelta(hours=1)
+    assert caller.token_id
+    claims = jwt.decode(token, KEY, algorithms=["HS256"], audience=auth.AUDIENCE,
+                        options={"verify_exp": False})
+    assert set(claims) == set(auth.CLAIMS) and claims["channels"] == ["general", "ops"]
+    other = auth.issue(KEY.encode(), "human:alice", ["general"], 3600, now=NOW)
+    assert auth.verify(KEY, other, now=NOW).token_id != caller.token_id  # jti: unique
+
+
+def test_channel_scopes():
+    caller = auth.verify(KEY, auth.issue(KEY, "svc:bot", ["general"], 60, now=NOW), now=NOW)
+    assert caller.may_access("general") and not caller.may_access("random")
+    everything = auth.verify(KEY, auth.issue(KEY, "ops:root", ["*"], 60, now=NOW), now=NOW)
+    assert everything.may_access("general") and everything.may_access("anything-else")
+
+
+def test_expiry_uses_the_given_now():
+    token = auth.issue(KEY, "human:alice", ["general"], 60, now=NOW)
+    assert auth.verify(KEY, token, now=NOW + timedelta(seconds=59)).subject == "human:alice"
+    assert _reason(token, now=NOW + timedelta(seconds=60)) is Reason.EXPIRED
+    assert _reason(token, now=NOW + timedelta(days=1)) is Reason.EXPIRED
+
+
+def test_missing_token():
+    assert _reason(None) is Reason.MISSING
+    assert _reason("") is Reason.MISSING
+    for header in (None, "", "   "):
+        with pytest.raises(AuthError) as caught:
+            auth.from_authorization(header)
+        assert caught.value.reason is Reason.MISSING
+
+
+def test_authorization_header():
+    assert auth.from_authorization("Bearer abc.def.ghi") == "abc.def.ghi"
+    assert auth.from_authorization("  bearer   abc.def.ghi ") == "abc.def.ghi"
+    for header in ("Basic dXNlcjpwdw==", "Bearer", "Bearer   ", "abc.def.ghi"):
+        with pytest.raises(AuthError) as caught:
+            auth.from_authorization(header)
+        assert caught.value.reason is Reason.MALFORMED, header
+
+
+@pytest.mark.parametrize("token", ["abc", "a.b.c", "not a token at all", "eyJhbGciOi.x.y"])
+def test_malformed_token(token):
+    assert _reason(token) is Reason.MALFORMED
+
+
+@pytest.mark.parametrize("claims", [{"channels": "general"}, {"channels": [1]},
+                                    {"channels": [""]}, {"sub": ""}, {"exp": "soon"}])
+def test_malformed_claims(claims):
+    assert _reason(_token(**claims)) is Reason.MALFORMED
+
+
+def test_bad_signature():
+    assert _reason(_token(key="x" * 32)) is Reason.BAD_SIGNATURE
+    header, payload, signature = auth.issue(KEY, "human:alice", ["general"], 60, now=NOW).split(".")
+    forged = auth.issue(KEY, "human:alice", ["*"], 60, now=NOW).split(".")[1]
+    assert _reason(f"{header}.{forged}.{signature}") is Reason.BAD_SIGNATURE
+    assert _reason(_token(alg="HS512")) is Reason.BAD_SIGNATURE  # same key, other algorithm
+    unsigned = jwt.encode({"sub": "human:alice"}, None, algorithm="none")
+    assert _reason(unsigned) is Reason.BAD_SIGNATURE
+
+
+def test_wrong_audience_and_issuer():
+    assert _reason(_token(aud="another-service")) is Reason.WRONG_AUDIENCE
+    assert _reason(_token(iss="someone-else")) is Reason.WRONG_ISSUER
+
+
+@pytest.mark.parametrize("claim", auth.CLAIMS)
+def test_missing_claims(claim):
+    with pytest.raises(AuthError) as caught:
+        auth.verify(KEY, _token(drop=claim), now=NOW)
+    assert caught.value.reason is Reason.MISSING_CLAIMS and repr(claim) in caught.value.detail
+
+
+def test_short_keys_are_refused():
+    token = auth.issue(KEY, "human:alice", ["general"], 60, now=NOW)
+    for short in ("k" * 31, b"k" * 31, ""):
+        with pytest.raises(ValueError, match="at least 32 bytes"):
+            auth.issue(short, "human:alice", ["general"], 60)
+        with pytest.raises(ValueError, match="at least 32 bytes"):
+            auth.verify(short, token)
+    assert auth.signing_key("é" * 16) == ("é" * 16).encode()  # bytes, not characters
+    exact = "k" * 32
+    assert auth.verify(exact, auth.issue(exact, "human:alice", ["general"], 60)).subject
+
+
+def test_issue_checks_its_input():
+    with pytest.raises(ValueError, match="at least one channel"):
+        auth.issue(KEY, "human:alice", [], 60)
+    with pytest.raises(InvalidField, match=r"^channels\[1\]"):
+        auth.issue(KEY, "human:alice", ["general", "no spaces"], 60)
+    with pytest.raises(InvalidField, match="^subject"):
+        auth.issue(KEY, "alice@example.com", ["general"], 60)
+    with pytest.raises(ValueError, match="ttl_s"):
+        auth.issue(KEY, "human:alice", ["general"], 0)
+
+
+# --- rate limit --------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_allows_a_burst_then_says_how_long_to_wait():
+    clock = Clock()
+    limiter = RateLimiter(rate_per_s=2, burst=3, clock=clock)
+    assert [limiter.take("alice") for _ in range(3)] == [0, 0, 0]
+    assert limiter.take("alice") == pytest.approx(0.5)
+    clock.now += 0.2
+    assert limiter.take("alice") == pytest.approx(0.3)  # a refused request spends nothing
+    assert limiter.take("bob") == 0  # buckets are per caller
+    clock.now += 0.3
+    assert limiter.take("alice") == 0
+    assert limiter.take("alice") == pytest.approx(0.5)
+
+
+def test_bucket_refills_up_to_the_burst_only():
+    clock = Clock()
+    limiter = RateLimiter(rate_per_s=10, burst=5, clock=clock)
+    for _ in range(5):
+        limiter.take("alice")
+    clock.now += 0.25  # 2.5 tokens back
+    assert [limiter.take("alice") for _ in range(3)][:2] == [0, 0]
+    clock.now += 3600
+    assert [limiter.take("alice") for _ in range(6)] == [0] * 5 + [pytest.approx(0.1)]
+
+
+def test_cost():
+    clock = Clock()
+    limiter = RateLimiter(rate_per_s=1, burst=4, clock=clock)
+    assert limiter.take("alice", cost=3) == 0
+    assert limiter.take("alice", cost=3) == pytest.approx(2)
+    assert limiter.take("alice", cost=1) == 0
+    for bad in (0, -1, 5):
+        with pytest.raises(ValueError, match="cost"):
+            limiter.take("alice", cost=bad)
+    with pytest.raises(ValueError):
+        RateLimiter(rate_per_s=0, burst=1)
+
+
+def test_idle_callers_are_forgotten_losslessly():
+    clock = Clock()
+    limiter = RateLimiter(rate_per_s=1, burst=2, clock=clock)
+    limiter.take("alice")
+    limiter.take("alice")
+    clock.now += 1
+    limiter.take("bob")
+    assert len(limiter) == 2  # alice is refilling: still tracked
+    clock.now += 1  # alice's bucket is full again: the same as a fresh one
+    limiter.take("carol")
+    assert len(limiter) == 2
+    assert [limiter.take("alice") for _ in range(3)] == [0, 0, pytest.approx(1)]
+
+
+def test_memory_is_bounded_by_least_recent_eviction():
+    clock = Clock()
+    limiter = RateLimiter(rate_per_s=1, burst=1, max_callers=2, clock=clock)
+    limiter.take("alice")
+    limiter.take("bob")
+    limiter.take("alice")  # refused, but alice is now the most recent
+    limiter.take("carol")  # bob, least recently seen, is forgotten
+    assert len(limiter) == 2
+    assert limiter.take("alice") == pytest.approx(1)  # still tracked, still empty
+    assert limiter.take("bob") == 0  # forgotten: a fresh bucket
+
+
+# --- field checks -------------------------------------------------------------------------
+
+def _invalid(check, *args) -> InvalidField:
+    with pytest.raises(InvalidField) as caught:
+        check(*args)
+    assert str(caught.value) == f"{caught.value.field}: {caught.value.reason}"
+    return caught.value
+
+
+@pytest.mark.parametrize("good", ["general", "c-general", "human:maya", "agora.tools", "a",
+                                  "Team_42", "x" * 128])
+def test_ids_accepted(good):
+    assert validation.channel_id(good) == good
+    assert validation.agent_id(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", " general", "gen eral", "-general", "a@w1", "a|b", "a/b",
+                                 "*", "générale", "x" * 129, "quote'", "new\nline"])
+def test_ids_refused(bad):
+    assert _invalid(validation.channel_id, bad).field == "channel_id"
+    assert _invalid(validation.agent_id, bad, "mentions[3]").field == "mentions[3]"
+
+
+def test_text_uses_the_relevance_limit():
+    from streams.relevance.agent import MAX_TEXT, InvalidMessage, validate
+
+    assert validation.text("hello") == "hello"
+    assert validation.text("x" * MAX_TEXT) == "x" * MAX_TEXT
+    for bad in ("", "  \n\t", "x" * (MAX_TEXT + 1)):
+        assert _invalid(validation.text, bad).field == "text"
+        with pytest.raises(InvalidMessage):  # what the gateway refuses, relevance would too
+            validate({"text": bad})
+    assert str(MAX_TEXT) in _invalid(validation.text, "x" * (MAX_TEXT + 1)).reason
+
+
+def test_idempotency_key():
+    for good in ("550e8400-e29b-41d4-a716-446655440000", "k", "client:retry.7_x", "k" * 128):
+        assert validation.idempotency_key(good) == good
+    assert "required" in _invalid(validation.idempotency_key, "").reason
+    for bad in ("k" * 129, "has space", "ключ", "a/b"):
+        assert _invalid(validation.idempotency_key, bad).field == "idempotency_key"
+
+
+def test_page_size():
+    assert validation.page_size(0) == validation.DEFAULT_PAGE_SIZE == 50
+    assert validation.page_size(7) == 7
+    assert validation.page_size(10_000) == validation.MAX_PAGE_SIZE == 500
+    assert _invalid(validation.page_size, -1).field == "page_size"
+
+
+def test_mentions():
+    assert validation.mentions(["b", "a", "b"]) == ["b", "a"]
+    assert _invalid(validation.mentions, ["ok", "not ok"]).field == "mentions[1]"
+    too_many = [f"a{i}" for i in range(validation.MAX_MENTIONS + 1)]
+    assert _invalid(validation.mentions, too_many).field == "mentions"
+
+
+def test_metadata():
+    assert validation.metadata({"client": "cli", "trace_id": "t1"}) == {"client": "cli",
+                                                                       "trace_id": "t1"}
+    assert _invalid(validation.metadata, {"": "x"}).field == "metadata"
+    assert _invalid(validation.metadata, {"k" * 65: "x"}).field == "metadata"
+    assert _invalid(validation.metadata, {"note": "x" * 1025}).field == "metadata[note]"
+    many = {f"k{i}": "v" for i in range(validation.MAX_METADATA_ENTRIES + 1)}
+    assert _invalid(validation.metadata, many).field == "metadata"
+
+
+# --- cursors ------------------------------------------------------------------------------
+
+def test_cursor_round_trip():
+    offsets = {("agora.chat.messages", 2): 41, ("agora.votes", 0): 7, ("agora.votes", 3): 0,
+               ("agora.vote.results", 1): 12}
+    text = cursor.encode("general", offsets)
+    assert text.startswith("c1.") and "=" not in text
+    assert cursor.decode(text, "general") == offsets
+    assert cursor.encode("general", dict(reversed(offsets.items()))) == text  # deterministic
+
+
+def test_cursor_of_another_channel():
+    text = cursor.encode("general", {("agora.chat.messages", 0): 1})
+    assert "another channel" in _invalid(cursor.decode, text, "random").reason
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"c":"general","o":{"agora.nope":{"0":1}}}',
+    b'{"c":"general","o":{"agora.votes":{"0":-1}}}',
+    b'{"c":"general","o":{"agora.votes":{"x":1}}}',
+    b'{"c":"general","o":{"agora.votes":{"0":true}}}',
+    b'{"c":"general","o":{"agora.votes":{"0":1.5}}}',
+    b'{"c":"general","o":[]}',
+    b'["general"]',
+    b"not json",
+])
+def test_cursor_refused(payload):
+    import base64
+
+    forged = "c1." + base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    assert _invalid(cursor.decode, forged, "general").reason == "is not a cursor from StreamChannel"
+
+
+def test_cursor_garbage_and_size():
+    for text in ("", "abc", "c1.***", "c2.e30", "c1.e30="):
+        assert _invalid(cursor.decode, text, "general").field == "cursor"
+    huge = "c1." + "A" * cursor.MAX_LENGTH
+    assert "at most" in _invalid(cursor.decode, huge, "general").reason
+
+
+# --- protos and generated code -----------------------------------------------------------
+
+def test_generated_code_is_up_to_date(tmp_path):
+    codegen.generate(tmp_path)
+    fresh = {p.name: p.read_text() for p in (tmp_path / codegen.PACKAGE_DIR).iterdir()}
+    committed_dir = codegen.OUTPUT_ROOT / codegen.PACKAGE_DIR
+    committed = {p.name: p.read_text()
+                 for pattern in codegen.GENERATED for p in committed_dir.glob(pattern)}
+    assert len(fresh) == 3 * len(codegen.protos()) == 15
+    differ = sorted(n for n in fresh.keys() | committed.keys() if fresh.get(n) != committed.get(n))
+    assert not differ, f"gateway/agora/v1 is stale, run `python -m gateway.codegen`: {differ}"
+
+
+def test_codegen_replaces_stale_files_and_keeps_the_package(tmp_path):
+    target = tmp_path / codegen.PACKAGE_DIR
+    target.mkdir(parents=True)
+    (target / "__init__.py").write_text("")
+    (target / "removed_pb2.py").write_text("")
+    written = codegen.generate(tmp_path)
+    assert not (target / "removed_pb2.py").exists() and (target / "__init__.py").exists()
+    assert {p.name for p in written} == {p.name for p in target.iterdir()} - {"__init__.py"}
+    for path in written:
+        assert "from agora" not in path.read_text()
+
+
+def test_services_and_their_methods():
+    want = {
+        chat_pb2: {"ChatService": {"PostMessage": False, "StreamChannel": True, "History": False}},
+        agents_pb2: {"AgentService": dict.fromkeys(
+            ["CreateAgent", "GetAgent", "ListAgents", "UpdateAgent", "PauseAgent",
+             "ResumeAgent"], False)},
+        votes_pb2: {"VoteService": dict.fromkeys(["StartVote", "CastBallot", "GetVote"], False)},
+        tools_pb2: {"ToolService": dict.fromkeys(["ListTools", "RequestTool"], False)},
+        analytics_pb2: {"AnalyticsService": dict.fromkeys(["ListQueries", "RunQuery"], False)},
+    }
+    for module, services in want.items():
+        assert module.DESCRIPTOR.package == "agora.v1"
+        assert module.DESCRIPTOR.name.startswith("agora/v1/")
+        found = {name: {m.name: m.server_streaming for m in s.methods}
+                 for name, s in module.DESCRIPTOR.services_by_name.items()}
+        assert found == services
+    for stubs, service in [(chat_pb2_grpc, "ChatService"), (agents_pb2_grpc, "AgentService"),
+                           (votes_pb2_grpc, "VoteService"), (tools_pb2_grpc, "ToolService"),
+                           (analytics_pb2_grpc, "AnalyticsService")]:
+        assert hasattr(stubs, f"{service}Stub") and hasattr(stubs, f"add_{service}Servicer_to_server")
+    for request in (chat_pb2.PostMessageRequest, tools_pb2.RequestToolRequest,
+                    votes_pb2.StartVoteRequest, votes_pb2.CastBallotRequest):
+        assert "idempotency_key" in request.DESCRIPTOR.fields_by_name
+
+
+def test_channel_events_carry_one_event_and_a_cursor():
+    event = chat_pb2.ChannelEvent(cursor="c1.x", message=chat_pb2.ChatMessage(text="hi"))
+    event.vote_update.closed.outcome = votes_pb2.VOTE_OUTCOME_PASSED  # replaces the message
+    assert event.WhichOneof("event") == "vote_update" and not event.HasField("message")
+    assert {f.name for f in chat_pb2.ChannelEvent.DESCRIPTOR.oneofs_by_name["event"].fields} == {
+        "message", "relevance", "tool_result", "vote_update"}
+    start = chat_pb2.StreamChannelRequest.DESCRIPTOR.oneofs_by_name["start"]
+    assert {f.name for f in start.fields} == {"cursor", "start_time"}
+    request = chat_pb2.StreamChannelRequest.FromString(
+        chat_pb2.StreamChannelRequest(channel_id="general", cursor="c1.x").SerializeToString())
+    assert request.WhichOneof("start") == "cursor"
+
+
+def test_enums_mirror_the_avro_schemas():
+    import json
+    from pathlib import Path
+
+    avro = Path(__file__).resolve().parents[1] / "schemas" / "avro"
+
+    def symbols(schema: str, field: str) -> list[str]:
+        fields = json.loads((avro / f"{schema}.avsc").read_text())["fields"]
+        return next(f["type"]["symbols"] for f in fields if f["name"] == field)
+
+    pairs = [(chat_pb2.AuthorKind, "AUTHOR_KIND_", "ChatMessage", "author_kind"),
+             (agents_pb2.AgentState, "AGENT_STATE_", "AgentProfile", "state"),
+             (tools_pb2.ToolStatus, "TOOL_STATUS_", "ToolResult", "status"),
+             (votes_pb2.VoteType, "VOTE_TYPE_", "VoteProposal", "vote_type"),
+             (votes_pb2.VoteStrategy, "VOTE_STRATEGY_", "VoteProposal", "strategy"),
+             (votes_pb2.VoteOutcome, "VOTE_OUTCOME_", "VoteResult", "outcome"),
+             (votes_pb2.BallotRejectReason, "BALLOT_REJECT_REASON_", "BallotRejected", "reason")]
+    for enum, prefix, schema, field in pairs:
+        names = [n.removeprefix(prefix) for n in enum.keys()]
+        assert names == ["UNSPECIFIED", *symbols(schema, field)], enum
+
+
+def test_every_proto_element_is_documented(tmp_path):
+    """The comments are the API's public documentation: none may be missing."""
+    codegen.descriptor_set(tmp_path / "set.pb")
+    files = descriptor_pb2.FileDescriptorSet.FromString((tmp_path / "set.pb").read_bytes()).file
+    assert sorted(f.name for f in files) == sorted(
+        f"agora/v1/{p.name}" for p in codegen.protos())
+    undocumented = []
+    for f in files:
+        documented = {tuple(loc.path) for loc in f.source_code_info.location
+                      if loc.leading_comments.strip()}
+        for path, name in _elements(f):
+            if path not in documented:
+                undocumented.append(f"{f.name}: {name}")
+    assert not undocumented, undocumented
+
+
+def _elements(f: descriptor_pb2.FileDescriptorProto):
+    """(source path, name) of every message, field, real oneof, enum, enum value,
+    service and method (descriptor.proto's field numbers make the paths)."""
+    def enum(path, e, prefix):
+        yield path, f"{prefix}{e.name}"
+        for j, v in enumerate(e.value):
+            yield path + (2, j), f"{prefix}{e.name}.{v.name}"
+
+    def message(path, m, prefix):
+        name = f"{prefix}{m.name}"
+        yield path, name
+        for j, field in enumerate(m.field):
+            yield path + (2, j), f"{name}.{field.name}"
+        for j, oneof in enumerate(m.oneof_decl):
+            if not any(x.proto3_optional and x.oneof_index == j for x in m.field):
+                yield path + (8, j), f"{name}.{oneof.name}"
+        for j, nested in enumerate(m.nested_type):
+            if not nested.options.map_entry:  # map<> entries are synthesized
+                yield from message(path + (3, j), nested, f"{name}.")
+        for j, e in enumerate(m.enum_type):
+            yield from enum(path + (4, j), e, f"{name}.")
+
+    for i, m in enumerate(f.message_type):
+        yield from message((4, i), m, "")
+    for i, e in enumerate(f.enum_type):
+        yield from enum((5, i), e, "")
+    for i, s in enumerate(f.service):
+        yield (6, i), s.name
+        for j, method in enumerate(s.method):
+            yield (6, i, 2, j), f"{s.name}.{method.name}"
+
+
+# --- agora token issue -------------------------------------------------------------------
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    from ops import cli as commands
+
+    # configure() would bind structlog to CliRunner's stderr, closed after the call.
+    monkeypatch.setattr(commands, "configure", lambda settings: None)
+    for key in [k for k in os.environ if k.startswith("AGORA_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no ./.agora of a developer's stack leaks in
+    runner = CliRunner()
+    return lambda *args, **env: runner.invoke(commands.app, list(args), env=env)
+
+
+def test_token_issue_prints_a_token_that_verifies(cli):
+    result = cli("token", "issue", "human:alice", "--channel", "general", "-c", "ops",
+                 "--ttl-s", "120", AGORA_GATEWAY_JWT_KEY=KEY)
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert "\n" not in token  # stdout is the token alone; the summary goes to stderr
+    assert "human:alice" in result.stderr and "general, ops" in result.stderr
+    caller = auth.verify(KEY, token)
+    assert (caller.subject, caller.channels) == ("human:alice", {"general", "ops"})
+    remaining = caller.expires_at - datetime.now(timezone.utc)
+    assert timedelta(seconds=100) < remaining <= timedelta(seconds=120)
+
+
+def test_token_issue_defaults_its_lifetime_from_the_settings(cli):
+    result = cli("token", "issue", "svc:dashboard", "-c", "*", AGORA_GATEWAY_JWT_KEY=KEY,
+                 AGORA_GATEWAY_TOKEN_TTL_S="600")
+    caller = auth.verify(KEY, result.stdout.strip())
+    assert caller.may_access("any-channel")
+    remaining = caller.expires_at - datetime.now(timezone.utc)
+    assert timedelta(seconds=590) < remaining <= timedelta(seconds=600)
+
+
+def test_token_issue_errors(cli):
+    no_key = cli("token", "issue", "human:alice", "-c", "general")
+    assert no_key.exit_code == 1 and "AGORA_GATEWAY_JWT_KEY" in no_key.stderr
+    assert not no_key.stdout
+    short = cli("token", "issue", "human:alice", "-c", "general", AGORA_GATEWAY_JWT_KEY="short")
+    assert short.exit_code == 1 and "at least 32 bytes" in short.stderr
+    bad_channel = cli("token", "issue", "human:alice", "-c", "a b", AGORA_GATEWAY_JWT_KEY=KEY)
+    assert bad_channel.exit_code == 1 and "channels[0]" in bad_channel.stderr
+    no_channel = cli("token", "issue", "human:alice", AGORA_GATEWAY_JWT_KEY=KEY)
+    assert no_channel.exit_code == 2 and "--channel" in no_channel.output
