@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from datetime import datetime, timezone
 
 import typer
 
@@ -28,6 +29,8 @@ sink_app = typer.Typer(no_args_is_help=True, help="Sinks from Kafka into the sto
 app.add_typer(sink_app, name="sink")
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the gRPC gateway.")
 app.add_typer(token_app, name="token")
+gateway_app = typer.Typer(no_args_is_help=True, help="The gRPC gateway (agora.v1).")
+app.add_typer(gateway_app, name="gateway")
 
 
 def _settings() -> Settings:
@@ -371,6 +374,86 @@ def analytics(
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     if not rows:
         typer.echo("(no rows)", err=True)
+
+
+@gateway_app.command("serve")
+def gateway_serve() -> None:
+    """Serve the agora.v1 API on AGORA_GATEWAY_HOST:AGORA_GATEWAY_PORT until SIGTERM."""
+    import asyncio
+
+    from prometheus_client import start_http_server
+
+    from gateway.server import serve
+
+    settings = _settings()
+    if not settings.gateway_jwt_key.get_secret_value():
+        typer.echo("no signing key: set AGORA_GATEWAY_JWT_KEY (at least 32 bytes)", err=True)
+        raise typer.Exit(1)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    asyncio.run(serve(settings))
+
+
+def _client():
+    from gateway.client import Client
+
+    settings = _settings()
+    token = settings.gateway_token.get_secret_value()
+    if not token:
+        typer.echo("no token: set AGORA_GATEWAY_TOKEN (agora token issue)", err=True)
+        raise typer.Exit(1)
+    return Client(settings.gateway_address, token)
+
+
+def _rpc(call):
+    """Run a gateway call; a refusal prints its status and message, exit 2."""
+    import grpc
+
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        typer.echo(f"{exc.code().name}: {exc.details()}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("post")
+def post(
+    channel: str = typer.Argument(..., help="Channel to post in."),
+    text: str = typer.Argument(..., help="The message."),
+    reply_to: str = typer.Option("", "--reply-to", help="Id of the message answered."),
+    mention: list[str] = typer.Option(None, "--mention", "-m", help="An agent to address."),
+    key: str = typer.Option(None, "--key", help="Idempotency key (default: a new UUID)."),
+) -> None:
+    """Post a message through the gateway as the token's subject; prints its id."""
+    with _client() as client:
+        message = _rpc(lambda: client.post(channel, text, reply_to, mention, key))
+    typer.echo(message.message_id)
+
+
+@app.command("tail")
+def tail(
+    channel: str = typer.Argument(..., help="Channel to follow."),
+    cursor: str = typer.Option(None, "--cursor", help="Resume after this event's cursor."),
+    since: datetime = typer.Option(None, "--since", help="Start at this time (ISO 8601, UTC)."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="One JSON object per event, with its cursor."),
+) -> None:
+    """Follow a channel live through the gateway: messages, decisions, tool results, votes."""
+    from google.protobuf.json_format import MessageToJson
+
+    from gateway.describe import line
+
+    since = since.replace(tzinfo=timezone.utc) if since and since.tzinfo is None else since
+    with _client() as client:
+        def follow():
+            events = client.stream(channel, cursor, since)
+            typer.echo(f"following {channel} (Ctrl-C stops)", err=True)  # subscribed now
+            for event in events:
+                typer.echo(MessageToJson(event, indent=None) if as_json else line(event))
+        try:
+            _rpc(follow)
+        except KeyboardInterrupt:
+            pass
 
 
 @token_app.command("issue")

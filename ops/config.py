@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     gateway_token_ttl_s: int = Field(
         86400, ge=1, description="Lifetime of a token from agora token issue, in seconds."
     )
+    gateway_address: str = Field(
+        "127.0.0.1:50051", description="Gateway the CLI's client commands (post, tail) call."
+    )
+    gateway_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token the CLI's client commands send (agora token issue)."
+    )
 
     @classmethod
     def settings_customise_sources(

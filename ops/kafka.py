@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from ops.config import Settings
 from schemas import codec
@@ -30,6 +32,40 @@ def publish(settings: Settings, topic: str, records: list[tuple[str, str, dict]]
         out.produce(topic, key=key.encode(), value=codec.encode(name, record))
     if out.flush(timeout_s):
         raise TimeoutError(f"the broker did not acknowledge {topic} records in {timeout_s}s")
+
+
+class AsyncProducer:
+    """``producer()`` for asyncio code: ``await send(...)`` returns once the broker has
+    acknowledged the record. A thread serves librdkafka's delivery callbacks, so many
+    sends in flight share batches (linger) instead of one flush each."""
+
+    def __init__(self, settings: Settings, **conf):
+        self._producer = producer(settings, **{"linger.ms": 2, **conf})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="kafka-delivery", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    async def send(self, topic: str, key: str, name: str, record: dict) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def delivered(error, _message) -> None:
+            outcome = (done.set_exception, KafkaException(error)) if error else \
+                (done.set_result, None)
+            loop.call_soon_threadsafe(lambda: done.done() or outcome[0](outcome[1]))
+
+        self._producer.produce(topic, key=key.encode(), value=codec.encode(name, record),
+                               on_delivery=delivered)
+        await done
+
+    def close(self, timeout_s: float = 10) -> None:
+        self._producer.flush(timeout_s)
+        self._stop.set()
+        self._thread.join()
 
 
 class TopicReader:

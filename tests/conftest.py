@@ -35,10 +35,12 @@ def settings() -> Settings:
     assert not left, f"stack processes survived the test session: {left}"
 
 
-def run_agora(stack_dir: Path, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    """The ``agora`` CLI against the stack in ``stack_dir`` (the caller's AGORA_* unset)."""
+def run_agora(stack_dir: Path, *args: str, timeout_s: float = 300,
+              **variables: str) -> subprocess.CompletedProcess:
+    """The ``agora`` CLI against the stack in ``stack_dir`` (the caller's AGORA_* unset,
+    ``variables`` set)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
-    env["AGORA_STACK_DIR"] = str(stack_dir)
+    env.update(AGORA_STACK_DIR=str(stack_dir), **variables)
     return subprocess.run([str(Path(sys.executable).parent / "agora"), *args], env=env,
                           capture_output=True, text=True, timeout=timeout_s)
 

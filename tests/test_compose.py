@@ -260,9 +260,15 @@ def test_every_agora_command_runs_from_the_agora_image(services):
 def test_agora_services_share_one_environment(compose, services):
     shared = compose.get("x-agora-env")
     assert isinstance(shared, dict) and shared, "x-agora-env extension (the shared env) missing"
+    from ops.config import Settings
+
+    settings = {f"AGORA_{field.upper()}" for field in Settings.model_fields}
     for name, svc in _agora_services(services).items():
         env = _env(svc)
-        assert env == {k: str(v) for k, v in shared.items()}, f"{name} must use *agora-env"
+        common = {k: v for k, v in env.items() if k in shared}
+        assert common == {k: str(v) for k, v in shared.items()}, f"{name} must use *agora-env"
+        # What a service adds of its own (the gateway's listener and key) are settings too.
+        assert set(env) - set(shared) <= settings, f"{name}: {sorted(set(env) - set(shared))}"
         assert env.get("AGORA_BROKER"), f"{name} gets no AGORA_BROKER"
 
 

@@ -29,24 +29,27 @@ def own_stack():
 def test_up_status_env_idempotent_repair_down(own_stack: Path):
     first = run_agora(own_stack, "stack", "up")
     assert first.returncode == 0, first.stderr
-    assert "[3/5] triton" in first.stderr and "ready at 127.0.0.1:" in first.stderr
+    assert "[3/6] triton" in first.stderr and "ready at 127.0.0.1:" in first.stderr
 
     status = run_agora(own_stack, "stack", "status")
     assert status.returncode == 0, status.stdout
     assert [line.split()[:2] for line in status.stdout.splitlines()] == [
-        [name, "up"] for name in ("broker", "postgres", "triton", "clickhouse", "qdrant")]
+        [name, "up"] for name in ("broker", "postgres", "triton", "clickhouse", "qdrant",
+                                  "gateway")]
 
     exports = dict(line.removeprefix("export ").split("=", 1)
                    for line in run_agora(own_stack, "stack", "env").stdout.splitlines())
     assert exports["AGORA_BROKER"].startswith("127.0.0.1:")
     assert exports["AGORA_POSTGRES_DSN"].startswith("postgresql://postgres@127.0.0.1:")
     assert exports["AGORA_CLICKHOUSE_URL"] == f"chdb://{own_stack.resolve()}/clickhouse"
+    assert exports["AGORA_GATEWAY_ADDRESS"].startswith("127.0.0.1:")
+    assert len(exports["AGORA_GATEWAY_JWT_KEY"]) == 64  # agora token issue finds it
 
     # Up again: nothing restarts.
     pids = {n: r["proc"]["pid"] for n, r in stack.read_state(own_stack)["services"].items()
             if r["proc"]}
     again = run_agora(own_stack, "stack", "up")
-    assert again.returncode == 0 and again.stderr.count("already up") == 5
+    assert again.returncode == 0 and again.stderr.count("already up") == 6
     assert pids == {n: r["proc"]["pid"] for n, r in
                     stack.read_state(own_stack)["services"].items() if r["proc"]}
 

@@ -425,6 +425,7 @@ def test_judge_ballot_reasons_in_priority_order():
     late, stranger, bad = DEADLINE + timedelta(seconds=1), "mallory", "maybe"
     counted = {"v0": "no", "mallory": "no"}
     assert reason(None, counted, True, ballot(stranger, bad, late)) == "UNKNOWN_VOTE"
+    assert reason(p, counted, True, {**ballot(), "channel_id": "c-other"}) == "UNKNOWN_VOTE"
     assert reason(p, counted, True, ballot("v1")) == "LATE"  # closed, even before the deadline
     assert reason(p, counted, False, ballot(stranger, bad, late)) == "LATE"
     assert reason(p, counted, False, ballot(stranger, bad)) == "INELIGIBLE"

@@ -264,9 +264,48 @@ class Embedded(Service):
         return Path(rec.address.removeprefix(self.scheme)).is_dir()
 
 
+class Gateway(Service):
+    """``agora gateway serve`` against the services above (it reads their settings from
+    the stack's state, so it starts last). Its address and signing key are published
+    like the others' settings: ``agora token issue`` and ``agora post`` find them."""
+
+    name = "gateway"
+    describe = "Agora gRPC gateway (agora.v1, health, reflection)"
+
+    def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
+        import secrets
+
+        port = free_port(_port(previous.address) if previous else None)
+        key = (previous.env if previous else {}).get("AGORA_GATEWAY_JWT_KEY") or \
+            secrets.token_hex(32)  # kept across restarts: issued tokens stay valid
+        address = f"127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
+        env.update(AGORA_STACK_DIR=str(stack_dir), AGORA_GATEWAY_HOST="127.0.0.1",
+                   AGORA_GATEWAY_PORT=str(port), AGORA_GATEWAY_JWT_KEY=key)
+        proc = launch([str(Path(sys.executable).parent / "agora"), "gateway", "serve"],
+                      log=stack_dir / "logs" / "gateway.log", env=env,
+                      ready=lambda: _gateway_serving(address), what="gateway", timeout_s=60)
+        return Record(self.name, address, {"AGORA_GATEWAY_ADDRESS": address,
+                                           "AGORA_GATEWAY_JWT_KEY": key}, proc)
+
+
+def _gateway_serving(address: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                              timeout=2)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
 SERVICES: tuple[Service, ...] = (
     Broker(), Postgres(), Triton(),
     Embedded("clickhouse", "ClickHouse engine in-process (chdb); one process opens the directory",
              "AGORA_CLICKHOUSE_URL", scheme="chdb://"),
     Embedded("qdrant", "Qdrant local mode (qdrant-client, on disk)", "AGORA_QDRANT_URL"),
+    Gateway(),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +61,29 @@ def changed(profile: dict, **fields) -> dict:
     return {**profile, **fields, "event_id": str(uuid.uuid4()), "updated_at": _now()}
 
 
+def _tools(permissions: Sequence[str]) -> list[str]:
+    return [p.removeprefix("tool:") for p in permissions if p.startswith("tool:")]
+
+
+def with_permissions(profile: dict, grant: Sequence[str] = (),
+                     revoke: Sequence[str] = ()) -> dict:
+    """The permissions and tools of ``profile`` after granting, then revoking, permissions
+    beyond its template's; ``tool:NAME`` also adds (or removes) the tool."""
+    dropped = set(_tools(revoke))
+    return {"permissions": [p for p in dict.fromkeys([*profile["permissions"], *grant])
+                            if p not in revoke],
+            "tools": [t for t in dict.fromkeys([*profile["tools"], *_tools(grant)])
+                      if t not in dropped]}
+
+
+class AgentExists(ValueError):
+    """The agent id is taken by an agent of another template."""
+
+
+class UnknownAgent(KeyError):
+    """No agent has this id."""
+
+
 class Registry:
     """The CLI's and gateway's side of the registry: read it whole, publish changes."""
 
@@ -111,16 +135,21 @@ class Registry:
                       [("AgentProfile", profile["agent_id"], profile)])
 
     def create(self, template: str, channel: str, agent_id: str | None = None,
-               name: str | None = None) -> tuple[dict, str]:
-        """Create an agent, or add ``channel`` to an existing one; returns (profile, action)."""
+               name: str | None = None,
+               check: Callable[[dict], None] | None = None) -> tuple[dict, str]:
+        """Create an agent, or add ``channel`` to an existing one; returns (profile, action).
+        ``check`` sees an existing agent before it joins the channel, and may raise to
+        refuse."""
         agent_id = agent_id or template
         current = self.load().get(agent_id)
         if current is not None:
             if current["template"] != template:
-                raise ValueError(f"agent {agent_id!r} exists from template "
-                                 f"{current['template']!r}; choose another --id")
+                raise AgentExists(f"agent {agent_id!r} exists from template "
+                                  f"{current['template']!r}; choose another id")
             if channel in current["channels"]:
                 return current, "unchanged"
+            if check is not None:
+                check(current)
             profile = changed(current, channels=sorted({*current["channels"], channel}))
             action = "joined"
         else:
@@ -142,31 +171,22 @@ class Registry:
         Memory(self.settings.qdrant).put_expertise(profile["agent_id"], profile["expertise"],
                                                   asyncio.run(embed()))
 
-    def grant(self, agent_id: str, permissions: list[str], revoke: bool = False) -> dict:
-        """Override the template's permissions of one agent; ``tool:NAME`` also adds the
-        tool to (or removes it from) the agent's tools."""
+    def update(self, agent_id: str, change: Callable[[dict], dict]) -> dict:
+        """Publish a new version of the agent with the fields ``change(current profile)``
+        returns (it may raise to refuse)."""
         profiles = self.load()
         if agent_id not in profiles:
-            raise KeyError(f"unknown agent {agent_id!r}")
-        current = profiles[agent_id]
-        perms, tools = list(current["permissions"]), list(current["tools"])
-        named = [p.removeprefix("tool:") for p in permissions if p.startswith("tool:")]
-        if revoke:
-            perms = [p for p in perms if p not in permissions]
-            tools = [t for t in tools if t not in named]
-        else:
-            perms += [p for p in permissions if p not in perms]
-            tools += [t for t in named if t not in tools]
-        profile = changed(current, permissions=perms, tools=tools)
+            raise UnknownAgent(f"unknown agent {agent_id!r}")
+        profile = changed(profiles[agent_id], **change(profiles[agent_id]))
         self.publish(profile)
         return profile
+
+    def grant(self, agent_id: str, permissions: list[str], revoke: bool = False) -> dict:
+        """Override the template's permissions of one agent (``with_permissions``)."""
+        return self.update(agent_id, lambda p: with_permissions(p, revoke=permissions)
+                           if revoke else with_permissions(p, grant=permissions))
 
     def set_state(self, agent_id: str, state: str, reason: str | None = None) -> dict:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}; states: {', '.join(STATES)}")
-        profiles = self.load()
-        if agent_id not in profiles:
-            raise KeyError(f"unknown agent {agent_id!r}")
-        profile = changed(profiles[agent_id], state=state, state_reason=reason)
-        self.publish(profile)
-        return profile
+        return self.update(agent_id, lambda p: {"state": state, "state_reason": reason})

@@ -21,11 +21,11 @@ def vote_id_of(request_id: str) -> str:
 
 
 def new_request(agent_id: str, channel_id: str, tool: str, arguments: dict, reason: str,
-                source_message_id: str | None = None) -> dict:
+                source_message_id: str | None = None, event_id: str | None = None) -> dict:
     """A ToolRequest made by a person or program on an agent's behalf (CLI, gateway)."""
-    return {"event_id": str(uuid.uuid4()), "channel_id": channel_id, "agent_id": agent_id,
-            "tool": tool, "arguments_json": json.dumps(arguments), "reason": reason,
-            "source_message_id": source_message_id, "requested_at": datetime.now(timezone.utc)}
+    return {"event_id": event_id or str(uuid.uuid4()), "channel_id": channel_id,
+            "agent_id": agent_id, "tool": tool, "arguments_json": json.dumps(arguments),
+            "reason": reason, "source_message_id": source_message_id, "requested_at": datetime.now(timezone.utc)}
 
 
 def result_events(request: dict, status: str, now: datetime, *, output: str = "",

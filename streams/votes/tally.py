@@ -38,8 +38,9 @@ ways exactly and gives up (None: wait for the deadline) past SETTLE_BUDGET cases
 CONSENSUS, say), so a request gated by the vote is rejected at once.
 
 `judge_ballot` says why a ballot is not counted, checking in this order:
-UNKNOWN_VOTE, LATE (vote closed, or cast after the deadline), INELIGIBLE,
-INVALID_CHOICE, DUPLICATE (the voter already has a counted ballot); None counts it.
+UNKNOWN_VOTE (no such vote, or the ballot names another channel), LATE (vote closed,
+or cast after the deadline), INELIGIBLE, INVALID_CHOICE, DUPLICATE (the voter already
+has a counted ballot); None counts it.
 """
 
 from __future__ import annotations
@@ -244,6 +245,11 @@ def judge_ballot(
     """(RejectReason, detail for the voter) when the ballot is not counted; None when it is."""
     if proposal is None:
         return "UNKNOWN_VOTE", f"There is no open vote {ballot['vote_id']}, so your ballot was not counted."
+    if ballot["channel_id"] != proposal["channel_id"]:
+        # Ballots from the gateway name the channel their caller may use: a vote of
+        # another channel does not exist for it.
+        return "UNKNOWN_VOTE", (f"There is no vote {ballot['vote_id']} in channel "
+                                f"{ballot['channel_id']}, so your ballot was not counted.")
     deadline = _when(proposal["deadline_at"])
     if closed:
         return "LATE", f"The vote had already closed (deadline {deadline}), so your ballot was not counted."

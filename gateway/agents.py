@@ -1,0 +1,153 @@
+"""AgentService: the agent registry (agora.agents) behind the CLI's ``agora agents``.
+
+Each call reads the registry topic to its end (``Registry.load``), as the CLI does; the
+registry is small and the calls are rare. Changes are read, changed and published
+one at a time in this process, so that two calls at once do not lose one of their
+changes. An agent may be changed only by a caller with access to every channel it is
+in; it is visible to a caller with access to at least one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from confluent_kafka import KafkaException
+
+from gateway import validation
+from gateway.agora.v1 import agents_pb2, agents_pb2_grpc
+from gateway.auth import Caller
+from gateway.convert import enum, timestamp
+from gateway.guard import AlreadyExists, Denied, NotFound, Unavailable, caller, require_channel
+from inference.client import InferenceError
+from ops.config import Settings
+from streams.registry.profiles import (AgentExists, Registry, UnknownAgent, templates,
+                                       with_permissions)
+
+MAX_NAME = 128
+
+
+def agent(profile: dict) -> agents_pb2.Agent:
+    return agents_pb2.Agent(
+        agent_id=profile["agent_id"], name=profile["name"], template=profile["template"],
+        persona=profile["persona"], system_prompt=profile["system_prompt"],
+        expertise=profile["expertise"], tools=profile["tools"], channels=profile["channels"],
+        permissions=profile["permissions"], state=enum(agents_pb2.AgentState, profile["state"]),
+        state_reason=profile["state_reason"] or "",
+        performance_score=profile["performance_score"],
+        created_at=timestamp(profile["created_at"]), updated_at=timestamp(profile["updated_at"]))
+
+
+def _visible(who: Caller, profile: dict) -> bool:
+    return any(who.may_access(c) for c in profile["channels"])
+
+
+def _may_change(who: Caller, profile: dict) -> None:
+    blocked = [c for c in profile["channels"] if not who.may_access(c)]
+    if blocked:
+        raise Denied(f"{who.subject} has no access to channel(s) {', '.join(blocked)} of "
+                     f"agent {profile['agent_id']!r}")
+
+
+def _permissions(values, field: str) -> list[str]:
+    return [validation.identifier(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+class AgentService(agents_pb2_grpc.AgentServiceServicer):
+    def __init__(self, settings: Settings):
+        self.registry = Registry(settings)
+        self._writes = asyncio.Lock()
+
+    async def _call(self, method: Callable, *args, **kwargs):
+        """A blocking registry call in a thread; Kafka and Triton failures are UNAVAILABLE."""
+        try:
+            return await asyncio.to_thread(method, *args, **kwargs)
+        except (KafkaException, TimeoutError, InferenceError) as exc:
+            raise Unavailable(f"agent registry: {exc}") from exc
+        except UnknownAgent as exc:
+            raise NotFound(exc.args[0]) from None
+
+    async def _profile(self, agent_id: str) -> dict:
+        profile = (await self._call(self.registry.load)).get(agent_id)
+        if profile is None:
+            raise NotFound(f"unknown agent {agent_id!r}")
+        return profile
+
+    async def _change(self, agent_id: str, fields: Callable[[dict], dict]) -> agents_pb2.Agent:
+        who = caller()
+
+        def checked(current: dict) -> dict:
+            _may_change(who, current)
+            return fields(current)
+
+        async with self._writes:
+            return agent(await self._call(self.registry.update, agent_id, checked))
+
+    async def CreateAgent(self, request, context):
+        if not request.template:
+            raise validation.InvalidField("template", "is required")
+        if request.template not in templates():
+            raise validation.InvalidField("template", f"unknown template {request.template!r}; "
+                                                      f"templates: {', '.join(templates())}")
+        channel = validation.channel_id(request.channel_id)
+        require_channel(channel)
+        agent_id = validation.agent_id(request.agent_id) if request.agent_id else None
+        if len(request.name) > MAX_NAME:
+            raise validation.InvalidField("name", f"at most {MAX_NAME} characters")
+        who = caller()
+        try:
+            async with self._writes:
+                profile, _ = await self._call(
+                    self.registry.create, request.template, channel, agent_id,
+                    request.name or None, check=lambda current: _may_change(who, current))
+        except AgentExists as exc:
+            raise AlreadyExists(str(exc)) from None
+        return agent(profile)
+
+    async def GetAgent(self, request, context):
+        profile = await self._profile(validation.agent_id(request.agent_id))
+        who = caller()
+        if not _visible(who, profile):
+            raise Denied(f"{who.subject} has no access to any channel of agent "
+                         f"{profile['agent_id']!r}")
+        return agent(profile)
+
+    async def ListAgents(self, request, context):
+        size = validation.page_size(request.page_size)
+        who = caller()
+        channel = validation.channel_id(request.channel_id) if request.channel_id else None
+        if channel:
+            require_channel(channel)
+
+        def wanted(profile: dict) -> bool:
+            return channel in profile["channels"] if channel else _visible(who, profile)
+
+        # The page token is the last agent id of the previous page (agents are listed
+        # by id), so a page never repeats or skips an agent created in between.
+        after = validation.agent_id(request.page_token, "page_token") if request.page_token else ""
+        profiles = await self._call(self.registry.load)
+        found = sorted((p for p in profiles.values() if p["agent_id"] > after and wanted(p)),
+                       key=lambda p: p["agent_id"])
+        page = found[:size]
+        return agents_pb2.ListAgentsResponse(
+            agents=[agent(p) for p in page],
+            next_page_token=page[-1]["agent_id"] if len(found) > size else "")
+
+    async def UpdateAgent(self, request, context):
+        agent_id = validation.agent_id(request.agent_id)
+        grant = _permissions(request.grant_permissions, "grant_permissions")
+        revoke = _permissions(request.revoke_permissions, "revoke_permissions")
+        if not grant and not revoke:
+            raise validation.InvalidField("grant_permissions", "nothing to grant or revoke")
+        if both := sorted(set(grant) & set(revoke)):
+            raise validation.InvalidField("revoke_permissions", f"{', '.join(both)} also granted")
+        return await self._change(agent_id, lambda p: with_permissions(p, grant, revoke))
+
+    async def PauseAgent(self, request, context):
+        agent_id = validation.agent_id(request.agent_id)
+        return await self._change(agent_id, lambda p: {"state": "PAUSED",
+                                                       "state_reason": request.reason or None})
+
+    async def ResumeAgent(self, request, context):
+        agent_id = validation.agent_id(request.agent_id)
+        return await self._change(agent_id, lambda p: {"state": "ACTIVE", "state_reason": None})

@@ -1,0 +1,198 @@
+"""ChatService: post a message, follow a channel live, read its history.
+
+A posted message goes to agora.chat.messages like any producer's; its id derives
+from the caller and the idempotency key, so a retried post returns the first message
+(from this gateway's memory of recent posts, ``publish.Recent``, else from Postgres)
+and never makes a second one. History reads the Postgres state the sink keeps; StreamChannel reads
+Kafka through the process's ``Tail``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from gateway import cursor as cursors
+from gateway import validation
+from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
+from gateway.convert import enum, timestamp
+from gateway.guard import Conflict, NotFound, Unavailable, caller, require_channel
+from gateway.publish import Recent, send
+from gateway.tail import Item, Tail
+from gateway.tools import tool_result
+from gateway.votes import vote_update
+from ops.kafka import AsyncProducer
+from schemas.codec import epoch_ms, from_epoch_ms
+from schemas.ids import derived_id
+from schemas.topics import CHAT_MESSAGES
+
+COLUMNS = ("event_id, channel_id, thread_id, reply_to, author_id, author_kind, text, mentions, "
+           "thread_depth, created_at, task_id, metadata")
+
+
+def chat_message(record: dict) -> chat_pb2.ChatMessage:
+    return chat_pb2.ChatMessage(
+        message_id=record["event_id"], channel_id=record["channel_id"],
+        thread_id=record["thread_id"], reply_to=record.get("reply_to") or "",
+        author_id=record["author_id"],
+        author_kind=enum(chat_pb2.AuthorKind, record["author_kind"]),
+        text=record["text"], mentions=record.get("mentions") or [],
+        thread_depth=record["thread_depth"], created_at=timestamp(record["created_at"]),
+        task_id=record.get("task_id") or "", metadata=record.get("metadata") or {})
+
+
+def relevance(record: dict) -> chat_pb2.RelevanceSummary:
+    scores = sorted(record.get("scores") or [], key=lambda s: -s["score"])
+    return chat_pb2.RelevanceSummary(
+        decision_id=record["event_id"], message_id=record["message_id"],
+        thread_id=record["thread_id"], selected=record.get("selected") or [],
+        scores=[chat_pb2.AgentScore(**{f: s[f] for f in (
+            "agent_id", "score", "expertise", "workload", "social", "timing", "quality",
+            "selected", "reason")}) for s in scores],
+        skip_reason=record.get("skip_reason") or "", decided_at=timestamp(record["decided_at"]),
+        config_version=record["config_version"])
+
+
+def channel_event(item: Item, position: dict) -> chat_pb2.ChannelEvent | None:
+    """The stream's form of a tail item; None for events a channel does not show."""
+    event = chat_pb2.ChannelEvent(cursor=cursors.encode(item.record["channel_id"], position),
+                                  time=timestamp(from_epoch_ms(item.timestamp_ms)))
+    if item.name == "ChatMessage":
+        event.message.CopyFrom(chat_message(item.record))
+    elif item.name == "RelevanceDecision":
+        event.relevance.CopyFrom(relevance(item.record))
+    elif item.name == "ToolResult":
+        event.tool_result.CopyFrom(tool_result(item.record))
+    elif (update := vote_update(item.name, item.record)) is not None:
+        event.vote_update.CopyFrom(update)
+    else:
+        return None
+    return event
+
+
+def _page_token(created_at: datetime, event_id: str) -> str:
+    raw = json.dumps([epoch_ms(created_at), event_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after_token(token: str) -> tuple[datetime, str]:
+    try:
+        ms, event_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return from_epoch_ms(int(ms)), str(event_id)
+    except (ValueError, TypeError):
+        raise validation.InvalidField("page_token", "not a token from a previous page") from None
+
+
+class ChatService(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, producer: AsyncProducer, tail: Tail, pool: AsyncConnectionPool):
+        self.producer = producer
+        self.tail = tail
+        self.pool = pool
+        self.recent = Recent()  # message id -> the answer to the first post
+
+    async def _stored_message(self, message_id: str) -> dict | None:
+        try:
+            async with self.pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(f"SELECT {COLUMNS} FROM messages WHERE event_id = %s",
+                                  (message_id,))
+                return await cur.fetchone()
+        except psycopg.Error as exc:
+            raise Unavailable(f"Postgres: {str(exc).strip()}") from exc
+
+    async def _parent(self, message_id: str) -> tuple[str, str, int] | None:
+        """(channel, thread, depth) of a message to reply to: one this gateway posted
+        lately, or one the sink stored."""
+        if (posted := self.recent.answer(message_id)) is not None:
+            return posted.channel_id, posted.thread_id, posted.thread_depth
+        stored = await self._stored_message(message_id)
+        return stored and (stored["channel_id"], stored["thread_id"], stored["thread_depth"])
+
+    async def PostMessage(self, request, context):
+        channel = validation.channel_id(request.channel_id)
+        require_channel(channel)
+        text = validation.text(request.text)
+        key = validation.idempotency_key(request.idempotency_key)
+        mentions = validation.mentions(request.mentions)
+        metadata = validation.metadata(request.metadata)
+        author = caller().subject
+        message_id = derived_id("gateway", author, key)
+        if (answer := self.recent.get(message_id, request)) is not None:
+            return answer
+        try:
+            stored = await self._stored_message(message_id)
+        except Unavailable:
+            stored = None  # posting must not depend on Postgres; consumers dedupe by id
+        if stored is not None:  # posted before this gateway (re)started
+            if stored["channel_id"] != channel or stored["text"] != text:
+                raise Conflict("this idempotency key was used for another request")
+            return chat_message(stored)
+        thread_id, depth, reply_to = message_id, 0, None
+        if request.reply_to:
+            reply_to = validation.identifier(request.reply_to, "reply_to")
+            parent = await self._parent(reply_to)
+            if parent is None:
+                raise NotFound(f"reply_to {reply_to!r}: no such message (yet)")
+            if parent[0] != channel:
+                raise validation.InvalidField("reply_to", f"the message is in channel "
+                                              f"{parent[0]!r}, not {channel!r}")
+            thread_id, depth = parent[1], parent[2] + 1
+        record = {"event_id": message_id, "channel_id": channel, "thread_id": thread_id,
+                  "reply_to": reply_to, "author_id": author, "author_kind": "HUMAN",
+                  "text": text, "mentions": mentions, "thread_depth": depth,
+                  "created_at": datetime.now(timezone.utc), "task_id": None,
+                  "metadata": metadata}
+        await send(self.producer, CHAT_MESSAGES.name, channel, "ChatMessage", record)
+        answer = chat_message(record)
+        self.recent.put(message_id, request, answer)
+        return answer
+
+    async def StreamChannel(self, request, context):
+        channel = validation.channel_id(request.channel_id)
+        require_channel(channel)
+        start = None
+        if request.WhichOneof("start") == "cursor":
+            start = cursors.decode(request.cursor, channel)
+        elif request.WhichOneof("start") == "start_time":
+            start = self.tail.offsets_at(request.start_time.ToDatetime(timezone.utc))
+        # Initial metadata once subscribed: a client that waits for it (Client.stream
+        # does) knows that anything it posts from then on reaches this stream.
+        async for item, position in self.tail.follow(
+                channel, start, lambda: context.send_initial_metadata(())):
+            event = channel_event(item, position)
+            if event is not None:
+                yield event
+
+    async def History(self, request, context):
+        channel = validation.channel_id(request.channel_id)
+        require_channel(channel)
+        size = validation.page_size(request.page_size)
+        where, params = ["channel_id = %s"], [channel]
+        if request.thread_id:
+            where.append("thread_id = %s")
+            params.append(validation.identifier(request.thread_id, "thread_id"))
+        if request.HasField("before"):
+            where.append("created_at < %s")
+            params.append(request.before.ToDatetime(timezone.utc))
+        if request.page_token:
+            where.append("(created_at, event_id) < (%s, %s)")
+            params += _after_token(request.page_token)
+        try:
+            async with self.pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    f"SELECT {COLUMNS} FROM messages WHERE {' AND '.join(where)} "
+                    "ORDER BY created_at DESC, event_id DESC LIMIT %s", (*params, size + 1))
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise Unavailable(f"Postgres: {str(exc).strip()}") from exc
+        page, more = rows[:size], len(rows) > size
+        return chat_pb2.HistoryResponse(
+            messages=[chat_message(r) for r in page],
+            next_page_token=_page_token(page[-1]["created_at"], page[-1]["event_id"])
+            if more else "")

@@ -1,0 +1,93 @@
+"""A small Python client of the agora.v1 API (blocking; grpc's own channel underneath).
+
+    with Client("127.0.0.1:50051", token) as agora:
+        message = agora.post("general", "the API returns 502 since the deploy")
+        for event in agora.stream("general"):
+            ...
+
+Every stub of the package is an attribute (``agora.agents.ListAgents(...)``); the
+bearer token goes with every call. Errors are ``grpc.RpcError`` with the server's
+status code and message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import namedtuple
+from collections.abc import Iterator
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.agora.v1 import (agents_pb2_grpc, analytics_pb2_grpc, chat_pb2, chat_pb2_grpc,
+                              tools_pb2_grpc, votes_pb2_grpc)
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the bearer token to every call's metadata."""
+
+    def __init__(self, token: str):
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def _with_token(self, details):
+        return _Details(details.method, details.timeout,
+                        (*(details.metadata or ()), *self.metadata), details.credentials,
+                        details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+
+class _Details(namedtuple("_Details", ("method", "timeout", "metadata", "credentials",
+                                       "wait_for_ready", "compression")),
+               grpc.ClientCallDetails):
+    pass
+
+
+class Client:
+    def __init__(self, address: str, token: str):
+        # Plain TCP: the gateway serves loopback and private networks; put TLS in front
+        # of it elsewhere.
+        self._raw = grpc.insecure_channel(address)
+        self.channel = grpc.intercept_channel(self._raw, _Bearer(token))
+        self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
+        self.agents = agents_pb2_grpc.AgentServiceStub(self.channel)
+        self.votes = votes_pb2_grpc.VoteServiceStub(self.channel)
+        self.tools = tools_pb2_grpc.ToolServiceStub(self.channel)
+        self.analytics = analytics_pb2_grpc.AnalyticsServiceStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def post(self, channel_id: str, text: str, reply_to: str = "",
+             mentions: list[str] | None = None, idempotency_key: str | None = None,
+             timeout_s: float = 30) -> chat_pb2.ChatMessage:
+        """Post as the token's subject; a retry with the same key returns the same message."""
+        return self.chat.PostMessage(chat_pb2.PostMessageRequest(
+            channel_id=channel_id, text=text, reply_to=reply_to, mentions=mentions or [],
+            idempotency_key=idempotency_key or str(uuid.uuid4())), timeout=timeout_s)
+
+    def stream(self, channel_id: str, cursor: str | None = None,
+               since: datetime | None = None) -> Iterator[chat_pb2.ChannelEvent]:
+        """The channel's events from now, after ``cursor``, or from ``since``; returns
+        once subscribed (``.cancel()`` ends it)."""
+        request = chat_pb2.StreamChannelRequest(channel_id=channel_id)
+        if cursor:
+            request.cursor = cursor
+        elif since is not None:
+            stamp = Timestamp()
+            stamp.FromDatetime(since)
+            request.start_time.CopyFrom(stamp)
+        call = self.chat.StreamChannel(request)
+        call.initial_metadata()  # sent once the gateway holds the live feed: nothing is missed
+        return call

@@ -1,0 +1,54 @@
+"""Publishing what callers ask for: once per idempotency key, Kafka failures as UNAVAILABLE.
+
+An event made for a call takes a deterministic id from the caller and the call's
+idempotency key, so a retried call makes the same event, which every consumer drops
+as a copy. ``Recent`` also answers a retry from this gateway's memory with the first
+answer (same times, same deadline) without publishing again, and refuses a key reused
+for a different request.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from confluent_kafka import KafkaException
+from google.protobuf.message import Message
+
+from gateway.guard import Conflict, Unavailable
+from ops.kafka import AsyncProducer
+
+RECENT = 10_000  # answers kept per service for retries
+
+
+class Recent:
+    def __init__(self, size: int = RECENT):
+        self.size = size
+        self._answers: OrderedDict[str, tuple[bytes, Message]] = OrderedDict()
+
+    def get(self, event_id: str, request: Message) -> Message | None:
+        """The answer of an earlier call that made ``event_id``; Conflict when that call
+        asked for something else under the same key."""
+        if event_id not in self._answers:
+            return None
+        fingerprint, answer = self._answers[event_id]
+        if fingerprint != request.SerializeToString(deterministic=True):
+            raise Conflict("this idempotency key was used for another request")
+        return answer
+
+    def answer(self, event_id: str) -> Message | None:
+        """The answer that made ``event_id``, whatever asked for it."""
+        found = self._answers.get(event_id)
+        return found[1] if found else None
+
+    def put(self, event_id: str, request: Message, answer: Message) -> None:
+        self._answers[event_id] = (request.SerializeToString(deterministic=True), answer)
+        while len(self._answers) > self.size:
+            self._answers.popitem(last=False)
+
+
+async def send(producer: AsyncProducer, topic: str, key: str, name: str, record: dict) -> None:
+    """Produce one event; returns once the broker has it."""
+    try:
+        await producer.send(topic, key, name, record)
+    except (KafkaException, BufferError) as exc:  # BufferError: the local queue is full
+        raise Unavailable(f"Kafka: {exc}") from exc

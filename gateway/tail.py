@@ -1,0 +1,242 @@
+"""Live channel events for StreamChannel: one Kafka consumer per gateway process, any
+number of subscribers.
+
+The ``Tail`` reads the channel topics (messages, relevance decisions, tool results,
+votes and vote results) from their end when the gateway starts, decodes each record
+once and hands it to the subscribers of its channel. A subscriber's position is the
+next offset of every topic partition (the cursor), so:
+
+* from now: the position is the tail's own at the moment of subscribing, taken under
+  the same lock that hands records out, so nothing falls between the two;
+* from a cursor or a time: a reader of its own (``_catch_up``) reads Kafka from there
+  up to that moment's position, then the subscriber continues with the live records
+  it queued meanwhile, skipping any it already had;
+* a subscriber too slow for its queue is not dropped: it goes back to reading Kafka
+  from its own cursor, then live again. Nothing is lost or repeated either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from confluent_kafka import Consumer, TopicPartition
+
+from ops.config import Settings
+from schemas import codec
+from schemas.topics import (CHAT_MESSAGES, RELEVANCE_DECISIONS, TOOL_RESULTS, VOTE_RESULTS,
+                            VOTES)
+
+log = structlog.get_logger("agora.gateway")
+TOPICS = (CHAT_MESSAGES.name, RELEVANCE_DECISIONS.name, TOOL_RESULTS.name, VOTES.name,
+          VOTE_RESULTS.name)
+QUEUE_SIZE = 10_000
+
+Position = dict[tuple[str, int], int]  # (topic, partition) -> next offset
+
+
+@dataclass(frozen=True)
+class Item:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    name: str
+    record: dict
+
+
+def channel_of(record: dict) -> str | None:
+    """Every event shown in a channel names it (ToolRequest and VoteDeadline on
+    agora.votes are the exceptions, and are not shown)."""
+    return record.get("channel_id")
+
+
+def _consumer(settings: Settings) -> Consumer:
+    return Consumer({"bootstrap.servers": settings.broker, "group.id": "agora-gateway-tail",
+                     "enable.auto.commit": False, "enable.partition.eof": False})
+
+
+def _partitions(consumer: Consumer) -> list[tuple[str, int]]:
+    found = []
+    for topic in TOPICS:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        found += [(topic, p) for p in sorted(meta.partitions)]
+    return found
+
+
+def _decode(message) -> Item | None:
+    try:
+        name, record = codec.decode(message.value())
+    except codec.CodecError:
+        return None  # garbage is the dead-letter path's business, not a subscriber's
+    return Item(message.topic(), message.partition(), message.offset(),
+                message.timestamp()[1], name, record)
+
+
+class _Subscriber:
+    def __init__(self, channel_id: str, loop: asyncio.AbstractEventLoop):
+        self.channel_id = channel_id
+        self.loop = loop
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_SIZE)
+        self.overflowed = False
+
+    def offer(self, item: Item) -> None:  # on the event loop
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class Tail:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.position: Position = {}
+        self._subscribers: set[_Subscriber] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Begin at every partition's current end (blocking: call before serving)."""
+        consumer = _consumer(self.settings)
+        for topic, partition in _partitions(consumer):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            self.position[(topic, partition)] = high
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.position.items()])
+        self._thread = threading.Thread(target=self._run, args=(consumer,), name="gateway-tail",
+                                        daemon=True)
+        self._thread.start()
+        log.info("gateway.tail_started", partitions=len(self.position))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _run(self, consumer: Consumer) -> None:
+        try:
+            while not self._stop.is_set():
+                message = consumer.poll(0.2)
+                if message is None or message.error():
+                    continue
+                item = _decode(message)
+                with self._lock:
+                    self.position[(message.topic(), message.partition())] = message.offset() + 1
+                    if item is None:
+                        continue
+                    channel = channel_of(item.record)
+                    for sub in self._subscribers:
+                        if sub.channel_id == channel:
+                            sub.loop.call_soon_threadsafe(sub.offer, item)
+        finally:
+            consumer.close()
+
+    def _subscribe(self, channel_id: str) -> tuple[_Subscriber, Position]:
+        sub = _Subscriber(channel_id, asyncio.get_running_loop())
+        with self._lock:
+            self._subscribers.add(sub)
+            return sub, dict(self.position)
+
+    def _unsubscribe(self, sub: _Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(sub)
+
+    def offsets_at(self, when: datetime) -> Position:
+        """Every partition's first offset at or after ``when`` (blocking)."""
+        consumer = _consumer(self.settings)
+        try:
+            ms = int(when.timestamp() * 1000)
+            found = consumer.offsets_for_times(
+                [TopicPartition(t, p, ms) for t, p in self.position], timeout=10)
+            # -1: nothing that late yet, so from the partition's end.
+            return {(tp.topic, tp.partition): tp.offset if tp.offset >= 0
+                    else self.position[(tp.topic, tp.partition)] for tp in found}
+        finally:
+            consumer.close()
+
+    async def follow(self, channel_id: str, start: Position | None,
+                     subscribed: Callable[[], Awaitable[None]] | None = None
+                     ) -> AsyncIterator[tuple[Item, Position]]:
+        """The channel's events from ``start`` (None: from now), each with the position
+        right after it, until the caller stops iterating. ``subscribed()`` is awaited
+        once the live feed is held: from then on, nothing produced is missed."""
+        cursor: Position = dict(start) if start is not None else {}
+        while True:
+            sub, now = self._subscribe(channel_id)
+            try:
+                if subscribed is not None:
+                    await subscribed()
+                    subscribed = None
+                if start is None and not cursor:
+                    cursor = now
+                else:
+                    for key, offset in now.items():
+                        cursor.setdefault(key, offset)  # a partition new to the cursor
+                    async for item in _catch_up(self.settings, channel_id, cursor, now):
+                        cursor[(item.topic, item.partition)] = item.offset + 1
+                        yield item, dict(cursor)
+                while not sub.overflowed or not sub.queue.empty():
+                    item = await sub.queue.get()
+                    key = (item.topic, item.partition)
+                    if item.offset < cursor.get(key, 0):
+                        continue  # read already, while catching up
+                    cursor[key] = item.offset + 1
+                    yield item, dict(cursor)
+                log.warning("gateway.subscriber_lagging", channel=channel_id)
+            finally:
+                self._unsubscribe(sub)
+
+
+async def _catch_up(settings: Settings, channel_id: str, start: Position, until: Position
+                    ) -> AsyncIterator[Item]:
+    """The channel's records from ``start`` up to (not including) ``until``, read by a
+    consumer of their own in a thread."""
+    behind = {key: offset for key, offset in start.items() if offset < until.get(key, 0)}
+    if not behind:
+        return
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(1000)
+    stop = threading.Event()
+
+    def read() -> None:
+        consumer = _consumer(settings)
+        try:
+            consumer.assign([TopicPartition(t, p, o) for (t, p), o in behind.items()])
+            left = dict(behind)
+            while left and not stop.is_set():
+                message = consumer.poll(0.2)
+                if message is None or message.error():
+                    continue
+                key = (message.topic(), message.partition())
+                if key not in left or message.offset() >= until[key]:
+                    continue
+                item = _decode(message)
+                if item is not None and channel_of(item.record) == channel_id:
+                    asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+                if message.offset() + 1 >= until[key]:
+                    del left[key]
+        except Exception as exc:  # surfaced to the subscriber, not lost in the thread
+            asyncio.run_coroutine_threadsafe(queue.put(exc), loop).result()
+        finally:
+            consumer.close()
+            asyncio.run_coroutine_threadsafe(queue.put(None), loop)
+
+    reader = loop.run_in_executor(None, read)
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not reader.done():  # the reader may wait on a full queue: drain it
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                await asyncio.sleep(0.01)

@@ -1,0 +1,332 @@
+"""The gRPC gateway as a client meets it: a real `agora gateway serve` process on the
+local stack, called over loopback with bearer tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import metric, run_agora
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from gateway import auth
+from gateway.agora.v1 import chat_pb2, chat_pb2_grpc, tools_pb2
+from gateway.client import Client
+from ops import migrate
+from ops.stack.process import free_port, start_agora, stop, wait_until
+from ops.topics import ensure_topics
+from streams.registry.profiles import Registry
+
+pytestmark = pytest.mark.stack
+KEY = secrets.token_hex(32)
+RATE_PER_S, BURST = 20, 150
+
+
+@pytest.fixture(scope="module")
+def gateway(settings):
+    """The gateway's address; one process for the module, stopped after it."""
+    ensure_topics(settings)
+    migrate.postgres(settings)  # History and reply_to read the sink's tables
+    port, metrics = free_port(), free_port()
+    proc = start_agora(settings.stack_dir, ["gateway", "serve"], "gateway",
+                       lambda log: "gateway.ready" in log, timeout_s=60,
+                       AGORA_GATEWAY_JWT_KEY=KEY, AGORA_GATEWAY_PORT=str(port),
+                       AGORA_GATEWAY_RATE_PER_S=str(RATE_PER_S),
+                       AGORA_GATEWAY_BURST=str(BURST), AGORA_METRICS_PORT=str(metrics))
+    try:
+        yield f"127.0.0.1:{port}", metrics
+    finally:
+        stop(proc, grace_s=10)
+
+
+def token(subject: str, *channels: str, ttl_s: int = 600, now: datetime | None = None) -> str:
+    return auth.issue(KEY, subject, list(channels), ttl_s, now=now)
+
+
+def new_channel() -> str:
+    return f"gw-{uuid.uuid4().hex[:8]}"
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value.code(), raised.value.details()
+
+
+def test_health_and_reflection_need_no_token(gateway):
+    address, _ = gateway
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "agora.v1.ChatService", "agora.v1.AnalyticsService"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        [answer] = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {"agora.v1.ChatService", "agora.v1.AgentService", "agora.v1.VoteService",
+                "agora.v1.ToolService", "agora.v1.AnalyticsService",
+                "grpc.health.v1.Health"} <= names
+
+
+def test_refusals_give_the_right_status_and_change_nothing(gateway, settings):
+    address, metrics = gateway
+    channel, other = new_channel(), new_channel()
+    with Client(address, token("human:watcher", channel, other)) as watcher:
+        events = watcher.stream(channel)
+        first = watcher.post(channel, "before the refusals")
+        assert next(events).message.message_id == first.message_id
+
+        # Unauthenticated: no token, a bad signature, an expired token.
+        with grpc.insecure_channel(address) as bare:
+            stub = chat_pb2_grpc.ChatServiceStub(bare)
+            code, detail = code_of(lambda: stub.PostMessage(chat_pb2.PostMessageRequest(
+                channel_id=channel, text="hi", idempotency_key="k1")))
+            assert code == grpc.StatusCode.UNAUTHENTICATED and "missing" in detail
+        forged = auth.issue(secrets.token_hex(32), "human:eve", ["*"], 600)
+        expired = token("human:late", channel, now=datetime.now(timezone.utc) - timedelta(hours=2))
+        for bad, reason in ((forged, "bad signature"), (expired, "expired"),
+                            ("not-a-jwt", "malformed")):
+            with Client(address, bad) as client:
+                code, detail = code_of(lambda: client.post(channel, "hi"))
+                assert (code, reason in detail) == (grpc.StatusCode.UNAUTHENTICATED, True), detail
+
+        with Client(address, token("human:alice", channel)) as alice:
+            # Outside one's channels.
+            code, detail = code_of(lambda: alice.post(other, "hi"))
+            assert code == grpc.StatusCode.PERMISSION_DENIED and other in detail
+            code, _ = code_of(lambda: next(alice.stream(other)))
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            # Malformed input names its field.
+            for request, field in (
+                    (dict(channel_id=channel, text="   ", idempotency_key="k"), "text"),
+                    (dict(channel_id="bad channel!", text="hi", idempotency_key="k"),
+                     "channel_id"),
+                    (dict(channel_id=channel, text="hi", idempotency_key=""),
+                     "idempotency_key"),
+                    (dict(channel_id=channel, text="hi", idempotency_key="k",
+                          mentions=["no such agent!"]), "mentions[0]"),
+                    (dict(channel_id=channel, text="hi", idempotency_key="k",
+                          reply_to=str(uuid.uuid4())), "reply_to")):
+                code, detail = code_of(lambda: alice.chat.PostMessage(
+                    chat_pb2.PostMessageRequest(**request)))
+                assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+                assert detail.startswith(field), detail
+            # Oversized: refused before any handler runs.
+            code, _ = code_of(lambda: alice.post(channel, "x" * 300_000))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            code, detail = code_of(lambda: alice.post(channel, "y" * 16_001))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and detail.startswith("text")
+
+        # The rate limit, per caller: a burst past it is refused, others still pass.
+        with Client(address, token("human:flood", channel)) as flood:
+            refused = 0
+            for i in range(BURST + 30):  # blank posts: each one counts, none is posted
+                try:
+                    flood.post(channel, " ")
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        continue
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+                    assert "retry in" in exc.details()
+                    refused += 1
+            assert refused >= 20
+        last = watcher.post(channel, "after the refusals")
+        # Nothing any refused call tried reached the channel.
+        assert next(events).message.message_id == last.message_id
+        events.cancel()
+    assert metric(metrics, "agora_gateway_requests_total", method="PostMessage",
+                  code="PERMISSION_DENIED") >= 1
+
+
+def test_a_retried_post_is_one_message(gateway):
+    address, _ = gateway
+    channel = new_channel()
+    with Client(address, token("human:retry", channel)) as client:
+        events = client.stream(channel)
+        first = client.post(channel, "only once", idempotency_key="order-42")
+        again = client.post(channel, "only once", idempotency_key="order-42")
+        assert again.message_id == first.message_id
+        code, _ = code_of(lambda: client.post(channel, "something else",
+                                              idempotency_key="order-42"))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        marker = client.post(channel, "marker")
+        got = [next(events).message.message_id for _ in range(2)]
+        assert got == [first.message_id, marker.message_id]
+        events.cancel()
+
+
+def test_a_posted_message_is_answered_on_the_stream(gateway, settings, workers):
+    address, _ = gateway
+    channel = new_channel()
+    Registry(settings).create("developer-backend", channel)
+    workers("gateway")
+    with Client(address, token("human:alice", channel)) as client:
+        events = client.stream(channel)
+        question = client.post(channel, "The API server returns 502 since the last deploy; "
+                                         "which backend logs should I check?",
+                               mentions=["developer-backend"])
+        seen, decision, reply = [], None, None
+        deadline = time.monotonic() + 180
+        for event in events:
+            seen.append(event)
+            kind = event.WhichOneof("event")
+            if kind == "relevance" and event.relevance.message_id == question.message_id:
+                decision = event.relevance
+            if kind == "message" and event.message.reply_to == question.message_id:
+                reply = event.message
+                break
+            assert time.monotonic() < deadline, "no reply on the stream"
+        events.cancel()
+    assert seen[0].message.message_id == question.message_id
+    assert decision is not None and "developer-backend" in decision.selected
+    assert reply.author_id == "developer-backend" and reply.text
+    assert reply.author_kind == chat_pb2.AUTHOR_KIND_AGENT
+
+
+def test_a_resumed_stream_misses_and_repeats_nothing(gateway):
+    address, _ = gateway
+    channel = new_channel()
+    with Client(address, token("human:resume", channel)) as client:
+        whole = client.stream(channel)
+        interrupted = client.stream(channel)
+        posted = [client.post(channel, f"message {i}").message_id for i in range(12)]
+        assert [next(whole).message.message_id for _ in posted] == posted
+        head = [next(interrupted) for _ in range(5)]
+        interrupted.cancel()  # the client goes away after 5 events
+        more = [client.post(channel, f"while away {i}").message_id for i in range(4)]
+        resumed = client.stream(channel, cursor=head[-1].cursor)
+        rest = [next(resumed).message.message_id for _ in range(len(posted) - 5 + len(more))]
+        assert [e.message.message_id for e in head] + rest == posted + more
+        # From a time: everything posted since then.
+        since = client.stream(channel, since=datetime.now(timezone.utc) - timedelta(minutes=5))
+        assert [next(since).message.message_id for _ in posted + more] == posted + more
+        for stream in (whole, resumed, since):
+            stream.cancel()
+        code, detail = code_of(lambda: next(client.stream(channel, cursor="c1.garbage")))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and detail.startswith("cursor")
+
+
+def test_a_hundred_subscribers_get_the_same_events(gateway):
+    address, _ = gateway
+    channel = new_channel()
+    bearer = (("authorization", f"Bearer {token('human:crowd', channel)}"),)
+    count, posts = 100, 5
+
+    async def run() -> list[list[str]]:
+        async with grpc.aio.insecure_channel(address) as chan:
+            stub = chat_pb2_grpc.ChatServiceStub(chan)
+            ready = asyncio.Event()
+            started = []
+
+            async def subscribe() -> list[str]:
+                call = stub.StreamChannel(chat_pb2.StreamChannelRequest(channel_id=channel),
+                                          metadata=bearer)
+                await call.initial_metadata()  # subscribed at the gateway
+                started.append(call)
+                if len(started) == count:
+                    ready.set()
+                got = []
+                async for event in call:
+                    got.append(event.message.message_id)
+                    if len(got) == posts:
+                        call.cancel()
+                        return got
+                return got
+
+            tasks = [asyncio.create_task(subscribe()) for _ in range(count)]
+            await asyncio.wait_for(ready.wait(), 60)
+            sent = []
+            for i in range(posts):
+                reply = await stub.PostMessage(chat_pb2.PostMessageRequest(
+                    channel_id=channel, text=f"to all {i}", idempotency_key=f"all-{i}"),
+                    metadata=bearer)
+                sent.append(reply.message_id)
+            results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            return [sent, *results]
+
+    sent, *received = asyncio.run(run())
+    assert len(received) == count
+    assert all(got == sent for got in received)
+
+
+def test_history_pages_through_what_the_sink_stored(gateway, settings):
+    address, _ = gateway
+    sink = start_agora(settings.stack_dir, ["sink", "postgres", "--batch-wait-s", "0.2"],
+                       "sink-gateway", lambda log: "sink.ready" in log, timeout_s=60)
+    channel = new_channel()
+    try:
+        with Client(address, token("human:hist", channel)) as client:
+            posted = [client.post(channel, f"history {i}").message_id for i in range(7)]
+            pages: list[list[str]] = []
+
+            def read_all() -> bool:
+                pages.clear()
+                page_token = ""
+                while True:
+                    page = client.chat.History(chat_pb2.HistoryRequest(
+                        channel_id=channel, page_size=3, page_token=page_token))
+                    pages.append([m.message_id for m in page.messages])
+                    page_token = page.next_page_token
+                    if not page_token:
+                        return sum(len(p) for p in pages) == len(posted)
+
+            wait_until(read_all, timeout_s=60, what="the sink to store the posts", interval_s=0.5)
+            assert [len(p) for p in pages] == [3, 3, 1]
+            assert [i for p in pages for i in p] == list(reversed(posted))  # newest first
+            # A reply continues its parent's thread, found in Postgres.
+            reply = client.post(channel, "a reply", reply_to=posted[0])
+            assert (reply.thread_id, reply.thread_depth) == (posted[0], 1)
+            code, detail = code_of(lambda: client.chat.History(chat_pb2.HistoryRequest(
+                channel_id=channel, page_token="%%%")))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and detail.startswith("page_token")
+    finally:
+        stop(sink, grace_s=10)
+
+
+def test_the_other_services_answer_through_the_gateway(gateway, settings):
+    address, _ = gateway
+    channel = new_channel()
+    with Client(address, token("human:ops", channel)) as client:
+        tools = client.tools.ListTools(tools_pb2.ListToolsRequest()).tools
+        assert {"calculator", "shell"} <= {t.name for t in tools}
+
+
+def test_the_cli_posts_and_tails_through_the_stacks_gateway(settings):
+    """`agora token issue`, `agora post` and `agora tail` against the gateway that
+    `agora stack up` started (its address and key come from the stack's state)."""
+    channel = new_channel()
+    issued = run_agora(settings.stack_dir, "token", "issue", "human:cli", "-c", channel)
+    assert issued.returncode == 0, issued.stderr
+    bearer = issued.stdout.strip()
+    tail = subprocess.Popen(
+        [str(Path(sys.executable).parent / "agora"), "tail", channel, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("AGORA_")},
+             "AGORA_STACK_DIR": str(settings.stack_dir), "AGORA_GATEWAY_TOKEN": bearer})
+    try:
+        while not tail.stderr.readline().startswith("following"):  # subscribed
+            assert tail.poll() is None, tail.stderr.read()
+        posted = run_agora(settings.stack_dir, "post", channel, "hello from the CLI",
+                           AGORA_GATEWAY_TOKEN=bearer)
+        assert posted.returncode == 0, posted.stderr
+        event = json.loads(tail.stdout.readline())
+        assert event["message"]["messageId"] == posted.stdout.strip()
+        assert event["message"]["authorId"] == "human:cli" and event["cursor"]
+        denied = run_agora(settings.stack_dir, "post", "elsewhere", "hi",
+                           AGORA_GATEWAY_TOKEN=bearer)
+        assert denied.returncode == 2 and denied.stderr.startswith("PERMISSION_DENIED")
+    finally:
+        os.killpg(tail.pid, signal.SIGTERM)
+        tail.wait(10)
