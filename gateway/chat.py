@@ -1,9 +1,10 @@
 """ChatService: post a message, follow a channel live, read its history.
 
 A posted message goes to agora.chat.messages like any producer's; its id derives
-from the caller and the idempotency key, so a retried post returns the first message
-(from this gateway's memory of recent posts, ``publish.Recent``, else from Postgres)
-and never makes a second one. History reads the Postgres state the sink keeps; StreamChannel reads
+from the caller and the idempotency key. A retry to the same gateway gets the first
+answer from its memory (``publish.Recent``) and publishes nothing; a retry after a
+restart publishes the same id again, which every consumer drops as a copy. Posting
+never waits for Postgres. History reads the Postgres state the sink keeps; StreamChannel reads
 Kafka through the process's ``Tail``.
 """
 
@@ -21,7 +22,7 @@ from gateway import cursor as cursors
 from gateway import validation
 from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
 from gateway.convert import enum, timestamp
-from gateway.guard import Conflict, NotFound, Unavailable, caller, require_channel
+from gateway.guard import NotFound, Unavailable, caller, require_channel
 from gateway.publish import Recent, send
 from gateway.tail import Item, Tail
 from gateway.tools import tool_result
@@ -124,14 +125,6 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         message_id = derived_id("gateway", author, key)
         if (answer := self.recent.get(message_id, request)) is not None:
             return answer
-        try:
-            stored = await self._stored_message(message_id)
-        except Unavailable:
-            stored = None  # posting must not depend on Postgres; consumers dedupe by id
-        if stored is not None:  # posted before this gateway (re)started
-            if stored["channel_id"] != channel or stored["text"] != text:
-                raise Conflict("this idempotency key was used for another request")
-            return chat_message(stored)
         thread_id, depth, reply_to = message_id, 0, None
         if request.reply_to:
             reply_to = validation.identifier(request.reply_to, "reply_to")

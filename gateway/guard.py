@@ -13,8 +13,10 @@ balancers and grpcurl expect. Request sizes are bounded by the server's
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
+from datetime import datetime, timezone
 
 import grpc
 import structlog
@@ -31,6 +33,7 @@ LATENCY = Histogram("agora_gateway_request_seconds", "Gateway call duration (str
                     "until the stream ends)", ["method"],
                     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 300))
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+VERIFIED_TOKENS = 10_000
 
 _CALLER: ContextVar[Caller] = ContextVar("agora_gateway_caller")
 
@@ -81,6 +84,9 @@ class Guard(grpc.aio.ServerInterceptor):
     def __init__(self, key: bytes, limiter: RateLimiter):
         self.key = key
         self.limiter = limiter
+        # Token -> its caller: a client sends the same token with every call, and
+        # checking the signature is most of the guard's cost. Expiry is checked anew.
+        self.verified: OrderedDict[str, Caller] = OrderedDict()
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -102,13 +108,22 @@ class Guard(grpc.aio.ServerInterceptor):
     async def _admit(self, context: grpc.aio.ServicerContext) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
         try:
-            who = verify(self.key, from_authorization(metadata.get("authorization")))
+            who = self._verify(from_authorization(metadata.get("authorization")))
         except AuthError as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         wait = self.limiter.take(who.subject)
         if wait:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"rate limit for {who.subject}: retry in {wait:.2f} s")
+        return who
+
+    def _verify(self, token: str) -> Caller:
+        who = self.verified.get(token)
+        if who is None or who.expires_at <= datetime.now(timezone.utc):
+            who = verify(self.key, token)  # raises AuthError, expired ones included
+            self.verified[token] = who
+            while len(self.verified) > VERIFIED_TOKENS:
+                self.verified.popitem(last=False)
         return who
 
     def _unary(self, method: str, inner: Callable[..., Awaitable]):

@@ -48,9 +48,10 @@ async def serve(settings: Settings) -> None:
     await asyncio.to_thread(tail.start)
     producer = AsyncProducer(settings)
     # Postgres serves History and vote lookups; opened lazily, so the gateway starts
-    # (and posts) while the database is down.
+    # (and posts) while the database is down. Autocommit: reads only, and no rollback
+    # round trip each time a connection goes back to the pool.
     pool = AsyncConnectionPool(settings.postgres_dsn, min_size=0, max_size=4, open=False,
-                               kwargs={"connect_timeout": 5})
+                               kwargs={"connect_timeout": 5, "autocommit": True})
     await pool.open(wait=False)
     limit = settings.gateway_max_request_bytes
     server = grpc.aio.server(
