@@ -23,7 +23,7 @@ from gateway import validation
 from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
 from gateway.convert import enum, timestamp
 from gateway.guard import NotFound, Unavailable, caller, require_channel
-from gateway.publish import Recent, send
+from gateway.publish import Recent, publish
 from gateway.tail import Item, Tail
 from gateway.tools import tool_result
 from gateway.votes import vote_update
@@ -140,10 +140,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                   "text": text, "mentions": mentions, "thread_depth": depth,
                   "created_at": datetime.now(timezone.utc), "task_id": None,
                   "metadata": metadata}
-        await send(self.producer, CHAT_MESSAGES.name, channel, "ChatMessage", record)
-        answer = chat_message(record)
-        self.recent.put(message_id, request, answer)
-        return answer
+        return await publish(self.producer, self.recent, request, message_id, CHAT_MESSAGES.name,
+                             channel, "ChatMessage", record, chat_message(record))
 
     async def StreamChannel(self, request, context):
         channel = validation.channel_id(request.channel_id)

@@ -52,3 +52,11 @@ async def send(producer: AsyncProducer, topic: str, key: str, name: str, record:
         await producer.send(topic, key, name, record)
     except (KafkaException, BufferError) as exc:  # BufferError: the local queue is full
         raise Unavailable(f"Kafka: {exc}") from exc
+
+
+async def publish(producer: AsyncProducer, recent: Recent, request: Message, event_id: str,
+                  topic: str, key: str, name: str, record: dict, answer: Message) -> Message:
+    """Produce the event a call made and remember the call's ``answer`` for its retries."""
+    await send(producer, topic, key, name, record)
+    recent.put(event_id, request, answer)
+    return answer

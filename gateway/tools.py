@@ -19,7 +19,7 @@ from gateway import validation
 from gateway.agora.v1 import tools_pb2, tools_pb2_grpc, votes_pb2
 from gateway.convert import enum, timestamp
 from gateway.guard import caller, require_channel
-from gateway.publish import Recent, send
+from gateway.publish import Recent, publish
 from ops.kafka import AsyncProducer
 from schemas.ids import derived_id
 from schemas.topics import TOOL_REQUESTS
@@ -105,10 +105,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         record = new_request(agent_id, channel, request.tool, arguments,
                              request.reason or f"requested by {caller().subject}", source,
                              event_id=request_id)
-        await send(self.producer, TOOL_REQUESTS.name, channel, "ToolRequest", record)
         answer = tools_pb2.ToolRequest(
             request_id=request_id, channel_id=channel, agent_id=agent_id, tool=request.tool,
             arguments=_struct(arguments), reason=record["reason"],
             source_message_id=source or "", requested_at=timestamp(record["requested_at"]))
-        self.recent.put(request_id, request, answer)
-        return answer
+        return await publish(self.producer, self.recent, request, request_id,
+                             TOOL_REQUESTS.name, channel, "ToolRequest", record, answer)

@@ -19,7 +19,7 @@ from gateway import validation
 from gateway.agora.v1 import votes_pb2, votes_pb2_grpc
 from gateway.convert import enum, symbol, timestamp
 from gateway.guard import NotFound, Unavailable, caller, require_channel
-from gateway.publish import Recent, send
+from gateway.publish import Recent, publish
 from ops.config import Settings
 from ops.kafka import AsyncProducer
 from schemas.ids import derived_id
@@ -183,10 +183,8 @@ class VoteService(votes_pb2_grpc.VoteServiceServicer):
             description=request.description, options=options,
             eligible_voters=list(dict.fromkeys(voters)), weights=weights, quorum=quorum,
             deadline_s=deadline_s, vote_id=vote_id)
-        await send(self.producer, VOTES.name, vote_id, "VoteProposal", proposal)
-        answer = vote(proposal)
-        self.recent.put(vote_id, request, answer)
-        return answer
+        return await publish(self.producer, self.recent, request, vote_id, VOTES.name, vote_id,
+                             "VoteProposal", proposal, vote(proposal))
 
     async def CastBallot(self, request, context):
         vote_id = validation.identifier(request.vote_id, "vote_id")
@@ -202,10 +200,8 @@ class VoteService(votes_pb2_grpc.VoteServiceServicer):
             return earlier
         record = new_ballot(vote_id, channel, voter, request.choice, request.rationale,
                             event_id=ballot_id)
-        await send(self.producer, VOTES.name, vote_id, "Ballot", record)
-        answer = ballot(record)
-        self.recent.put(ballot_id, request, answer)
-        return answer
+        return await publish(self.producer, self.recent, request, ballot_id, VOTES.name, vote_id,
+                             "Ballot", record, ballot(record))
 
     async def GetVote(self, request, context):
         vote_id = validation.identifier(request.vote_id, "vote_id")
