@@ -103,6 +103,24 @@ def _registry():
     return Registry(_settings())
 
 
+def _through_gateway():
+    """A gateway client when AGORA_GATEWAY_TOKEN is set: the agents and vote commands
+    then go through the API, under the token's identity and scopes. Without a token
+    they write to Kafka directly, as operators on the cluster do."""
+    return _client() if _settings().gateway_token.get_secret_value() else None
+
+
+def _profile(agent) -> dict:
+    """An agents.v1 Agent in the registry's profile shape, for the same output."""
+    from gateway.agora.v1 import agents_pb2
+    from gateway.convert import symbol
+
+    return {"agent_id": agent.agent_id, "name": agent.name, "template": agent.template,
+            "state": symbol(agents_pb2.AgentState, agent.state),
+            "channels": list(agent.channels), "tools": list(agent.tools),
+            "permissions": list(agent.permissions)}
+
+
 @agents_app.command("create")
 def agents_create(
     template: str = typer.Option(..., "--template", "-t", help="Template name."),
@@ -111,10 +129,18 @@ def agents_create(
     name: str = typer.Option(None, "--name", help="Display name."),
 ) -> None:
     """Create an agent from a template (or add a channel to an existing one)."""
-    try:
-        profile, action = _registry().create(template, channel, agent_id, name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    if client := _through_gateway():
+        from gateway.agora.v1 import agents_pb2
+
+        with client:
+            profile, action = _profile(_rpc(lambda: client.agents.CreateAgent(
+                agents_pb2.CreateAgentRequest(template=template, channel_id=channel,
+                                              agent_id=agent_id or "", name=name or "")))), "saved"
+    else:
+        try:
+            profile, action = _registry().create(template, channel, agent_id, name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     typer.echo(f"{profile['agent_id']} {action}: {profile['name']} in "
                f"{', '.join(profile['channels'])}")
 
@@ -124,7 +150,18 @@ def agents_list() -> None:
     """Every agent with its state, channels and tools."""
     from streams.registry.profiles import templates
 
-    profiles = _registry().load()
+    if client := _through_gateway():
+        from gateway.agora.v1 import agents_pb2
+
+        profiles, page_token = {}, None
+        with client:
+            while page_token != "":
+                page = _rpc(lambda: client.agents.ListAgents(
+                    agents_pb2.ListAgentsRequest(page_token=page_token or "")))
+                profiles.update((a.agent_id, _profile(a)) for a in page.agents)
+                page_token = page.next_page_token
+    else:
+        profiles = _registry().load()
     if not profiles:
         typer.echo(f"no agents yet; templates: {', '.join(templates())}", err=True)
     for p in sorted(profiles.values(), key=lambda p: p["agent_id"]):
@@ -133,11 +170,20 @@ def agents_list() -> None:
 
 
 def _set_state(agent_id: str, state: str, reason: str | None) -> None:
-    try:
-        profile = _registry().set_state(agent_id, state, reason)
-    except KeyError as exc:
-        typer.echo(exc.args[0], err=True)
-        raise typer.Exit(1) from None
+    if client := _through_gateway():
+        from gateway.agora.v1 import agents_pb2
+
+        with client:
+            profile = _profile(_rpc(
+                lambda: client.agents.PauseAgent(agents_pb2.PauseAgentRequest(
+                    agent_id=agent_id, reason=reason or "")) if state == "PAUSED" else
+                client.agents.ResumeAgent(agents_pb2.ResumeAgentRequest(agent_id=agent_id))))
+    else:
+        try:
+            profile = _registry().set_state(agent_id, state, reason)
+        except KeyError as exc:
+            typer.echo(exc.args[0], err=True)
+            raise typer.Exit(1) from None
     typer.echo(f"{profile['agent_id']} is {profile['state']}")
 
 
@@ -167,11 +213,19 @@ def agents_revoke(agent_id: str, permissions: list[str] = typer.Argument(...)) -
 
 
 def _change_permissions(agent_id: str, permissions: list[str], revoke: bool) -> None:
-    try:
-        profile = _registry().grant(agent_id, permissions, revoke=revoke)
-    except KeyError as exc:
-        typer.echo(exc.args[0], err=True)
-        raise typer.Exit(1) from None
+    if client := _through_gateway():
+        from gateway.agora.v1 import agents_pb2
+
+        change = {"revoke_permissions" if revoke else "grant_permissions": permissions}
+        with client:
+            profile = _profile(_rpc(lambda: client.agents.UpdateAgent(
+                agents_pb2.UpdateAgentRequest(agent_id=agent_id, **change))))
+    else:
+        try:
+            profile = _registry().grant(agent_id, permissions, revoke=revoke)
+        except KeyError as exc:
+            typer.echo(exc.args[0], err=True)
+            raise typer.Exit(1) from None
     typer.echo(f"{agent_id}: permissions={','.join(profile['permissions'])} "
                f"tools={','.join(profile['tools'])}")
 
@@ -216,7 +270,8 @@ def tools_request(
 def vote_start(
     title: str = typer.Argument(..., help="The question put to the voters."),
     channel: str = typer.Option(..., "--channel", "-c"),
-    proposer: str = typer.Option("human:cli", "--proposer"),
+    proposer: str = typer.Option("human:cli", "--proposer",
+                                 help="Without a gateway token; through it, the token's subject."),
     vote_type: str = typer.Option("PROJECT_DECISION", "--type",
                                   help="PROJECT_DECISION, CONFLICT_RESOLUTION or "
                                        "RESOURCE_ALLOCATION."),
@@ -244,6 +299,24 @@ def vote_start(
     except ValueError:
         raise typer.BadParameter("--weight takes VOTER=NUMBER") from None
     settings = _settings()
+    if client := _through_gateway():
+        import uuid
+
+        from google.protobuf.duration_pb2 import Duration
+
+        from gateway.agora.v1 import votes_pb2
+        from gateway.convert import enum
+
+        with client:
+            started = _rpc(lambda: client.votes.StartVote(votes_pb2.StartVoteRequest(
+                channel_id=channel, title=title, options=option or [],
+                vote_type=enum(votes_pb2.VoteType, vote_type),
+                strategy=enum(votes_pb2.VoteStrategy, strategy), eligible_voters=voter or [],
+                weights=weights, quorum=quorum,
+                deadline=Duration(seconds=int(deadline_s or settings.vote_deadline_s)),
+                idempotency_key=str(uuid.uuid4()))))
+        typer.echo(started.vote_id)
+        return
     proposal = new_proposal(channel, proposer, title, vote_type=vote_type, strategy=strategy,
                             options=option, eligible_voters=voter, weights=weights,
                             quorum=quorum, deadline_s=deadline_s or settings.vote_deadline_s)
@@ -255,7 +328,8 @@ def vote_start(
 def vote_cast(
     vote_id: str,
     choice: str = typer.Argument(..., help="An option of the vote, or abstain."),
-    voter: str = typer.Option(..., "--voter"),
+    voter: str = typer.Option(None, "--voter",
+                              help="Without a gateway token; through it, the token's subject."),
     channel: str = typer.Option(..., "--channel", "-c"),
     rationale: str = typer.Option("", "--rationale"),
 ) -> None:
@@ -263,6 +337,20 @@ def vote_cast(
     from ops.kafka import publish
     from schemas.topics import VOTES
     from streams.votes.records import new_ballot
+
+    if client := _through_gateway():
+        import uuid
+
+        from gateway.agora.v1 import votes_pb2
+
+        with client:
+            cast = _rpc(lambda: client.votes.CastBallot(votes_pb2.CastBallotRequest(
+                vote_id=vote_id, channel_id=channel, choice=choice, rationale=rationale,
+                idempotency_key=str(uuid.uuid4()))))
+        typer.echo(cast.ballot_id)
+        return
+    if not voter:
+        raise typer.BadParameter("--voter is required without a gateway token")
 
     ballot = new_ballot(vote_id, channel, voter, choice, rationale)
     publish(_settings(), VOTES.name, [("Ballot", vote_id, ballot)])

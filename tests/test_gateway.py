@@ -327,6 +327,30 @@ def test_the_cli_posts_and_tails_through_the_stacks_gateway(settings):
         denied = run_agora(settings.stack_dir, "post", "elsewhere", "hi",
                            AGORA_GATEWAY_TOKEN=bearer)
         assert denied.returncode == 2 and denied.stderr.startswith("PERMISSION_DENIED")
+
+        # With a token, `agora agents` and `agora vote` go through the gateway too.
+        def cli(*args: str) -> str:
+            done = run_agora(settings.stack_dir, *args, AGORA_GATEWAY_TOKEN=bearer)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+        agent = f"cli-analyst-{channel}"
+        assert cli("agents", "create", "-t", "analyst-data", "-c", channel, "--id", agent
+                   ).startswith(f"{agent} saved")
+        assert f"{agent} is PAUSED" in cli("agents", "pause", agent, "--reason", "cli")
+        listed = cli("agents", "list")
+        assert agent in listed and "developer-backend" not in listed  # only its channels
+        vote_id = cli("vote", "start", "Ship it?", "-c", channel, "--voter", "human:cli").strip()
+        ballot_id = cli("vote", "cast", vote_id, "yes", "-c", channel).strip()
+        kinds = []
+        while len(kinds) < 2:  # the vote and the ballot, on the same stream
+            event = json.loads(tail.stdout.readline())
+            kinds.append(next(iter(event.get("voteUpdate", {"other": 0}))))
+        assert kinds == ["opened", "ballotCast"], kinds
+        assert ballot_id
+        outside = run_agora(settings.stack_dir, "agents", "pause", "developer-backend",
+                            AGORA_GATEWAY_TOKEN=bearer)
+        assert outside.returncode == 2 and outside.stderr.startswith(
+            ("PERMISSION_DENIED", "NOT_FOUND")), outside.stderr
     finally:
         os.killpg(tail.pid, signal.SIGTERM)
         tail.wait(10)
