@@ -87,12 +87,21 @@ class Guard(grpc.aio.ServerInterceptor):
         # Token -> its caller: a client sends the same token with every call, and
         # checking the signature is most of the guard's cost. Expiry is checked anew.
         self.verified: OrderedDict[str, Caller] = OrderedDict()
+        self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_PREFIXES):
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
+        if details.method.startswith(OPEN_PREFIXES):
+            return await continuation(details)
+        # A method's handler never changes: wrap it once, not on every call.
+        if (wrapped := self.wrapped.get(details.method)) is None:
+            handler = await continuation(details)
+            if handler is None:
+                return None  # UNIMPLEMENTED
+            wrapped = self.wrapped[details.method] = self._wrap(details.method, handler)
+        return wrapped
+
+    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        method = path.rsplit("/", 1)[-1]
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
@@ -103,7 +112,7 @@ class Guard(grpc.aio.ServerInterceptor):
                 self._stream(method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        raise TypeError(f"{details.method}: only unary and server-streaming calls exist")
+        raise TypeError(f"{path}: only unary and server-streaming calls exist")
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> Caller:
         metadata = dict(context.invocation_metadata() or ())

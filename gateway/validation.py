@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from streams.relevance.messages import MAX_TEXT
+
 
 class InvalidField(ValueError):
     """A request field that fails its check: ``field`` is its path, ``reason`` what is wrong."""
@@ -53,10 +55,6 @@ def agent_id(value: str, field: str = "agent_id") -> str:
 
 def text(value: str, field: str = "text") -> str:
     """Message text the relevance engine accepts (it dead-letters blank or longer text)."""
-    # The limit lives beside the relevance Faust agent, slow to import: loaded on first
-    # use so that token handling and the CLI do not pay for it.
-    from streams.relevance.agent import MAX_TEXT
-
     if not value.strip():
         raise InvalidField(field, "must not be blank")
     if len(value) > MAX_TEXT:

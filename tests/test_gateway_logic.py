@@ -241,7 +241,7 @@ def test_ids_refused(bad):
 
 
 def test_text_uses_the_relevance_limit():
-    from streams.relevance.agent import MAX_TEXT, InvalidMessage, validate
+    from streams.relevance.messages import MAX_TEXT, InvalidMessage, validate
 
     assert validation.text("hello") == "hello"
     assert validation.text("x" * MAX_TEXT) == "x" * MAX_TEXT

@@ -27,11 +27,11 @@ from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE
 from streams import channels
 from streams.app import topic
 from streams.deadletter import send_dead_letter
+from streams.relevance.messages import validate
 from streams.relevance.scoring import Candidate, Decision, Message, RelevanceConfig, decide
 from streams.services import Services
 
 log = structlog.get_logger("agora.relevance")
-MAX_TEXT = 16_000  # characters: longer messages are dead-lettered, not truncated silently
 HISTORY_KEPT = 50
 TASK_DEADLINE = timedelta(minutes=5)
 
@@ -41,18 +41,6 @@ BATCH = Histogram("agora_relevance_batch_size", "Messages per relevance batch",
                   buckets=(1, 2, 4, 8, 16, 32, 64))
 LATENCY = Histogram("agora_relevance_batch_seconds", "Time to decide a batch",
                     buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-
-
-class InvalidMessage(ValueError):
-    """A well-formed ChatMessage that the flow cannot accept."""
-
-
-def validate(message: dict) -> None:
-    if not message["text"].strip():
-        raise InvalidMessage("invalid ChatMessage: empty text")
-    if len(message["text"]) > MAX_TEXT:
-        raise InvalidMessage(f"invalid ChatMessage: text of {len(message['text'])} characters "
-                             f"exceeds {MAX_TEXT}")
 
 
 def register(app: faust.App, services: Services, state: faust.TableT, config: RelevanceConfig,
