@@ -10,6 +10,7 @@ Kafka through the process's ``Tail``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import datetime, timezone
@@ -150,7 +151,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if request.WhichOneof("start") == "cursor":
             start = cursors.decode(request.cursor, channel)
         elif request.WhichOneof("start") == "start_time":
-            start = self.tail.offsets_at(request.start_time.ToDatetime(timezone.utc))
+            start = await asyncio.to_thread(  # a broker round trip: off the event loop
+                self.tail.offsets_at, request.start_time.ToDatetime(timezone.utc))
         # Initial metadata once subscribed: a client that waits for it (Client.stream
         # does) knows that anything it posts from then on reaches this stream.
         async for item, position in self.tail.follow(
