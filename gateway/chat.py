@@ -60,12 +60,21 @@ def relevance(record: dict) -> chat_pb2.RelevanceSummary:
         config_version=record["config_version"])
 
 
+def reply_chunk(record: dict) -> chat_pb2.ReplyChunk:
+    return chat_pb2.ReplyChunk(
+        message_id=record["message_id"], task_id=record["task_id"], agent_id=record["agent_id"],
+        reply_to=record["reply_to"], thread_id=record["thread_id"], seq=record["seq"],
+        offset=record["offset"], text=record["text"], created_at=timestamp(record["created_at"]))
+
+
 def channel_event(item: Item, position: dict) -> chat_pb2.ChannelEvent | None:
     """The stream's form of a tail item; None for events a channel does not show."""
     event = chat_pb2.ChannelEvent(cursor=cursors.encode(item.record["channel_id"], position),
                                   time=timestamp(from_epoch_ms(item.timestamp_ms)))
     if item.name == "ChatMessage":
         event.message.CopyFrom(chat_message(item.record))
+    elif item.name == "ReplyChunk":
+        event.reply_chunk.CopyFrom(reply_chunk(item.record))
     elif item.name == "RelevanceDecision":
         event.relevance.CopyFrom(relevance(item.record))
     elif item.name == "ToolResult":

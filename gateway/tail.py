@@ -1,8 +1,8 @@
 """Live channel events for StreamChannel: one Kafka consumer per gateway process, any
 number of subscribers.
 
-The ``Tail`` reads the channel topics (messages, relevance decisions, tool results,
-votes and vote results) from their end when the gateway starts, decodes each record
+The ``Tail`` reads the channel topics (messages, reply chunks, relevance decisions,
+tool results, votes and vote results) from their end when the gateway starts, decodes each record
 once and hands it to the subscribers of its channel. A subscriber's position is the
 next offset of every topic partition (the cursor), so:
 
@@ -28,12 +28,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from ops.config import Settings
 from schemas import codec
-from schemas.topics import (CHAT_MESSAGES, RELEVANCE_DECISIONS, TOOL_RESULTS, VOTE_RESULTS,
-                            VOTES)
+from schemas.topics import (CHAT_MESSAGES, RELEVANCE_DECISIONS, REPLY_CHUNKS, TOOL_RESULTS,
+                            VOTE_RESULTS, VOTES)
 
 log = structlog.get_logger("agora.gateway")
-TOPICS = (CHAT_MESSAGES.name, RELEVANCE_DECISIONS.name, TOOL_RESULTS.name, VOTES.name,
-          VOTE_RESULTS.name)
+TOPICS = (CHAT_MESSAGES.name, REPLY_CHUNKS.name, RELEVANCE_DECISIONS.name, TOOL_RESULTS.name,
+          VOTES.name, VOTE_RESULTS.name)
 QUEUE_SIZE = 10_000
 
 Position = dict[tuple[str, int], int]  # (topic, partition) -> next offset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from datetime import datetime, timezone
 
 import typer
@@ -526,18 +527,24 @@ def tail(
     as_json: bool = typer.Option(False, "--json",
                                  help="One JSON object per event, with its cursor."),
 ) -> None:
-    """Follow a channel live through the gateway: messages, decisions, tool results, votes."""
+    """Follow a channel live through the gateway: messages, agents' replies as they are
+    written, decisions, tool results, votes."""
     from google.protobuf.json_format import MessageToJson
 
-    from gateway.describe import line
+    from gateway.describe import Transcript
 
     since = since.replace(tzinfo=timezone.utc) if since and since.tzinfo is None else since
+    transcript = Transcript()
     with _client() as client:
         def follow():
             events = client.stream(channel, cursor, since)
             typer.echo(f"following {channel} (Ctrl-C stops)", err=True)  # subscribed now
             for event in events:
-                typer.echo(MessageToJson(event, indent=None) if as_json else line(event))
+                if as_json:
+                    typer.echo(MessageToJson(event, indent=None))
+                elif text := transcript.feed(event):
+                    sys.stdout.write(text)
+                    sys.stdout.flush()  # a reply's chunks show as they come
         try:
             _rpc(follow)
         except KeyboardInterrupt:

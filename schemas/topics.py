@@ -16,10 +16,15 @@ class Topic:
     key: str
     events: tuple[str, ...]
     config: dict[str, str] = field(default_factory=dict)
+    stored: bool = True  # whether the sinks keep its events
 
 
 CHAT_MESSAGES = Topic("agora.chat.messages", "channel_id", ("ChatMessage",))
 RELEVANCE_DECISIONS = Topic("agora.relevance.decisions", "channel_id", ("RelevanceDecision",))
+# Replies as they are generated, for live followers only: the finished ChatMessage is
+# the record, so an hour of chunks is kept and the sinks skip them.
+REPLY_CHUNKS = Topic("agora.chat.replies.partial", "channel_id", ("ReplyChunk",),
+                     {"retention.ms": str(3600 * 1000)}, stored=False)
 INFERENCE_TASKS = Topic("agora.inference.tasks", "channel_id", ("InferenceTask",))
 TOOL_REQUESTS = Topic("agora.tool.requests", "channel_id", ("ToolRequest",))
 # Requests whose tool-usage vote passed, written only by the votes agent.
@@ -37,5 +42,8 @@ AGENT_STATUS = Topic("agora.agents.status", "agent_id@worker_id", ("AgentStatus"
                      {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})
 DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
 
-ALL: tuple[Topic, ...] = (CHAT_MESSAGES, RELEVANCE_DECISIONS, INFERENCE_TASKS, TOOL_REQUESTS,
-                          TOOL_APPROVED, TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS, AGENT_STATUS, DEADLETTER)
+ALL: tuple[Topic, ...] = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, INFERENCE_TASKS,
+                          TOOL_REQUESTS, TOOL_APPROVED, TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS,
+                          AGENT_STATUS, DEADLETTER)
+STORED: tuple[Topic, ...] = tuple(t for t in ALL if t.stored)
+STORED_EVENTS: frozenset[str] = frozenset(e for t in STORED for e in t.events)

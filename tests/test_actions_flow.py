@@ -143,7 +143,7 @@ def test_a_vote_gated_tool_runs_only_after_three_ballots_pass(settings, team, wo
     assert vote["outcome"] == "PASSED" and vote["ballots_counted"] == 3
     assert vote["eligible_count"] == 3 and vote["tally"]["yes"] == 3
     result = result_of(results, req)
-    assert result["status"] == "OK" and f"gated-{token}" in result["output"], result
+    assert result["status"] == "OK" and f"gated-{token}" in result["output"], result["error"]
     assert result["vote_id"] == vote_id
 
     late = ballot(settings, team, vote_id, third, "no")

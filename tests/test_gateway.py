@@ -177,13 +177,15 @@ def test_a_posted_message_is_answered_on_the_stream(gateway, settings, workers):
         question = client.post(channel, "The API server returns 502 since the last deploy; "
                                          "which backend logs should I check?",
                                mentions=["developer-backend"])
-        seen, decision, reply = [], None, None
+        seen, decision, reply, chunks = [], None, None, []
         deadline = time.monotonic() + 180
         for event in events:
             seen.append(event)
             kind = event.WhichOneof("event")
             if kind == "relevance" and event.relevance.message_id == question.message_id:
                 decision = event.relevance
+            if kind == "reply_chunk" and event.reply_chunk.reply_to == question.message_id:
+                chunks.append(event.reply_chunk)
             if kind == "message" and event.message.reply_to == question.message_id:
                 reply = event.message
                 break
@@ -193,6 +195,12 @@ def test_a_posted_message_is_answered_on_the_stream(gateway, settings, workers):
     assert decision is not None and "developer-backend" in decision.selected
     assert reply.author_id == "developer-backend" and reply.text
     assert reply.author_kind == chat_pb2.AUTHOR_KIND_AGENT
+    # The reply streamed token by token before it arrived whole.
+    assert len(chunks) > 1 and {c.message_id for c in chunks} == {reply.message_id}
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert all(c.agent_id == "developer-backend" and c.text for c in chunks)
+    assert "".join(c.text for c in chunks) == reply.text  # no restart: Triton stayed up
+    assert int(reply.metadata["first_token_ms"]) > 0
 
 
 def test_a_resumed_stream_misses_and_repeats_nothing(gateway):

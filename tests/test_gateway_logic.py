@@ -4,6 +4,7 @@ with their committed generated code. No servers needed."""
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import jwt
@@ -16,8 +17,10 @@ from gateway.agora.v1 import (agents_pb2, agents_pb2_grpc, analytics_pb2, analyt
                               chat_pb2, chat_pb2_grpc, tools_pb2, tools_pb2_grpc, votes_pb2,
                               votes_pb2_grpc)
 from gateway.auth import AuthError, Reason
+from gateway.describe import Transcript
 from gateway.ratelimit import RateLimiter
 from gateway.validation import InvalidField
+from schemas import codec
 
 KEY = "k" * 64  # long enough for HS512 too, which a test signs with
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -379,12 +382,71 @@ def test_channel_events_carry_one_event_and_a_cursor():
     event.vote_update.closed.outcome = votes_pb2.VOTE_OUTCOME_PASSED  # replaces the message
     assert event.WhichOneof("event") == "vote_update" and not event.HasField("message")
     assert {f.name for f in chat_pb2.ChannelEvent.DESCRIPTOR.oneofs_by_name["event"].fields} == {
-        "message", "relevance", "tool_result", "vote_update"}
+        "message", "relevance", "tool_result", "vote_update", "reply_chunk"}
     start = chat_pb2.StreamChannelRequest.DESCRIPTOR.oneofs_by_name["start"]
     assert {f.name for f in start.fields} == {"cursor", "start_time"}
     request = chat_pb2.StreamChannelRequest.FromString(
         chat_pb2.StreamChannelRequest(channel_id="general", cursor="c1.x").SerializeToString())
     assert request.WhichOneof("start") == "cursor"
+
+
+def test_reply_chunks_convert_from_their_event():
+    from gateway.chat import channel_event
+    from gateway.tail import Item
+    from streams.responder.partial import chunk
+
+    task, message = {"event_id": str(uuid.uuid4()), "channel_id": "eng"}, {
+        "event_id": str(uuid.uuid4()), "thread_id": "t-1"}
+    record = codec.decode(codec.encode("ReplyChunk", chunk(task, message, "dev", 2, 7, "lo")))[1]
+    event = channel_event(Item("agora.chat.replies.partial", 0, 5, 1, "ReplyChunk", record),
+                          {("agora.chat.replies.partial", 0): 6})
+    c = event.reply_chunk
+    assert (c.message_id, c.task_id, c.agent_id, c.reply_to, c.thread_id) == (
+        record["message_id"], task["event_id"], "dev", message["event_id"], "t-1")
+    assert (c.seq, c.offset, c.text) == (2, 7, "lo") and event.cursor
+
+
+def _event(kind: str, **fields) -> chat_pb2.ChannelEvent:
+    event = chat_pb2.ChannelEvent()
+    event.time.FromSeconds(3600)
+    getattr(event, kind).CopyFrom(getattr(chat_pb2, {"reply_chunk": "ReplyChunk",
+                                                     "message": "ChatMessage"}[kind])(**fields))
+    return event
+
+
+def _piece(message_id: str, offset: int, text: str, seq: int = 0) -> chat_pb2.ChannelEvent:
+    return _event("reply_chunk", message_id=message_id, agent_id="dev", reply_to="question1",
+                  offset=offset, text=text, seq=seq)
+
+
+def _reply(message_id: str, text: str) -> chat_pb2.ChannelEvent:
+    return _event("message", message_id=message_id, author_id="dev", reply_to="question1",
+                  text=text)
+
+
+def test_a_transcript_grows_a_reply_on_its_line_and_the_message_ends_it():
+    t = Transcript()
+    out = [t.feed(_piece("r1", 0, "Hel")), t.feed(_piece("r1", 3, "lo")), t.feed(_reply("r1", "Hello"))]
+    assert "".join(out) == "01:00:00 dev ↳question: Hello\n"
+    assert t.feed(_piece("r1", 5, " late")) == ""  # a chunk trailing its message
+
+
+def test_a_transcript_prints_the_message_whole_when_the_line_was_cut():
+    t = Transcript()
+    text = t.feed(_piece("r1", 0, "Hel"))
+    text += t.feed(_reply("other", "meanwhile"))  # another event cuts the line
+    text += t.feed(_piece("r1", 3, "lo"))  # the reply goes on, on a new line
+    text += t.feed(_reply("r1", "Hello"))
+    assert text.splitlines() == ["01:00:00 dev ↳question: Hel", "01:00:00 dev ↳question: meanwhile",
+                                 "01:00:00 dev ↳question: …lo", "01:00:00 dev ↳question: Hello"]
+
+
+def test_a_transcript_starts_over_when_the_generation_restarts():
+    t = Transcript()
+    text = t.feed(_piece("r1", 0, "Hel")) + t.feed(_piece("r1", 0, "Hi", seq=1))
+    text += t.feed(_piece("r1", 2, " all", seq=2)) + t.feed(_reply("r1", "Hi all"))
+    # The restart starts a new line, which the finished message then ends.
+    assert text.splitlines() == ["01:00:00 dev ↳question: Hel", "01:00:00 dev ↳question: Hi all"]
 
 
 def test_enums_mirror_the_avro_schemas():

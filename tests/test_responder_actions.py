@@ -21,7 +21,8 @@ from streams.registry.profiles import changed, new_profile, templates
 from streams.responder.actions import (ARGUMENT_CHARS, ARGUMENT_ITEMS, BALLOT_EXAMPLE,
                                        EXAMPLES, LINE_CHARS, VOTE_TYPES, action_schema,
                                        ballot_options, build_prompt, callable_tools, events,
-                                       for_generation)
+                                       for_generation, reply_id)
+from streams.responder.partial import ReplyText, chunk
 from streams.tools import catalog
 
 TEMPLATES = sorted(templates())
@@ -920,3 +921,80 @@ def test_every_valid_action_becomes_valid_events(drawn, text, depth):
     for name, key, record in produced:
         assert isinstance(key, str) and key
         assert_round_trips(name, record)
+
+
+# --------------------------------------------------------------------------- partial replies
+
+
+def streamed(generated: str, cuts: list[int]) -> tuple[list[str], ReplyText]:
+    """Feed ``generated`` cut at ``cuts``; the texts ReplyText gave back, and itself."""
+    reply, out, last = ReplyText(), [], 0
+    for cut in sorted(set(cuts)) + [len(generated)]:
+        if new := reply.feed(generated[last:cut]):
+            out.append(new)
+        last = cut
+    return out, reply
+
+
+@pytest.mark.parametrize("tools, ballot", [(ALL_TOOLS, None), ([], YES_NO)])
+def test_the_action_grammar_writes_the_reply_first(tools, ballot):
+    """What lets the reply stream before the JSON closes."""
+    root = next(line for line in grammar_for(json.dumps(action_schema(tools, ballot)))
+                .splitlines() if line.startswith("root ::="))
+    assert root.startswith('root ::= "{" space reply-kv ","')
+
+
+# JSON string bodies as a model writes them, escapes included.
+@pytest.mark.parametrize("body", [
+    "Sure, I will calculate it.", r'She said \"hi\" \\ then left', r"line one\nline two\ttab",
+    r"caf\u00e9 na\u00efve", r"emoji \ud83d\ude00 done", r"\\", r'\"', "x", "café à la"])
+def test_every_cut_of_an_escaped_reply_streams_it_whole(body):
+    generated = '{"reply": "' + body + '", "tool_call": null, "vote": null, "ballot": null}'
+    whole = json.loads(generated)["reply"]
+    for cut in range(len(generated) + 1):
+        out, reply = streamed(generated, [cut])
+        assert "".join(out) == whole == reply.text and reply.done, cut
+    out, reply = streamed(generated, list(range(len(generated))))  # one character at a time
+    assert "".join(out) == whole and all(out)
+    assert reply.feed(' {"reply": "more"}') == ""  # nothing after the reply's closing quote
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=80), ascii_only=st.booleans(),
+       cuts=st.lists(st.integers(0, 400), max_size=30))
+def test_any_reply_streams_exactly_its_text(text, ascii_only, cuts):
+    action = {"reply": text, "tool_call": None, "vote": None, "ballot": None}
+    out, reply = streamed(json.dumps(action, ensure_ascii=ascii_only), cuts)
+    assert "".join(out) == text == reply.text and reply.done
+
+
+def test_a_reply_streams_while_the_json_is_open():
+    reply = ReplyText()
+    assert reply.feed('{"re') == "" and reply.feed('ply": "Hel') == "Hel"
+    assert reply.feed("lo wor") == "lo wor" and not reply.done
+    assert reply.feed("\\") == ""  # an escape cut short waits for the next piece
+    assert reply.feed("u00e9") == "é" and reply.text == "Hello woré"
+
+
+def test_json_without_a_leading_reply_streams_nothing():
+    out, reply = streamed('{"tool_call": null, "reply": "hi"}', [5, 20])
+    assert out == [] and reply.text == "" and not reply.done
+
+
+def test_chunks_name_the_reply_they_become_and_encode():
+    task = {"event_id": str(uuid.uuid4()), "channel_id": "eng"}
+    message = {"event_id": str(uuid.uuid4()), "thread_id": "t-1"}
+    first = chunk(task, message, "developer-backend", 0, 0, "Hel")
+    again = chunk(task, message, "developer-backend", 0, 0, "Hel")
+    second = chunk(task, message, "developer-backend", 1, 3, "lo")
+    agent = agent_from("developer-backend")
+    [(name, _, reply), *_] = events(task | {"thread_depth": 0}, agent,
+                                    message | {"channel_id": "eng", "thread_depth": 0,
+                                               "text": "hi", "metadata": {}},
+                                    {"reply": "Hello", "tool_call": None, "vote": None,
+                                     "ballot": None})
+    assert first["message_id"] == reply["event_id"] == reply_id(task["event_id"])
+    assert first["event_id"] == again["event_id"] != second["event_id"]  # replays dedupe
+    assert (first["reply_to"], first["thread_id"]) == (message["event_id"], "t-1")
+    for record in (first, second):
+        assert codec.decode(codec.encode("ReplyChunk", record))[1]["text"] == record["text"]

@@ -33,7 +33,7 @@ ROOT = Path(codec.__file__).parent
 EXPECTED_EVENTS = {
     "ChatMessage", "AgentProfile", "RelevanceDecision", "InferenceTask", "ToolRequest",
     "ToolResult", "VoteProposal", "Ballot", "VoteResult", "BallotRejected", "DeadLetter",
-    "AgentStatus", "VoteDeadline",
+    "AgentStatus", "VoteDeadline", "ReplyChunk",
 }
 # Released schemas are frozen: a changed fingerprint here means a released
 # file was edited, which would orphan every payload written with it.
@@ -46,6 +46,7 @@ RELEASED_FINGERPRINTS = {
     ("DeadLetter", 1): "1035c625cc402137",
     ("InferenceTask", 1): "b1e2562c7d60af93",
     ("RelevanceDecision", 1): "351a9068d7b734d8",
+    ("ReplyChunk", 1): "fbe07f205483293f",
     ("ToolRequest", 1): "88b3620e1612c7f3",
     ("ToolResult", 1): "7fbdbbbf8960b31b",
     ("VoteDeadline", 1): "6c76086001304aa6",

@@ -140,6 +140,11 @@ def build_prompt(agent: dict, history: list[dict], memories: list[dict], message
     return "\n".join(parts) + " "
 
 
+def reply_id(task_id: str) -> str:
+    """The id of the reply to an inference task (its chunks name it before it exists)."""
+    return derived_id(task_id, "reply")
+
+
 def events(task: dict, agent: dict, message: dict, action: dict,
            vote_deadline: timedelta = timedelta(minutes=5),
            usage: dict[str, str] | None = None) -> list[tuple[str, str, dict]]:
@@ -152,9 +157,8 @@ def events(task: dict, agent: dict, message: dict, action: dict,
     now = datetime.now(timezone.utc)
     task_id, channel = task["event_id"], task["channel_id"]
     out: list[tuple[str, str, dict]] = []
-    reply_id = derived_id(task_id, "reply")
     out.append(("ChatMessage", channel, {
-        "event_id": reply_id, "channel_id": channel, "thread_id": message["thread_id"],
+        "event_id": reply_id(task_id), "channel_id": channel, "thread_id": message["thread_id"],
         "reply_to": message["event_id"], "author_id": agent["agent_id"], "author_kind": "AGENT",
         "text": action["reply"], "mentions": [], "thread_depth": message["thread_depth"] + 1,
         "created_at": now, "task_id": task_id, "metadata": dict(usage or {}),

@@ -1,8 +1,9 @@
 """The responder Faust agent: a selected agent thinks on Triton and acts.
 
 For each InferenceTask it builds the prompt (persona, the channel's last messages,
-memory hits from Qdrant), streams a schema-constrained generation and publishes the
-reply plus any tool request, vote proposal or ballot. It keeps the agent's status
+memory hits from Qdrant), streams a schema-constrained generation, publishing the
+reply's text as it comes (ReplyChunk), then the reply plus any tool request, vote
+proposal or ballot. It keeps the agent's status
 (open tasks, working state) on the compacted status topic, which relevance reads as
 the workload factor.
 """
@@ -10,8 +11,10 @@ the workload factor.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
 import faust
@@ -23,17 +26,21 @@ from inference.client import (GenerationResult, InferenceError, InferenceTimeout
 from inference.resilience import backoff_s
 from schemas import codec
 from schemas.topics import (AGENT_STATUS, CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS,
-                            TOOL_REQUESTS, VOTES)
+                            REPLY_CHUNKS, TOOL_REQUESTS, VOTES)
 from streams import channels
 from streams.app import send_all, topic
 from streams.deadletter import send_dead_letter
 from streams.responder.actions import action_schema, ballot_options, build_prompt, events
+from streams.responder.partial import ReplyText, chunk
 from streams.services import Services
 
 log = structlog.get_logger("agora.responder")
 TASKS = Counter("agora_responder_tasks_total", "Inference tasks handled", ["outcome"])
 LATENCY = Histogram("agora_responder_task_seconds", "Task to published reply",
                     buckets=(.5, 1, 2, 5, 10, 20, 30, 60, 120))
+FIRST_TOKEN = Histogram("agora_reply_first_token_seconds",
+                        "Posted message to the first streamed text of an agent's reply",
+                        buckets=(.25, .5, 1, 2, 5, 10, 20, 30, 60, 120))
 MEMORY_HITS = 3
 MAX_TOKENS = 400
 
@@ -49,6 +56,7 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
     out = {"ChatMessage": topic(app, CHAT_MESSAGES), "ToolRequest": topic(app, TOOL_REQUESTS),
            "VoteProposal": topic(app, VOTES), "Ballot": topic(app, VOTES)}
     status_topic, deadletter = topic(app, AGENT_STATUS), topic(app, DEADLETTER)
+    chunks = topic(app, REPLY_CHUNKS)
     open_tasks: dict[str, int] = defaultdict(int)
     finished: dict[str, int] = defaultdict(int)
 
@@ -61,18 +69,23 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         await status_topic.send(key=f"{agent_id}@{settings.worker_id}".encode(),
                                 value=codec.encode("AgentStatus", record))
 
-    async def think(prompt: str, schema: dict, task: dict) -> GenerationResult:
-        """The agent's action; waits out Triton outages until the task's deadline."""
+    async def think(prompt: str, schema: dict, task: dict,
+                    stream_reply: Callable[[str, int], Awaitable[None]]) -> GenerationResult:
+        """The agent's action, its reply's text passed to ``stream_reply(text, offset)``
+        as it is generated; waits out Triton outages until the task's deadline (a
+        restarted generation streams the reply again from offset 0)."""
         attempt = 0
         while True:
             attempt += 1
+            reply = ReplyText()
             try:
                 generation = services.inference.generate(
                     prompt, json_schema=schema, max_tokens=MAX_TOKENS, temperature=0.7,
                     repetition_penalty=1.1, seed=uuid.UUID(task["event_id"]).int % 2**31)
                 async with generation:
-                    async for _piece in generation:
-                        pass  # pieces are what the gateway will stream live (issue 7)
+                    async for piece in generation:
+                        if new := reply.feed(piece):
+                            await stream_reply(new, len(reply.text) - len(new))
                 return generation.result
             except (InferenceUnavailable, InferenceTimeout) as exc:
                 deadline = task["deadline_at"] or datetime.now(timezone.utc)
@@ -94,6 +107,7 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         message = next((h for h in history if h["id"] == task["message_id"]), None)
         if message is None:
             raise TaskFailed(f"message {task['message_id']} is no longer in the channel history")
+        posted_ms = message["created_ms"]
         message = {"event_id": message["id"], "channel_id": task["channel_id"],
                    "thread_id": message["thread_id"], "thread_depth": task["thread_depth"],
                    "author_id": message["author_id"], "text": message["text"],
@@ -104,9 +118,22 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         ballot = ballot_options(message)
         prompt = build_prompt(agent, history[-settings.history_size:], memories, message,
                               ballot is not None)
-        result = await think(prompt, action_schema(agent["tools"], ballot), task)
+        sequence, first_token_ms = itertools.count(), None
+
+        async def stream_reply(text: str, offset: int) -> None:
+            nonlocal first_token_ms
+            seq = next(sequence)
+            if first_token_ms is None:
+                first_token_ms = codec.epoch_ms(datetime.now(timezone.utc)) - posted_ms
+                FIRST_TOKEN.observe(first_token_ms / 1000)
+            # Not awaited to delivery: chunks are a live preview, the reply is the record.
+            await chunks.send(key=task["channel_id"].encode(), value=codec.encode(
+                "ReplyChunk", chunk(task, message, agent["agent_id"], seq, offset, text)))
+
+        result = await think(prompt, action_schema(agent["tools"], ballot), task, stream_reply)
         usage = {"prompt_tokens": str(result.prompt_tokens),
-                 "completion_tokens": str(result.completion_tokens)}
+                 "completion_tokens": str(result.completion_tokens),
+                 **({"first_token_ms": str(first_token_ms)} if first_token_ms is not None else {})}
         return events(task, agent, message, result.parsed,
                       timedelta(seconds=settings.vote_deadline_s), usage)
 

@@ -26,7 +26,7 @@ from inference.resilience import backoff_s
 from ops import kafka
 from ops.config import Settings
 from schemas import codec
-from schemas.topics import ALL, DEADLETTER
+from schemas.topics import DEADLETTER, STORED
 from streams.deadletter import dead_letter
 from streams.lag import LagGauge, from_librdkafka_stats
 
@@ -106,7 +106,7 @@ def run(settings: Settings, sink: str, store: Store, *, batch_size: int = 500,
                          "session.timeout.ms": max(6000, int(settings.session_timeout_s * 1000)),
                          "max.poll.interval.ms": 300000})
     dead_letters = kafka.producer(settings)
-    topics = [t.name for t in ALL]
+    topics = [t.name for t in STORED]
     consumer.subscribe(topics)
     log.info("sink.ready", sink=sink, topics=topics)
     try:

@@ -92,20 +92,44 @@ class StreamChannelRequest(_message.Message):
     def __init__(self, channel_id: _Optional[str] = ..., cursor: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ChannelEvent(_message.Message):
-    __slots__ = ("cursor", "time", "message", "relevance", "tool_result", "vote_update")
+    __slots__ = ("cursor", "time", "message", "relevance", "tool_result", "vote_update", "reply_chunk")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RELEVANCE_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     VOTE_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    REPLY_CHUNK_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     time: _timestamp_pb2.Timestamp
     message: ChatMessage
     relevance: RelevanceSummary
     tool_result: _tools_pb2.ToolResult
     vote_update: _votes_pb2.VoteUpdate
-    def __init__(self, cursor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[_Union[ChatMessage, _Mapping]] = ..., relevance: _Optional[_Union[RelevanceSummary, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., vote_update: _Optional[_Union[_votes_pb2.VoteUpdate, _Mapping]] = ...) -> None: ...
+    reply_chunk: ReplyChunk
+    def __init__(self, cursor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[_Union[ChatMessage, _Mapping]] = ..., relevance: _Optional[_Union[RelevanceSummary, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., vote_update: _Optional[_Union[_votes_pb2.VoteUpdate, _Mapping]] = ..., reply_chunk: _Optional[_Union[ReplyChunk, _Mapping]] = ...) -> None: ...
+
+class ReplyChunk(_message.Message):
+    __slots__ = ("message_id", "task_id", "agent_id", "reply_to", "thread_id", "seq", "offset", "text", "created_at")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    task_id: str
+    agent_id: str
+    reply_to: str
+    thread_id: str
+    seq: int
+    offset: int
+    text: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, message_id: _Optional[str] = ..., task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., thread_id: _Optional[str] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., text: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RelevanceSummary(_message.Message):
     __slots__ = ("decision_id", "message_id", "thread_id", "selected", "scores", "skip_reason", "decided_at", "config_version")

@@ -68,8 +68,9 @@ class ChatServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamChannel(self, request, context):
-        """Follow a channel live: its messages (people's and agents' replies as they are
-        produced), relevance decisions, tool results and vote updates. Each event
+        """Follow a channel live: its messages (people's and agents'), agents' replies token
+        by token while they are written, relevance decisions, tool results and vote
+        updates. Each event
         carries a cursor; pass the last one received to resume after a disconnect
         without losing or repeating events.
         """
