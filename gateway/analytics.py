@@ -165,14 +165,10 @@ class AnalyticsService(analytics_pb2_grpc.AnalyticsServiceServicer):
         if request.name not in queries:
             raise NotFound(f"no query {request.name!r}; queries: {', '.join(queries)}")
         definition = queries[request.name]
-        declared = {p.name: p for p in definition.params}
-        for name in request.params:
-            if name not in declared:
-                raise validation.InvalidField(
-                    f"params[{name[:40]}]", f"{definition.name} has no such parameter; "
-                                            f"parameters: {', '.join(declared) or 'none'}")
-        values = {name: param_value(p, request.params[name]) if name in request.params
-                  else p.default for name, p in declared.items()}
+        try:
+            values = definition.bind(request.params, param_value)
+        except analytics.UnknownParameter as exc:
+            raise validation.InvalidField(f"params[{exc.name[:40]}]", str(exc)) from None
         if not self.embedded:
             return await asyncio.to_thread(self._run, definition.sql, values)
         async with self._engine:

@@ -4,18 +4,16 @@ A posted message goes to agora.chat.messages like any producer's; its id derives
 from the caller and the idempotency key. A retry to the same gateway gets the first
 answer from its memory (``publish.Recent``) and publishes nothing; a retry after a
 restart publishes the same id again, which every consumer drops as a copy. Posting
-never waits for Postgres. History reads the Postgres state the sink keeps; StreamChannel reads
-Kafka through the process's ``Tail``.
+waits for Postgres only to find a reply_to parent it has not seen itself, and then for
+at most ``PARENT_TIMEOUT_S`` to get a connection. History reads the Postgres state the
+sink keeps; StreamChannel reads Kafka through the process's ``Tail``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from datetime import datetime, timezone
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,18 +21,19 @@ from gateway import cursor as cursors
 from gateway import validation
 from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
 from gateway.convert import enum, timestamp
-from gateway.guard import NotFound, Unavailable, caller, require_channel
+from gateway.guard import NotFound, caller, require_channel
 from gateway.publish import Recent, publish
 from gateway.tail import Item, Tail
 from gateway.tools import tool_result
-from gateway.votes import vote_update
+from gateway.votes import postgres_errors, vote_update
 from ops.kafka import AsyncProducer
 from schemas.codec import epoch_ms, from_epoch_ms
 from schemas.ids import derived_id
 from schemas.topics import CHAT_MESSAGES
+from streams.sinks.postgres_rows import MESSAGE_COLUMNS
 
-COLUMNS = ("event_id, channel_id, thread_id, reply_to, author_id, author_kind, text, mentions, "
-           "thread_depth, created_at, task_id, metadata")
+COLUMNS = ", ".join(MESSAGE_COLUMNS)
+PARENT_TIMEOUT_S = 2  # a post waits no longer for a connection to look up its parent
 
 
 def chat_message(record: dict) -> chat_pb2.ChatMessage:
@@ -67,33 +66,31 @@ def reply_chunk(record: dict) -> chat_pb2.ReplyChunk:
         offset=record["offset"], text=record["text"], created_at=timestamp(record["created_at"]))
 
 
+# event name -> (ChannelEvent field, its conversion)
+_SHOWN = {"ChatMessage": ("message", chat_message), "ReplyChunk": ("reply_chunk", reply_chunk),
+          "RelevanceDecision": ("relevance", relevance), "ToolResult": ("tool_result", tool_result)}
+
+
 def channel_event(item: Item, position: dict) -> chat_pb2.ChannelEvent | None:
     """The stream's form of a tail item; None for events a channel does not show."""
-    event = chat_pb2.ChannelEvent(cursor=cursors.encode(item.record["channel_id"], position),
-                                  time=timestamp(from_epoch_ms(item.timestamp_ms)))
-    if item.name == "ChatMessage":
-        event.message.CopyFrom(chat_message(item.record))
-    elif item.name == "ReplyChunk":
-        event.reply_chunk.CopyFrom(reply_chunk(item.record))
-    elif item.name == "RelevanceDecision":
-        event.relevance.CopyFrom(relevance(item.record))
-    elif item.name == "ToolResult":
-        event.tool_result.CopyFrom(tool_result(item.record))
+    if item.name in _SHOWN:
+        field, convert = _SHOWN[item.name]
+        body = {field: convert(item.record)}
     elif (update := vote_update(item.name, item.record)) is not None:
-        event.vote_update.CopyFrom(update)
+        body = {"vote_update": update}
     else:
         return None
-    return event
+    return chat_pb2.ChannelEvent(cursor=cursors.encode(item.record["channel_id"], position),
+                                 time=timestamp(from_epoch_ms(item.timestamp_ms)), **body)
 
 
 def _page_token(created_at: datetime, event_id: str) -> str:
-    raw = json.dumps([epoch_ms(created_at), event_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.b64json([epoch_ms(created_at), event_id])
 
 
 def _after_token(token: str) -> tuple[datetime, str]:
     try:
-        ms, event_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        ms, event_id = cursors.from_b64json(token)
         return from_epoch_ms(int(ms)), str(event_id)
     except (ValueError, TypeError):
         raise validation.InvalidField("page_token", "not a token from a previous page") from None
@@ -107,14 +104,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self.recent = Recent()  # message id -> the answer to the first post
 
     async def _stored_message(self, message_id: str) -> dict | None:
-        try:
-            async with self.pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(f"SELECT {COLUMNS} FROM messages WHERE event_id = %s",
-                                  (message_id,))
-                return await cur.fetchone()
-        except psycopg.Error as exc:
-            raise Unavailable(f"Postgres: {str(exc).strip()}") from exc
+        async with postgres_errors(), self.pool.connection(timeout=PARENT_TIMEOUT_S) as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {COLUMNS} FROM messages WHERE event_id = %s",
+                              (message_id,))
+            return await cur.fetchone()
 
     async def _parent(self, message_id: str) -> tuple[str, str, int] | None:
         """(channel, thread, depth) of a message to reply to: one this gateway posted
@@ -184,15 +178,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if request.page_token:
             where.append("(created_at, event_id) < (%s, %s)")
             params += _after_token(request.page_token)
-        try:
-            async with self.pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    f"SELECT {COLUMNS} FROM messages WHERE {' AND '.join(where)} "
-                    "ORDER BY created_at DESC, event_id DESC LIMIT %s", (*params, size + 1))
-                rows = await cur.fetchall()
-        except psycopg.Error as exc:
-            raise Unavailable(f"Postgres: {str(exc).strip()}") from exc
+        async with postgres_errors(), self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {COLUMNS} FROM messages WHERE {' AND '.join(where)} "
+                "ORDER BY created_at DESC, event_id DESC LIMIT %s", (*params, size + 1))
+            rows = await cur.fetchall()
         page, more = rows[:size], len(rows) > size
         return chat_pb2.HistoryResponse(
             messages=[chat_message(r) for r in page],

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.agora.v1 import (agents_pb2_grpc, analytics_pb2_grpc, chat_pb2, chat_pb2_grpc,
                               tools_pb2_grpc, votes_pb2_grpc)
+from gateway.convert import timestamp
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
@@ -85,9 +85,7 @@ class Client:
         if cursor:
             request.cursor = cursor
         elif since is not None:
-            stamp = Timestamp()
-            stamp.FromDatetime(since)
-            request.start_time.CopyFrom(stamp)
+            request.start_time.CopyFrom(timestamp(since))
         call = self.chat.StreamChannel(request)
         call.initial_metadata()  # sent once the gateway holds the live feed: nothing is missed
         return call

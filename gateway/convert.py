@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import cache
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,6 +21,7 @@ def timestamp(when: datetime) -> Timestamp:
     return stamp
 
 
+@cache  # enum() and symbol() run for every enum field converted: derive each once
 def _prefix(kind: EnumTypeWrapper) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind.DESCRIPTOR.name).upper() + "_"
 

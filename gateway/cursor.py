@@ -15,7 +15,6 @@ Format: ``c1.`` then the unpadded base64url of the compact JSON
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Mapping
 
@@ -27,13 +26,24 @@ MAX_LENGTH = 4096  # generous: dozens of partitions fit in well under 1 KiB
 _TOPICS = frozenset(t.name for t in ALL)
 
 
+def b64json(value) -> str:
+    """``value`` as compact JSON in unpadded base64url: an opaque token safe in URLs."""
+    body = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+
+
+def from_b64json(token: str):
+    """The value of a ``b64json`` token; ValueError when it is not one."""
+    return json.loads(base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_",
+                                       validate=True))
+
+
 def encode(channel_id: str, offsets: Mapping[tuple[str, int], int]) -> str:
     """The cursor of ``channel_id`` at ``offsets`` ((topic, partition) -> next offset)."""
     by_topic: dict[str, dict[str, int]] = {}
     for (topic, partition), offset in sorted(offsets.items()):
         by_topic.setdefault(topic, {})[str(partition)] = offset
-    body = json.dumps({"c": channel_id, "o": by_topic}, separators=(",", ":")).encode()
-    return PREFIX + base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+    return PREFIX + b64json({"c": channel_id, "o": by_topic})
 
 
 def decode(cursor: str, channel_id: str, field: str = "cursor") -> dict[tuple[str, int], int]:
@@ -43,11 +53,9 @@ def decode(cursor: str, channel_id: str, field: str = "cursor") -> dict[tuple[st
         raise InvalidField(field, f"at most {MAX_LENGTH} characters, not {len(cursor)}")
     if not cursor.startswith(PREFIX):
         raise not_ours
-    body = cursor.removeprefix(PREFIX)
     try:
-        data = json.loads(base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_",
-                                           validate=True))
-    except (binascii.Error, ValueError):
+        data = from_b64json(cursor.removeprefix(PREFIX))
+    except ValueError:
         raise not_ours from None
     if not isinstance(data, dict) or not isinstance(data.get("o"), dict):
         raise not_ours

@@ -20,11 +20,13 @@ from datetime import datetime, timezone
 
 import grpc
 import structlog
+from confluent_kafka import KafkaException
 from prometheus_client import Counter, Histogram
 
 from gateway.auth import AuthError, Caller, from_authorization, verify
 from gateway.ratelimit import RateLimiter
 from gateway.validation import InvalidField
+from ops.kafka import MissingTopic
 
 log = structlog.get_logger("agora.gateway")
 REQUESTS = Counter("agora_gateway_requests_total", "Gateway calls by method and status",
@@ -65,6 +67,9 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    # Reads of Kafka (a stream's catch-up, the registry) failing on their own.
+    (KafkaException, grpc.StatusCode.UNAVAILABLE),
+    (MissingTopic, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -128,6 +133,8 @@ class Guard(grpc.aio.ServerInterceptor):
 
     def _verify(self, token: str) -> Caller:
         who = self.verified.get(token)
+        if who is not None:
+            self.verified.move_to_end(token)  # least recently used go first
         if who is None or who.expires_at <= datetime.now(timezone.utc):
             who = verify(self.key, token)  # raises AuthError, expired ones included
             self.verified[token] = who
@@ -136,8 +143,10 @@ class Guard(grpc.aio.ServerInterceptor):
         return who
 
     def _unary(self, method: str, inner: Callable[..., Awaitable]):
+        metrics = _Metrics(method)
+
         async def behavior(request, context):
-            with _Outcome(method, context) as outcome:
+            with _Outcome(metrics, context) as outcome:
                 _CALLER.set(await self._admit(context))
                 outcome.caller_known = True
                 try:
@@ -147,8 +156,10 @@ class Guard(grpc.aio.ServerInterceptor):
         return behavior
 
     def _stream(self, method: str, inner: Callable[..., AsyncIterator]):
+        metrics = _Metrics(method)
+
         async def behavior(request, context):
-            with _Outcome(method, context) as outcome:
+            with _Outcome(metrics, context) as outcome:
                 _CALLER.set(await self._admit(context))
                 outcome.caller_known = True
                 try:
@@ -164,14 +175,28 @@ _REFUSALS = tuple(kind for kind, _ in _CODES)
 
 async def _refuse(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     code = next(code for kind, code in _CODES if isinstance(exc, kind))
-    await context.abort(code, str(exc))
+    await context.abort(code, f"Kafka: {exc}" if isinstance(exc, KafkaException) else str(exc))
+
+
+class _Metrics:
+    """One method's metric children, looked up once rather than on every call."""
+
+    def __init__(self, method: str):
+        self.method = method
+        self.latency = LATENCY.labels(method)
+        self._requests: dict[str, Counter] = {}
+
+    def count(self, code: str) -> None:
+        if (counter := self._requests.get(code)) is None:
+            counter = self._requests[code] = REQUESTS.labels(self.method, code)
+        counter.inc()
 
 
 class _Outcome:
     """Counts the call by its final status and logs refusals of known callers."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext):
-        self.method, self.context = method, context
+    def __init__(self, metrics: _Metrics, context: grpc.aio.ServicerContext):
+        self.metrics, self.method, self.context = metrics, metrics.method, context
         self.caller_known = False
 
     def __enter__(self) -> _Outcome:
@@ -188,8 +213,8 @@ class _Outcome:
         else:
             code = "INTERNAL"
             log.error("gateway.internal_error", method=self.method, error=repr(exc))
-        REQUESTS.labels(self.method, code).inc()
-        LATENCY.labels(self.method).observe(time.perf_counter() - self.started)
+        self.metrics.count(code)
+        self.metrics.latency.observe(time.perf_counter() - self.started)
         if code not in ("OK", "CANCELLED") and self.caller_known:
             log.info("gateway.refused", method=self.method, code=code,
                      caller=caller().subject, detail=self.context.details())

@@ -1,15 +1,14 @@
 """Per-caller rate limit of the gateway: one token bucket per caller.
 
 A bucket holds up to ``burst`` tokens and refills at ``rate_per_s``; a request takes
-``cost`` tokens or, when too few are left, takes nothing and learns how long to wait
-(the gateway answers RESOURCE_EXHAUSTED with that delay). Memory stays bounded: a
+one token or, when none is left, takes nothing and learns how long to wait (the
+gateway answers RESOURCE_EXHAUSTED with that delay). Memory stays bounded: a
 bucket that has refilled completely is forgotten, since a fresh one is the same, and
 beyond ``max_callers`` the least recently seen caller is forgotten too.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,25 +24,23 @@ class RateLimiter:
         self.max_callers = max_callers
         self._clock = clock
         self._full_after_s = burst / rate_per_s  # an idle bucket is full again by then
-        # caller -> (tokens, when counted), least recently seen first
+        # caller -> (tokens, when counted), least recently seen first. No lock: the
+        # gateway (grpc.aio) calls take on its event loop's thread only, and take never
+        # awaits, so two calls cannot interleave.
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()  # the sync gRPC server calls from many threads
 
-    def take(self, caller: str, cost: float = 1) -> float:
-        """0 when ``caller`` may go ahead (its tokens are spent), otherwise the seconds
-        until it may (nothing is spent)."""
-        if not 0 < cost <= self.burst:
-            raise ValueError(f"cost must be in (0, {self.burst}], not {cost}")
-        with self._lock:
-            now = self._clock()
-            self._forget_idle(now)
-            tokens, then = self._buckets.pop(caller, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - then) * self.rate_per_s)
-            wait = 0.0 if tokens >= cost else (cost - tokens) / self.rate_per_s
-            self._buckets[caller] = (tokens - cost if not wait else tokens, now)
-            if len(self._buckets) > self.max_callers:
-                self._buckets.popitem(last=False)
-            return wait
+    def take(self, caller: str) -> float:
+        """0 when ``caller`` may go ahead (a token is spent), otherwise the seconds until
+        it may (nothing is spent)."""
+        now = self._clock()
+        self._forget_idle(now)
+        tokens, then = self._buckets.pop(caller, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate_per_s)
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate_per_s
+        self._buckets[caller] = (tokens - 1 if not wait else tokens, now)
+        if len(self._buckets) > self.max_callers:
+            self._buckets.popitem(last=False)
+        return wait
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -30,9 +30,12 @@ from gateway.ratelimit import RateLimiter
 from gateway.tail import Tail
 from gateway.tools import ToolService
 from gateway.votes import VoteService
+from ops import analytics
 from ops.config import Settings
 from ops.kafka import AsyncProducer
 from ops.topics import ensure_topics
+from streams.registry.profiles import templates
+from streams.tools import catalog
 
 log = structlog.get_logger("agora.gateway")
 GRACE_S = 5.0
@@ -47,6 +50,9 @@ async def serve(settings: Settings) -> None:
     tail = Tail(settings)
     await asyncio.to_thread(tail.start)
     producer = AsyncProducer(settings)
+    # The templates, tool catalog and analytics queries are files read once (cached):
+    # read them now rather than on the event loop during a first call.
+    await asyncio.to_thread(lambda: (templates(), catalog.load(), analytics.load()))
     # Postgres serves History and vote lookups; opened lazily, so the gateway starts
     # (and posts) while the database is down. Autocommit: reads only, and no rollback
     # round trip each time a connection goes back to the pool.
@@ -81,7 +87,7 @@ async def serve(settings: Settings) -> None:
     await stopping.wait()
     await checker.enter_graceful_shutdown()
     await server.stop(GRACE_S)
-    tail.stop()
-    producer.close()
+    await asyncio.to_thread(tail.stop)
+    await asyncio.to_thread(producer.close)  # flushes what is still in flight
     await pool.close()
     log.info("gateway.stopped")

@@ -13,6 +13,11 @@ next offset of every topic partition (the cursor), so:
   it queued meanwhile, skipping any it already had;
 * a subscriber too slow for its queue is not dropped: it goes back to reading Kafka
   from its own cursor, then live again. Nothing is lost or repeated either way.
+
+Only records someone follows are decoded. On the topics keyed by channel id the
+Kafka key says whose a record is before decoding it; DESIGN.md asks every producer to
+key so (a channel's order and its worker's state depend on it), and a record keyed
+otherwise does not reach streams.
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from ops import kafka
 from ops.config import Settings
 from schemas import codec
 from schemas.topics import (CHAT_MESSAGES, RELEVANCE_DECISIONS, REPLY_CHUNKS, TOOL_RESULTS,
                             VOTE_RESULTS, VOTES)
 
 log = structlog.get_logger("agora.gateway")
-TOPICS = (CHAT_MESSAGES.name, REPLY_CHUNKS.name, RELEVANCE_DECISIONS.name, TOOL_RESULTS.name,
-          VOTES.name, VOTE_RESULTS.name)
+_SHOWN = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, TOOL_RESULTS, VOTES, VOTE_RESULTS)
+TOPICS = tuple(t.name for t in _SHOWN)
+_KEYED_BY_CHANNEL = frozenset(t.name for t in _SHOWN if t.key == "channel_id")
 QUEUE_SIZE = 10_000
 
 Position = dict[tuple[str, int], int]  # (topic, partition) -> next offset
@@ -50,22 +57,15 @@ class Item:
 
 
 def channel_of(record: dict) -> str | None:
-    """Every event shown in a channel names it (ToolRequest and VoteDeadline on
-    agora.votes are the exceptions, and are not shown)."""
+    """Every event shown in a channel names it (VoteDeadline on agora.votes does not,
+    and is not shown)."""
     return record.get("channel_id")
 
 
-def _consumer(settings: Settings) -> Consumer:
-    return Consumer({"bootstrap.servers": settings.broker, "group.id": "agora-gateway-tail",
-                     "enable.auto.commit": False, "enable.partition.eof": False})
-
-
-def _partitions(consumer: Consumer) -> list[tuple[str, int]]:
-    found = []
-    for topic in TOPICS:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        found += [(topic, p) for p in sorted(meta.partitions)]
-    return found
+def _consumer(settings: Settings, **conf) -> Consumer:
+    # A cursor's offset that retention has deleted resumes at the oldest record left.
+    return kafka.consumer(settings, "agora-gateway-tail", **{"auto.offset.reset": "earliest",
+                                                             **conf})
 
 
 def _decode(message) -> Item | None:
@@ -97,7 +97,7 @@ class Tail:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.position: Position = {}
-        self._subscribers: set[_Subscriber] = set()
+        self._subscribers: dict[str, set[_Subscriber]] = {}  # by channel
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,7 +105,7 @@ class Tail:
     def start(self) -> None:
         """Begin at every partition's current end (blocking: call before serving)."""
         consumer = _consumer(self.settings)
-        for topic, partition in _partitions(consumer):
+        for topic, partition in kafka.partitions(consumer, TOPICS):
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             self.position[(topic, partition)] = high
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.position.items()])
@@ -122,36 +122,58 @@ class Tail:
     def _run(self, consumer: Consumer) -> None:
         try:
             while not self._stop.is_set():
-                message = consumer.poll(0.2)
-                if message is None or message.error():
-                    continue
-                item = _decode(message)
-                with self._lock:
-                    self.position[(message.topic(), message.partition())] = message.offset() + 1
-                    if item is None:
-                        continue
-                    channel = channel_of(item.record)
-                    for sub in self._subscribers:
-                        if sub.channel_id == channel:
-                            sub.loop.call_soon_threadsafe(sub.offer, item)
+                try:
+                    self._read(consumer)
+                except Exception:  # a dead tail thread would silence every stream
+                    log.exception("gateway.tail_failed")
         finally:
             consumer.close()
+
+    def _read(self, consumer: Consumer) -> None:
+        message = consumer.poll(0.2)
+        if message is None or message.error():
+            return
+        key = (message.topic(), message.partition())
+        with self._lock:
+            if not self._wanted(message):
+                self.position[key] = message.offset() + 1
+                return
+        # Decoded outside the lock; whoever subscribes meanwhile still gets the record,
+        # since the position moves past it only below, with the hand-out.
+        item = _decode(message)
+        with self._lock:
+            self.position[key] = message.offset() + 1
+            if item is None:
+                return
+            for sub in self._subscribers.get(channel_of(item.record), ()):
+                sub.loop.call_soon_threadsafe(sub.offer, item)
+
+    def _wanted(self, message) -> bool:
+        if not self._subscribers:
+            return False
+        key = message.key()
+        if message.topic() in _KEYED_BY_CHANNEL and key is not None:
+            return key.decode(errors="replace") in self._subscribers
+        return True
 
     def _subscribe(self, channel_id: str) -> tuple[_Subscriber, Position]:
         sub = _Subscriber(channel_id, asyncio.get_running_loop())
         with self._lock:
-            self._subscribers.add(sub)
+            self._subscribers.setdefault(channel_id, set()).add(sub)
             return sub, dict(self.position)
 
     def _unsubscribe(self, sub: _Subscriber) -> None:
         with self._lock:
-            self._subscribers.discard(sub)
+            subs = self._subscribers.get(sub.channel_id, set())
+            subs.discard(sub)
+            if not subs:
+                self._subscribers.pop(sub.channel_id, None)
 
     def offsets_at(self, when: datetime) -> Position:
         """Every partition's first offset at or after ``when`` (blocking)."""
         consumer = _consumer(self.settings)
         try:
-            ms = int(when.timestamp() * 1000)
+            ms = codec.epoch_ms(when)
             found = consumer.offsets_for_times(
                 [TopicPartition(t, p, ms) for t, p in self.position], timeout=10)
             # -1: nothing that late yet, so from the partition's end.
@@ -202,32 +224,46 @@ async def _catch_up(settings: Settings, channel_id: str, start: Position, until:
         return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue(1000)
-    stop = threading.Event()
+    stop, finished = threading.Event(), threading.Event()
+
+    def put(item) -> None:  # waits while the subscriber's queue is full
+        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
     def read() -> None:
-        consumer = _consumer(settings)
+        # End-of-partition events finish a partition whose records up to ``until`` are
+        # gone (retention), where no record would otherwise come to say so.
+        consumer = _consumer(settings, **{"enable.partition.eof": True})
         try:
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in behind.items()])
             left = dict(behind)
             while left and not stop.is_set():
                 message = consumer.poll(0.2)
-                if message is None or message.error():
+                if message is None:
                     continue
                 key = (message.topic(), message.partition())
-                if key not in left or message.offset() >= until[key]:
+                if key not in left:
                     continue
-                item = _decode(message)
-                if item is not None and channel_of(item.record) == channel_id:
-                    asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+                if message.error():
+                    if (message.error().code() == KafkaError._PARTITION_EOF
+                            and message.offset() >= until[key]):
+                        del left[key]
+                    continue
+                if message.offset() < until[key]:
+                    item = _decode(message)
+                    if item is not None and channel_of(item.record) == channel_id:
+                        put(item)
                 if message.offset() + 1 >= until[key]:
                     del left[key]
+            if not stop.is_set():
+                put(None)
         except Exception as exc:  # surfaced to the subscriber, not lost in the thread
-            asyncio.run_coroutine_threadsafe(queue.put(exc), loop).result()
+            put(exc)
         finally:
             consumer.close()
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop)
+            finished.set()
 
-    reader = loop.run_in_executor(None, read)
+    # A thread of its own: a slow subscriber holds it, not the loop's shared executor.
+    threading.Thread(target=read, name="gateway-catch-up", daemon=True).start()
     try:
         while (item := await queue.get()) is not None:
             if isinstance(item, Exception):
@@ -235,7 +271,7 @@ async def _catch_up(settings: Settings, channel_id: str, start: Position, until:
             yield item
     finally:
         stop.set()
-        while not reader.done():  # the reader may wait on a full queue: drain it
+        while not finished.is_set():  # the reader may wait on a full queue: drain it
             try:
                 queue.get_nowait()
             except asyncio.QueueEmpty:

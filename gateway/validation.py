@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from streams.relevance.messages import MAX_TEXT
+from streams.relevance import messages
 
 
 class InvalidField(ValueError):
@@ -54,11 +54,12 @@ def agent_id(value: str, field: str = "agent_id") -> str:
 
 
 def text(value: str, field: str = "text") -> str:
-    """Message text the relevance engine accepts (it dead-letters blank or longer text)."""
-    if not value.strip():
-        raise InvalidField(field, "must not be blank")
-    if len(value) > MAX_TEXT:
-        raise InvalidField(field, f"at most {MAX_TEXT} characters, not {len(value)}")
+    """Message text the relevance engine accepts: its own rule, so the gateway refuses
+    exactly what it would dead-letter."""
+    try:
+        messages.validate({"text": value})
+    except messages.InvalidMessage as exc:
+        raise InvalidField(field, str(exc)) from None
     return value
 
 

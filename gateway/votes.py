@@ -9,6 +9,8 @@ GetVote reads the Postgres state the sink keeps.
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import psycopg
@@ -39,6 +41,16 @@ REJECTION_COLUMNS = ("event_id, vote_id, voter_id, ballot_event_id, reason, deta
 RESULT_COLUMNS = ("event_id, vote_id, channel_id, vote_type, strategy, outcome, "
                   "winning_option, tally, ballots_counted, eligible_count, reason, closed_at, "
                   "tool_request_id")
+
+
+@asynccontextmanager
+async def postgres_errors() -> AsyncIterator[None]:
+    """Turns a Postgres failure (pool timeouts included) into Unavailable: the caller
+    may retry. Here rather than in chat.py, which imports this module."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise Unavailable(f"Postgres: {str(exc).strip()}") from exc
 
 
 def vote(record: dict) -> votes_pb2.Vote:
@@ -125,7 +137,7 @@ def _options(values) -> list[str]:
         raise validation.InvalidField("options", "at least two, or none for yes and no")
     for i, value in enumerate(values):
         field = f"options[{i}]"
-        if not value.strip():
+        if not value or value.isspace():
             raise validation.InvalidField(field, "must not be blank")
         if value == ABSTAIN:
             raise validation.InvalidField(field, f"{ABSTAIN!r} is always allowed besides "
@@ -154,7 +166,7 @@ class VoteService(votes_pb2_grpc.VoteServiceServicer):
     async def StartVote(self, request, context):
         channel = validation.channel_id(request.channel_id)
         require_channel(channel)
-        if not request.title.strip():
+        if not request.title or request.title.isspace():
             raise validation.InvalidField("title", "must not be blank")
         if len(request.title) > MAX_TITLE:
             raise validation.InvalidField("title", f"at most {MAX_TITLE} characters")
@@ -205,28 +217,25 @@ class VoteService(votes_pb2_grpc.VoteServiceServicer):
 
     async def GetVote(self, request, context):
         vote_id = validation.identifier(request.vote_id, "vote_id")
-        try:
-            async with self.pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(f"SELECT {VOTE_COLUMNS} FROM votes WHERE vote_id = %s",
-                                  (vote_id,))
-                row = await cur.fetchone()
-                if row is None:
-                    raise NotFound(f"no vote {vote_id!r} (one opened a moment ago may not "
-                                   "be stored yet)")
-                require_channel(row["channel_id"])
-                await cur.execute(f"SELECT {BALLOT_COLUMNS} FROM ballots WHERE vote_id = %s "
-                                  "AND counted ORDER BY cast_at, event_id", (vote_id,))
-                ballots = await cur.fetchall()
-                await cur.execute(f"SELECT {REJECTION_COLUMNS} FROM ballot_rejections "
-                                  "WHERE vote_id = %s ORDER BY rejected_at, event_id",
-                                  (vote_id,))
-                rejections = await cur.fetchall()
-                await cur.execute(f"SELECT {RESULT_COLUMNS} FROM vote_results "
-                                  "WHERE vote_id = %s", (vote_id,))
-                closed = await cur.fetchone()
-        except psycopg.Error as exc:
-            raise Unavailable(f"Postgres: {str(exc).strip()}") from exc
+        async with postgres_errors(), self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {VOTE_COLUMNS} FROM votes WHERE vote_id = %s",
+                              (vote_id,))
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"no vote {vote_id!r} (one opened a moment ago may not "
+                               "be stored yet)")
+            require_channel(row["channel_id"])
+            await cur.execute(f"SELECT {BALLOT_COLUMNS} FROM ballots WHERE vote_id = %s "
+                              "AND counted ORDER BY cast_at, event_id", (vote_id,))
+            ballots = await cur.fetchall()
+            await cur.execute(f"SELECT {REJECTION_COLUMNS} FROM ballot_rejections "
+                              "WHERE vote_id = %s ORDER BY rejected_at, event_id",
+                              (vote_id,))
+            rejections = await cur.fetchall()
+            await cur.execute(f"SELECT {RESULT_COLUMNS} FROM vote_results "
+                              "WHERE vote_id = %s", (vote_id,))
+            closed = await cur.fetchone()
         found = vote(row)
         found.ballots.extend(ballot(b) for b in ballots)
         found.rejections.extend(rejection(r) for r in rejections)

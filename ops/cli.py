@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import typer
 
@@ -288,11 +288,14 @@ def vote_start(
     """Open a vote; prints its id (results: agora.vote.results and the channel)."""
     from ops.kafka import publish
     from schemas.topics import VOTES
+    from streams.responder.actions import VOTE_TYPES
     from streams.votes.records import new_proposal
     from streams.votes.tally import STRATEGIES
 
     if vote_type == "TOOL_USAGE":
         raise typer.BadParameter("tool-usage votes are opened by tool requests")
+    if vote_type not in VOTE_TYPES:
+        raise typer.BadParameter(f"--type must be one of {', '.join(VOTE_TYPES)}")
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"strategy must be one of {', '.join(STRATEGIES)}")
     try:
@@ -303,19 +306,18 @@ def vote_start(
     if client := _through_gateway():
         import uuid
 
-        from google.protobuf.duration_pb2 import Duration
-
         from gateway.agora.v1 import votes_pb2
         from gateway.convert import enum
 
+        request = votes_pb2.StartVoteRequest(
+            channel_id=channel, title=title, options=option or [],
+            vote_type=enum(votes_pb2.VoteType, vote_type),
+            strategy=enum(votes_pb2.VoteStrategy, strategy), eligible_voters=voter or [],
+            weights=weights, quorum=quorum, idempotency_key=str(uuid.uuid4()))
+        if deadline_s is not None:  # otherwise the gateway's default deadline
+            request.deadline.FromTimedelta(timedelta(seconds=deadline_s))
         with client:
-            started = _rpc(lambda: client.votes.StartVote(votes_pb2.StartVoteRequest(
-                channel_id=channel, title=title, options=option or [],
-                vote_type=enum(votes_pb2.VoteType, vote_type),
-                strategy=enum(votes_pb2.VoteStrategy, strategy), eligible_voters=voter or [],
-                weights=weights, quorum=quorum,
-                deadline=Duration(seconds=int(deadline_s or settings.vote_deadline_s)),
-                idempotency_key=str(uuid.uuid4()))))
+            started = _rpc(lambda: client.votes.StartVote(request))
         typer.echo(started.vote_id)
         return
     proposal = new_proposal(channel, proposer, title, vote_type=vote_type, strategy=strategy,

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterable
+
+import structlog
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from ops.config import Settings
 from schemas import codec
+
+log = structlog.get_logger("agora.kafka")
 
 
 def producer(settings: Settings, **conf) -> Producer:
@@ -34,32 +39,67 @@ def publish(settings: Settings, topic: str, records: list[tuple[str, str, dict]]
         raise TimeoutError(f"the broker did not acknowledge {topic} records in {timeout_s}s")
 
 
+def consumer(settings: Settings, group: str, **conf) -> Consumer:
+    """A consumer for readers that assign partitions and track positions themselves
+    (the group commits nothing)."""
+    return Consumer({"bootstrap.servers": settings.broker, "group.id": group,
+                     "enable.auto.commit": False, **conf})
+
+
+class MissingTopic(RuntimeError):
+    """A topic Agora needs does not exist yet."""
+
+
+def partitions(reader: Consumer, topics: Iterable[str], timeout_s: float = 10
+               ) -> list[tuple[str, int]]:
+    """Every (topic, partition) of ``topics``, in order."""
+    found = []
+    for topic in topics:
+        meta = reader.list_topics(topic, timeout=timeout_s).topics[topic]
+        if meta.error:
+            raise MissingTopic(f"{topic}: {meta.error} (run `agora topics create`)")
+        found += [(topic, p) for p in sorted(meta.partitions)]
+    return found
+
+
+def _settle(future: asyncio.Future, error) -> None:
+    if future.done():  # the sender was cancelled
+        return
+    if error:
+        future.set_exception(KafkaException(error))
+    else:
+        future.set_result(None)
+
+
 class AsyncProducer:
     """``producer()`` for asyncio code: ``await send(...)`` returns once the broker has
     acknowledged the record. A thread serves librdkafka's delivery callbacks, so many
-    sends in flight share batches (linger) instead of one flush each."""
+    sends in flight share batches (linger) instead of one flush each. A record not
+    acknowledged within DELIVERY_TIMEOUT_MS fails (librdkafka would wait 5 minutes),
+    so a caller learns of a broker outage while its client still waits."""
 
-    def __init__(self, settings: Settings, **conf):
-        self._producer = producer(settings, **{"linger.ms": 2, **conf})
+    DELIVERY_TIMEOUT_MS = 10_000
+
+    def __init__(self, settings: Settings):
+        self._producer = producer(settings, **{"linger.ms": 2,
+                                               "delivery.timeout.ms": self.DELIVERY_TIMEOUT_MS})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-delivery", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except Exception:  # a dead delivery thread would leave every send waiting
+                log.exception("kafka.delivery_callback_failed")
 
     async def send(self, topic: str, key: str, name: str, record: dict) -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-
-        def delivered(error, _message) -> None:
-            outcome = (done.set_exception, KafkaException(error)) if error else \
-                (done.set_result, None)
-            loop.call_soon_threadsafe(lambda: done.done() or outcome[0](outcome[1]))
-
-        self._producer.produce(topic, key=key.encode(), value=codec.encode(name, record),
-                               on_delivery=delivered)
+        self._producer.produce(
+            topic, key=key.encode(), value=codec.encode(name, record),
+            on_delivery=lambda error, _: loop.call_soon_threadsafe(_settle, done, error))
         await done
 
     def close(self, timeout_s: float = 10) -> None:
@@ -73,13 +113,8 @@ class TopicReader:
     waits for the records a caller is looking for."""
 
     def __init__(self, settings: Settings, *topics: str):
-        self.consumer = Consumer({"bootstrap.servers": settings.broker,
-                                  "group.id": "agora-reader", "enable.auto.commit": False})
-        partitions = []
-        for topic in topics:
-            meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
-            partitions += [TopicPartition(topic, p, 0) for p in meta.partitions]
-        self.consumer.assign(partitions)
+        self.consumer = consumer(settings, "agora-reader")
+        self.consumer.assign([TopicPartition(t, p, 0) for t, p in partitions(self.consumer, topics)])
         self.records: list[tuple[str, dict]] = []
         self.undecodable = 0
         # Next offset per partition, from the records read: Tansu's high watermark

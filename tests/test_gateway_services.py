@@ -456,6 +456,12 @@ def test_tool_requests_votes_and_ballots_are_published(settings, reader):
             other.arguments["width"] = 50
             with pytest.raises(Conflict):
                 await tools.RequestTool(other, None)
+            # Calls racing with one key: one publishes; an identical one gets its answer,
+            # a different one Conflict, though neither found an answer when it came in.
+            request.idempotency_key = other.idempotency_key = f"race-{tag}"
+            racing = await asyncio.gather(*(tools.RequestTool(r, None)
+                                             for r in (request, request, other)),
+                                          return_exceptions=True)
 
             service = VoteService(settings, producer, pool=None)
             start = votes_pb2.StartVoteRequest(
@@ -467,12 +473,16 @@ def test_tool_requests_votes_and_ballots_are_published(settings, reader):
             cast = await service.CastBallot(votes_pb2.CastBallotRequest(
                 vote_id=opened.vote_id, channel_id=room, choice="ship", rationale="ready",
                 idempotency_key=f"ballot-{tag}"), None)
-            return first, again, opened, cast
+            return first, again, racing, opened, cast
         finally:
             producer.close()
 
-    first, again, opened, cast = asyncio.run(main())
+    first, again, racing, opened, cast = asyncio.run(main())
     assert again == first and first.reason == "tidy up"
+    assert racing[0] == racing[1] and isinstance(racing[2], Conflict)
+    requests.wait(lambda n, r: r["event_id"] == racing[0].request_id, timeout_s=30)
+    requests.poll(1)
+    assert sum(r["event_id"] == racing[0].request_id for _, r in requests.records) == 1
     [published] = requests.wait(lambda n, r: r["event_id"] == first.request_id, timeout_s=30)
     assert (published["channel_id"], published["agent_id"], published["tool"]) == (
         room, f"dev-{tag}", "text_formatter")

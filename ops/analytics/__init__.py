@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -43,6 +44,14 @@ class Param:
                              f"{exc}") from None
 
 
+class UnknownParameter(ValueError):
+    """A value given for a parameter the query does not declare (``name``)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
 @dataclass(frozen=True)
 class Query:
     name: str
@@ -50,14 +59,16 @@ class Query:
     params: tuple[Param, ...]
     sql: str
 
-    def bind(self, given: dict[str, str]) -> dict[str, object]:
-        """Every parameter's value: given ones coerced, the others at their default."""
+    def bind(self, given: Mapping[str, object],
+             coerce: Callable[[Param, object], object] = Param.coerce) -> dict[str, object]:
+        """Every parameter's value: given ones through ``coerce`` (by default from the
+        command line's text), the others at their default."""
         known = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise ValueError(f"{self.name} has no parameter {', '.join(unknown)}; "
-                             f"parameters: {', '.join(known) or 'none'}")
-        return {name: p.coerce(given[name]) if name in given else p.default
+        if unknown:  # the first only, cut short: the gateway echoes it to its caller
+            raise UnknownParameter(unknown[0], f"{self.name} has no parameter "
+                                   f"{unknown[0][:40]}; parameters: {', '.join(known) or 'none'}")
+        return {name: coerce(p, given[name]) if name in given else p.default
                 for name, p in known.items()}
 
 

@@ -217,17 +217,24 @@ def _tail(log: Path | None, lines: int = 15) -> str:
     return f"; last lines of {log}:\n" + "\n".join(text)
 
 
-def start_agora(stack_dir: Path, args: list[str], name: str, ready, *, timeout_s: float = 90,
-                **env: str) -> Proc:
-    """``agora ARGS`` in its own process group against the stack in ``stack_dir``,
-    logging to ``logs/NAME.log``; returned once ``ready(log text)`` holds, stopped if it
-    never does. The caller's AGORA_* variables are not inherited: only ``env``."""
+def agora_command(stack_dir: Path, args: list[str], **env: str) -> tuple[list[str], dict]:
+    """(command line, environment) of ``agora ARGS`` against the stack in ``stack_dir``.
+    The caller's AGORA_* variables are not inherited, only ``env``: the stack's state
+    says the rest."""
     variables = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
     variables.update(AGORA_STACK_DIR=str(stack_dir), **env)
+    return [str(Path(sys.executable).parent / "agora"), *args], variables
+
+
+def start_agora(stack_dir: Path, args: list[str], name: str, ready, *, timeout_s: float = 90,
+                **env: str) -> Proc:
+    """``agora ARGS`` (``agora_command``) in its own process group, logging to
+    ``logs/NAME.log``; returned once ``ready(log text)`` holds, stopped if it never does."""
+    command, variables = agora_command(stack_dir, args, **env)
     log = stack_dir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    proc = spawn([str(Path(sys.executable).parent / "agora"), *args], log=log, env=variables)
+    proc = spawn(command, log=log, env=variables)
     try:
         wait_until(lambda: ready(log.read_text()), timeout_s=timeout_s, what=name, proc=proc,
                    log=log)

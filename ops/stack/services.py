@@ -17,7 +17,8 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.stack.process import Proc, as_user, free_port, launch, leader_alive, port_open, stop
+from ops.stack.process import (Proc, agora_command, as_user, free_port, launch, leader_alive,
+                               port_open, stop)
 
 INFERENCE_MODELS = Path(__file__).resolve().parents[2] / "inference" / "models"
 _PG_USER = "agora-postgres"  # PostgreSQL refuses to run as root
@@ -279,11 +280,10 @@ class Gateway(Service):
         key = (previous.env if previous else {}).get("AGORA_GATEWAY_JWT_KEY") or \
             secrets.token_hex(32)  # kept across restarts: issued tokens stay valid
         address = f"127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
-        env.update(AGORA_STACK_DIR=str(stack_dir), AGORA_GATEWAY_HOST="127.0.0.1",
-                   AGORA_GATEWAY_PORT=str(port), AGORA_GATEWAY_JWT_KEY=key)
-        proc = launch([str(Path(sys.executable).parent / "agora"), "gateway", "serve"],
-                      log=stack_dir / "logs" / "gateway.log", env=env,
+        command, env = agora_command(stack_dir, ["gateway", "serve"],
+                                     AGORA_GATEWAY_HOST="127.0.0.1", AGORA_GATEWAY_PORT=str(port),
+                                     AGORA_GATEWAY_JWT_KEY=key)
+        proc = launch(command, log=stack_dir / "logs" / "gateway.log", env=env,
                       ready=lambda: _gateway_serving(address), what="gateway", timeout_s=60)
         return Record(self.name, address, {"AGORA_GATEWAY_ADDRESS": address,
                                            "AGORA_GATEWAY_JWT_KEY": key}, proc)

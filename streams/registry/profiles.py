@@ -91,15 +91,12 @@ class Registry:
         self.settings = settings
 
     def load(self, timeout_s: float = 10) -> dict[str, dict]:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.settings.broker,
-                             "group.id": "agora-registry-reader", "enable.auto.commit": False})
+        consumer = kafka.consumer(self.settings, "agora-registry-reader")
         try:
-            meta = consumer.list_topics(AGENTS.name, timeout=timeout_s).topics[AGENTS.name]
-            if meta.error:
-                raise RuntimeError(f"{AGENTS.name}: {meta.error} (run `agora topics create`)")
-            parts = [TopicPartition(AGENTS.name, p, 0) for p in meta.partitions]
+            parts = [TopicPartition(t, p, 0)
+                     for t, p in kafka.partitions(consumer, [AGENTS.name], timeout_s)]
             ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1]
                     for p in parts}
             consumer.assign(parts)

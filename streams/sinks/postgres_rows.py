@@ -37,7 +37,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-__all__ = ["BULK", "STATEMENTS", "reference_rows", "rows"]
+__all__ = ["BULK", "MESSAGE_COLUMNS", "STATEMENTS", "reference_rows", "rows"]
 
 STATEMENTS: dict[str, str] = {
     # --- reference data -------------------------------------------------------------
@@ -424,7 +424,8 @@ def _insert_from_stage(table: str, columns: tuple[str, ...]) -> str:
             f"ON CONFLICT (event_id) DO NOTHING")
 
 
-_MESSAGE_COLUMNS = ("event_id", "channel_id", "thread_id", "reply_to", "author_id",
+# The messages table as the gateway reads it too (ChatService).
+MESSAGE_COLUMNS = ("event_id", "channel_id", "thread_id", "reply_to", "author_id",
                     "author_kind", "text", "mentions", "thread_depth", "created_at",
                     "task_id", "metadata")
 
@@ -432,9 +433,9 @@ _MESSAGE_COLUMNS = ("event_id", "channel_id", "thread_id", "reply_to", "author_i
 BULK: dict[str, tuple[str, tuple[str, ...], str]] = {
     # Each new message bumps its channel's counter once: the counts of the rows that
     # were really inserted, grouped by channel.
-    "message": ("messages", _MESSAGE_COLUMNS, f"""
+    "message": ("messages", MESSAGE_COLUMNS, f"""
 WITH new AS (
-    {_insert_from_stage("messages", _MESSAGE_COLUMNS)}
+    {_insert_from_stage("messages", MESSAGE_COLUMNS)}
     RETURNING channel_id, created_at
 )
 INSERT INTO channels AS c (channel_id, first_message_at, last_message_at, message_count)
