@@ -36,6 +36,12 @@ COLUMNS = ", ".join(MESSAGE_COLUMNS)
 PARENT_TIMEOUT_S = 2  # a post waits no longer for a connection to look up its parent
 
 
+def posted_id(author: str, idempotency_key: str) -> str:
+    """The id of the message ``author`` posts with ``idempotency_key``: a client can know
+    it before the answer comes."""
+    return derived_id("gateway", author, idempotency_key)
+
+
 def chat_message(record: dict) -> chat_pb2.ChatMessage:
     return chat_pb2.ChatMessage(
         message_id=record["event_id"], channel_id=record["channel_id"],
@@ -126,7 +132,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         mentions = validation.mentions(request.mentions)
         metadata = validation.metadata(request.metadata)
         author = caller().subject
-        message_id = derived_id("gateway", author, key)
+        message_id = posted_id(author, key)
         if (answer := self.recent.get(message_id, request)) is not None:
             return answer
         thread_id, depth, reply_to = message_id, 0, None

@@ -3,9 +3,15 @@ per event, and agents' replies written out as they are generated."""
 
 from __future__ import annotations
 
+import re
 from collections import deque
+from collections.abc import Callable
 
 from gateway.agora.v1 import chat_pb2, tools_pb2, votes_pb2
+
+
+# The factors a reason ends with, which explain() shows in columns already.
+_FACTORS = re.compile(r" \((score [\d.]+; )?expertise [\d.]+, workload [^)]*\)$")
 
 
 def _enum(enum, value: int, prefix: str) -> str:
@@ -58,16 +64,33 @@ def line(event: chat_pb2.ChannelEvent) -> str:
             f"({c.ballots_counted}/{c.eligible_count} counted)").rstrip()
 
 
+def explain(event: chat_pb2.ChannelEvent, shown: int = 4) -> str:
+    """A relevance decision over several lines: who was chosen, and each of the top
+    ``shown`` agents' score with its factors and reason."""
+    r = event.relevance
+    head = (f"{_when(event)} relevance {r.message_id[:8]}: "
+            f"{', '.join(r.selected) or 'nobody'} selected"
+            + (f" ({r.skip_reason})" if r.skip_reason else ""))
+    rows = [f"  {'*' if s.selected else ' '} {s.agent_id:<19} {s.score:.2f}  "
+            f"expertise {s.expertise:.2f} workload {s.workload:.2f} social {s.social:.2f} "
+            f"timing {s.timing:.2f} quality {s.quality:.2f}  {_FACTORS.sub('', s.reason)}"
+            for s in r.scores[:shown]]
+    return "\n".join([head, *rows])
+
+
 class Transcript:
     """The text to print for each event: an agent's reply grows on its line chunk by
-    chunk, and its finished message ends the line (or is printed whole when another
-    event cut in, the generation restarted, or the finished text differs)."""
+    chunk (on a new line, marked …, when another event cut in), and its finished
+    message ends the line, or is printed whole when it differs from what streamed."""
 
-    def __init__(self) -> None:
+    KEPT = 256  # replies remembered: chunks may trail their message, or have none
+
+    def __init__(self, explain: Callable[[chat_pb2.RelevanceSummary], bool] | None = None
+                 ) -> None:
+        self._explain = explain  # which relevance decisions to show with every factor
         self._open: str | None = None  # message_id of the reply on the current line
-        self._from = 0  # the reply's offset where the line's text starts
-        self._text = ""  # what the line shows of it
-        self._finished: deque[str] = deque(maxlen=256)  # chunks may trail their message
+        self._streamed: dict[str, str] = {}  # message_id -> its text shown so far
+        self._finished: deque[str] = deque(maxlen=self.KEPT)
 
     def feed(self, event: chat_pb2.ChannelEvent) -> str:
         kind = event.WhichOneof("event")
@@ -75,20 +98,25 @@ class Transcript:
             chunk = event.reply_chunk
             if chunk.message_id in self._finished:
                 return ""
+            before = self._streamed.pop(chunk.message_id, "")
             out = ""
-            if chunk.message_id != self._open or chunk.offset != self._from + len(self._text):
+            if chunk.message_id != self._open or chunk.offset != len(before):
+                # Another event cut in, or the generation restarted (offset 0 again).
                 out = self._close() + _header(event, chunk.agent_id, chunk.reply_to)
                 out += "…" if chunk.offset else ""
-                self._open, self._from, self._text = chunk.message_id, chunk.offset, ""
-            self._text += chunk.text
+                self._open = chunk.message_id
+            self._streamed[chunk.message_id] = before[:chunk.offset] + chunk.text
+            if len(self._streamed) > self.KEPT:
+                del self._streamed[next(iter(self._streamed))]
             return out + chunk.text
-        if kind == "message" and event.message.message_id == self._open:
-            whole = self._from == 0 and self._text == event.message.text
-            self._finished.append(self._open)
-            return self._close() + ("" if whole else line(event) + "\n")
         if kind == "message":
-            self._finished.append(event.message.message_id)
-        return self._close() + line(event) + "\n"
+            message = event.message
+            self._finished.append(message.message_id)
+            if self._streamed.pop(message.message_id, None) == message.text:
+                return self._close() if message.message_id == self._open else ""
+        detailed = kind == "relevance" and self._explain and self._explain(event.relevance)
+        text = explain(event) if detailed else line(event)
+        return self._close() + text + "\n"
 
     def _close(self) -> str:
         if self._open is None:

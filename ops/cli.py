@@ -384,31 +384,39 @@ def db_migrate() -> None:
         raise typer.Exit(1) from None
 
 
+UNTIL_IDLE = typer.Option(None, "--until-idle-s", min=0.1,
+                          help="Stop once this long passes without a new record: a one-off "
+                               "catch-up (with embedded chdb, before analytics can open it).")
+
+
 @sink_app.command("postgres")
 def sink_postgres(
     batch_size: int = typer.Option(500, min=1, help="Most events per transaction."),
     batch_wait_s: float = typer.Option(0.2, min=0.01, help="Longest wait to fill a batch."),
+    until_idle_s: float = UNTIL_IDLE,
 ) -> None:
     """Consume every topic into Postgres: batched, idempotent, commits after the DB."""
     from streams.sinks.postgres import PostgresStore
 
-    _sink("postgres", PostgresStore, batch_size, batch_wait_s)
+    _sink("postgres", PostgresStore, batch_size, batch_wait_s, until_idle_s)
 
 
 @sink_app.command("clickhouse")
 def sink_clickhouse(
     batch_size: int = typer.Option(2000, min=1, help="Most events per insert round."),
     batch_wait_s: float = typer.Option(1.0, min=0.01, help="Longest wait to fill a batch."),
+    until_idle_s: float = UNTIL_IDLE,
 ) -> None:
     """Consume every topic into ClickHouse (chdb or HTTP): batched by size and time,
     replays dropped, offsets committed after the insert. Applies the ClickHouse
     migrations itself, since with chdb it owns the database directory."""
     from streams.sinks.clickhouse import ClickHouseStore
 
-    _sink("clickhouse", ClickHouseStore, batch_size, batch_wait_s)
+    _sink("clickhouse", ClickHouseStore, batch_size, batch_wait_s, until_idle_s)
 
 
-def _sink(name: str, store_type, batch_size: int, batch_wait_s: float) -> None:
+def _sink(name: str, store_type, batch_size: int, batch_wait_s: float,
+          until_idle_s: float | None) -> None:
     from prometheus_client import start_http_server
 
     from streams.sinks import consumer
@@ -417,7 +425,7 @@ def _sink(name: str, store_type, batch_size: int, batch_wait_s: float) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     consumer.run(settings, name, store_type(settings), batch_size=batch_size,
-                 batch_wait_s=batch_wait_s)
+                 batch_wait_s=batch_wait_s, until_idle_s=until_idle_s)
 
 
 @app.command("analytics")
@@ -528,6 +536,8 @@ def tail(
     since: datetime = typer.Option(None, "--since", help="Start at this time (ISO 8601, UTC)."),
     as_json: bool = typer.Option(False, "--json",
                                  help="One JSON object per event, with its cursor."),
+    explain: bool = typer.Option(False, "--explain",
+                                 help="Relevance decisions with each agent's factors."),
 ) -> None:
     """Follow a channel live through the gateway: messages, agents' replies as they are
     written, decisions, tool results, votes."""
@@ -536,7 +546,7 @@ def tail(
     from gateway.describe import Transcript
 
     since = since.replace(tzinfo=timezone.utc) if since and since.tzinfo is None else since
-    transcript = Transcript()
+    transcript = Transcript((lambda _decision: True) if explain else None)
     with _client() as client:
         def follow():
             events = client.stream(channel, cursor, since)

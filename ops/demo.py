@@ -1,36 +1,49 @@
-"""``agora demo``: the embedded stack, a team of agents and a short real conversation.
+"""``agora demo``: an incident in a workspace of agents and people, played through the
+gateway on the embedded stack.
 
-It starts the stack, checks each service once, creates six agents from the templates
-in one channel, runs a worker, posts a few messages and shows, for each, the
-relevance decision with its reasons and the agents' replies as they come back. Then
-an agent runs a tool in the sandbox, and three agents vote on a decision.
+It starts the stack, checks each service once, and runs a worker (relevance,
+responder, tools, votes) and the Postgres sink. From then on it is a client of the
+gateway like any program: it creates a team of agents from the templates, follows
+#incidents live (StreamChannel) and plays the scenario: an incident report the right
+agents pick up, a question to one agent, a tool call, a shell command that a
+tool-usage vote must allow, and a project decision vote. Every relevance decision is
+shown with its factors and the agents' replies appear token by token. At the end the
+ClickHouse sink catches up and the analytics service sums the run up.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import uuid
 from collections.abc import Callable
 
-from ops import kafka, smoke, stack
+from google.protobuf import duration_pb2, json_format, struct_pb2
+
+from ops import migrate, smoke, stack
 from ops.config import Settings
-from ops.kafka import TopicReader
-from ops.stack.process import stop
+from ops.stack.process import agora_command, spawn, start_agora, stop, wait_until
 from ops.topics import ensure_topics
-from schemas import codec
-from schemas.topics import (CHAT_MESSAGES, RELEVANCE_DECISIONS, TOOL_REQUESTS, TOOL_RESULTS,
-                            VOTE_RESULTS, VOTES)
 
 Echo = Callable[[str], None]
 CHANNEL = "incidents"
 TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
         "researcher-tech", "creative-writer")
 SCRIPT = [
-    ("human:maya", "The API server returns 502 since the last deploy and the PostgreSQL "
-                   "connection pool looks exhausted. Where do we start?", []),
-    ("human:leo", "The checkout page renders blank in Safari after the same deploy, "
-                  "CSS or JavaScript?", []),
-    ("human:maya", "Please draft a two-line status note for customers about the outage.",
+    ("The API server returns 502 since the last deploy and the PostgreSQL connection pool "
+     "looks exhausted. Where do we start?", []),
+    ("The checkout page renders blank in Safari after the same deploy, CSS or JavaScript?", []),
+    ("Please draft a two-line status note for customers about the outage.",
      ["creative-writer"]),
+]
+REPLY_WAIT_S = 180
+SUMMARY = [  # (query, parameters, title) of the closing analytics
+    ("relevance_selection", {"channel": CHANNEL}, "relevance per agent"),
+    ("agent_response_latency", {}, "reply latency per agent"),
+    ("tokens_per_agent", {}, "tokens per agent"),
+    ("tool_runs", {}, "tool runs"),
+    ("vote_outcomes", {}, "vote outcomes"),
 ]
 
 
@@ -41,12 +54,16 @@ def run(settings: Settings, echo: Echo, keep: bool) -> None:
     settings = Settings()  # now resolves to the running stack's addresses
     try:
         _services(settings, echo)
-        _conversation(settings, echo)
+        Scenario(settings, echo).play()
     finally:
         if keep or already_up:
             echo("\n== the stack stays up; connect with:")
-            echo('   eval "$(agora stack env)"   # then: agora agents list, agora worker, '
-                 'agora stack down')
+            echo('   eval "$(agora stack env)"')
+            echo(f"   agora token issue human:you -c {CHANNEL}   # then export "
+                 "AGORA_GATEWAY_TOKEN=<token>")
+            echo(f"   agora tail {CHANNEL} --explain   # and, in another shell: "
+                 f"agora post {CHANNEL} 'hello'")
+            echo("   agora stack down   # stops everything")
         else:
             echo("\n== stopping the stack")
             stack.down(settings.stack_dir, progress=echo)
@@ -57,129 +74,259 @@ def _services(settings: Settings, echo: Echo) -> None:
     for t in ensure_topics(settings):
         if t.action == "created":
             echo(f"   topic {t.name} ({t.partitions} partitions)")
-    text = "state check"
-    echo(f"   postgres read back {smoke.postgres_roundtrip(settings, text)!r}")
-    version, count = smoke.clickhouse_roundtrip(settings, rows=1000)
-    echo(f"   clickhouse {version}: {count} rows written and counted")
+    echo(f"   postgres read back {smoke.postgres_roundtrip(settings, 'state check')!r}")
+    applied = migrate.postgres(settings)
+    echo(f"   postgres migrations: {', '.join(applied) or 'up to date'}")
+    echo(f"   gateway at {settings.gateway_address} (gRPC, health and reflection)")
 
 
-def _conversation(settings: Settings, echo: Echo) -> None:
-    from streams.registry.profiles import Registry
-    from streams.worker import start_process
+class Live:
+    """Follows the channel through the gateway in a thread: prints each event as it
+    comes and keeps it, so that the script can wait for what it expects."""
 
-    echo(f"\n== a team of agents in #{CHANNEL} (expertise embedded once, kept in Qdrant)")
-    registry = Registry(settings)
-    for template in TEAM:
-        profile, action = registry.create(template, CHANNEL)
-        echo(f"   {profile['agent_id']:<19} {action:<9} tools: {', '.join(profile['tools'])}")
+    def __init__(self, client, channel: str, echo_lock: threading.Lock):
+        from gateway.describe import Transcript
 
-    echo("\n== starting a worker (relevance + responder, Faust)")
-    started = time.monotonic()
-    worker = start_process(settings, "demo")
-    echo(f"   ready in {time.monotonic() - started:.1f}s; log: "
-         f"{settings.stack_dir / 'logs' / 'worker-demo.log'}")
-    watch = TopicReader(settings, RELEVANCE_DECISIONS.name, CHAT_MESSAGES.name,
-                        TOOL_RESULTS.name, VOTES.name, VOTE_RESULTS.name)
-    try:
-        producer = kafka.producer(settings)
-        for author, text, mentions in SCRIPT:
-            message = smoke.chat_message(CHANNEL, text, author_id=author)
-            message["mentions"] = mentions
-            producer.produce(CHAT_MESSAGES.name, key=CHANNEL.encode(),
-                             value=codec.encode("ChatMessage", message))
-            producer.flush(10)
-            echo(f"\n>> {author}: {text}" + (f"  (mentions {', '.join(mentions)})"
-                                             if mentions else ""))
-            show(watch, message, echo)
-        _tool_call(settings, watch, echo)
-        _vote(settings, watch, echo)
-    finally:
-        watch.close()
-        stop(worker, grace_s=15)
+        self.events: list = []
+        self.posted: set[str] = set()  # the script's messages: their decisions in full
+        self._changed = threading.Condition()
+        self._lock = echo_lock
+        self._transcript = Transcript(explain=lambda decision: decision.message_id in self.posted)
+        self._line_start = True
+        self._call = client.stream(channel)  # subscribed once this returns
+        self._thread = threading.Thread(target=self._follow, name="demo-live", daemon=True)
+        self._thread.start()
 
+    def _follow(self) -> None:
+        import grpc
 
-def _one(watch: TopicReader, predicate, what: str, timeout_s: float, echo: Echo) -> dict | None:
-    try:
-        return watch.wait(predicate, timeout_s=timeout_s)[0]
-    except TimeoutError:
-        echo(f"   (no {what} within {timeout_s:g} s: see the worker log)")
-        return None
-
-
-def show(watch: TopicReader, message: dict, echo: Echo) -> None:
-    """The decision about ``message`` with its reasons, then the replies to it."""
-    found = _one(watch, lambda n, r: n == "RelevanceDecision"
-                 and r["message_id"] == message["event_id"], "decision", 120, echo)
-    if found is None:
-        return
-    echo(f"   relevance: {', '.join(found['selected']) or 'nobody'} selected"
-         + (f" ({found['skip_reason']})" if found["skip_reason"] else ""))
-    for score in sorted(found["scores"], key=lambda s: -s["score"])[:4]:
-        echo(f"     {'*' if score['selected'] else ' '} {score['agent_id']:<19} "
-             f"{score['score']:.2f}  {score['reason']}")
-
-    def is_reply(name: str, record: dict) -> bool:
-        return name == "ChatMessage" and record["reply_to"] == message["event_id"]
-
-    started = time.monotonic()
-    try:
-        watch.wait(is_reply, count=len(found["selected"]), timeout_s=120)
-    except TimeoutError as exc:
-        echo(f"   (replies: {exc})")
-    for reply in [r for n, r in watch.records if is_reply(n, r)]:
-        echo(f"<< {reply['author_id']} (thread depth {reply['thread_depth']}, "
-             f"{time.monotonic() - started:.1f}s): {reply['text']}")
-
-
-def _tool_call(settings: Settings, watch: TopicReader, echo: Echo) -> None:
-    from streams.tools.records import new_request
-
-    echo("\n== a tool call: analyst-data runs the calculator in the sandbox")
-    request = new_request("analyst-data", CHANNEL, "calculator",
-                          {"expression": "1312 / 48210 * 100"},
-                          "share of requests that failed with 502 in the last hour")
-    kafka.publish(settings, TOOL_REQUESTS.name, [("ToolRequest", CHANNEL, request)])
-    echo(f">> analyst-data asks: calculator {request['arguments_json']}")
-    result = _one(watch, lambda n, r: n == "ToolResult"
-                  and r["request_id"] == request["event_id"], "tool result", 60, echo)
-    if result is None:
-        return
-    echo(f"<< tool result {result['status']} in {result['duration_ms']} ms: "
-         f"{result['output'] or result['error']}")
-    asked = [r for n, r in watch.records if n == "ToolResult"
-             and r["request_id"] != request["event_id"]]
-    for other in asked:  # tool calls the agents made themselves while answering
-        echo(f"   the agents' own tool call: {other['agent_id']} -> {other['tool']}: "
-             f"{other['status']} {(other['output'] or other['error'] or '')[:160]}")
-
-
-def _vote(settings: Settings, watch: TopicReader, echo: Echo) -> None:
-    from streams.votes.records import new_proposal
-
-    voters = ["developer-backend", "developer-frontend", "moderator-quality"]
-    echo("\n== a vote: three agents decide, each casting a ballot through the generator")
-    proposal = new_proposal(CHANNEL, "human:maya", "Roll back the last deploy now?",
-                            vote_type="PROJECT_DECISION", eligible_voters=voters,
-                            deadline_s=240, description="The 502s started with the deploy.")
-    kafka.publish(settings, VOTES.name, [("VoteProposal", proposal["vote_id"], proposal)])
-    echo(f">> human:maya opens a vote (simple majority, quorum 50%): {proposal['title']}")
-    vote_id = proposal["vote_id"]
-    for count in range(1, len(voters) + 1):
         try:
-            ballots = watch.wait(lambda n, r: n == "Ballot" and r["vote_id"] == vote_id,
-                                 count=count, timeout_s=120)
-        except TimeoutError:
-            break
-        ballot = ballots[-1]
-        echo(f"<< ballot {ballot['voter_id']}: {ballot['choice']} ({ballot['rationale']})")
-    result = _one(watch, lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id,
-                  "vote result", 240, echo)
-    if result is None:
-        return
-    tally = ", ".join(f"{k} {v:g}" for k, v in result["tally"].items())
-    echo(f"<< vote {result['outcome']} ({tally}): {result['reason']}")
-    watch.poll(2)  # a ballot after an early close is rejected as late
-    for name, rejected in watch.records:
-        if name == "BallotRejected" and rejected["vote_id"] == vote_id:
-            echo(f"   not counted: {rejected['voter_id']} ({rejected['reason']}): "
-                 f"{rejected['detail']}")
+            for event in self._call:
+                if self._shown(event):
+                    with self._lock:
+                        print(self._indented(self._transcript.feed(event)), end="", flush=True)
+                with self._changed:
+                    self.events.append(event)
+                    self._changed.notify_all()
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                with self._lock:
+                    print(f"\n   (the stream ended: {exc.code().name} {exc.details()})")
+
+    def _shown(self, event) -> bool:
+        """Not the decisions that chose nobody to answer an agent or a notice."""
+        return (event.WhichOneof("event") != "relevance" or bool(event.relevance.selected)
+                or event.relevance.message_id in self.posted)
+
+    def _indented(self, text: str) -> str:
+        """``text`` indented under the script's lines (a reply grows on its line)."""
+        if not text:
+            return text
+        out = ("   " if self._line_start else "") + text.replace("\n", "\n   ")
+        self._line_start = out.endswith("\n   ")
+        return out.removesuffix("   ") if self._line_start else out
+
+    def wait(self, predicate, count: int = 1, timeout_s: float = REPLY_WAIT_S) -> list:
+        """The first ``count`` events that satisfy ``predicate``; fewer on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                found = [e for e in self.events if predicate(e)]
+                left = deadline - time.monotonic()
+                if len(found) >= count or left <= 0:
+                    return found[:count]
+                self._changed.wait(left)
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._thread.join(5)
+
+
+class Scenario:
+    def __init__(self, settings: Settings, echo: Echo):
+        from gateway import auth
+
+        self.settings = settings
+        self._echo = echo
+        self.lock = threading.Lock()
+        key = settings.gateway_jwt_key.get_secret_value()
+        self.maya = auth.issue(key, "human:maya", [CHANNEL], 3600)
+        self.operator = auth.issue(key, "ops:demo", ["*"], 3600)
+        self.missing: list[str] = []
+
+    def echo(self, text: str) -> None:
+        with self.lock:
+            self._echo(text)
+
+    def play(self) -> None:
+        from gateway.client import Client
+
+        with Client(self.settings.gateway_address, self.operator) as ops:
+            self._team(ops)
+            processes = self._start_processes()
+            try:
+                with Client(self.settings.gateway_address, self.maya) as maya:
+                    self.echo(f"\n== following #{CHANNEL} through the gateway (StreamChannel)")
+                    live = Live(maya, CHANNEL, self.lock)
+                    try:
+                        for text, mentions in SCRIPT:
+                            self._message(maya, live, text, mentions)
+                        self._tool_call(maya, live)
+                        self._gated_tool(maya, live)
+                        self._decision_vote(maya, live)
+                    finally:
+                        live.close()
+            finally:
+                for proc in processes:
+                    stop(proc, grace_s=15)
+            self._analytics(ops)
+        if self.missing:
+            raise RuntimeError("the demo did not see: " + "; ".join(self.missing))
+
+    def _team(self, ops) -> None:
+        from gateway.agora.v1 import agents_pb2
+
+        self.echo(f"\n== a team of agents in #{CHANNEL}, created through the gateway "
+                  "(AgentService; expertise embedded once, kept in Qdrant)")
+        for template in TEAM:
+            agent = ops.agents.CreateAgent(agents_pb2.CreateAgentRequest(
+                template=template, channel_id=CHANNEL), timeout=60)
+            self.echo(f"   {agent.agent_id:<19} tools: {', '.join(agent.tools)}")
+
+    def _start_processes(self) -> list:
+        from streams.worker import start_process
+
+        self.echo("\n== a worker (relevance, responder, tools, votes: Faust) and the "
+                  "Postgres sink")
+        started = time.monotonic()
+        worker = start_process(self.settings, "demo")
+        sink = start_agora(self.settings.stack_dir, ["sink", "postgres"], "sink-demo",
+                           lambda log: "sink.ready" in log, timeout_s=60)
+        self.echo(f"   ready in {time.monotonic() - started:.1f}s; logs in "
+                  f"{self.settings.stack_dir / 'logs'}")
+        return [worker, sink]
+
+    def _message(self, maya, live: Live, text: str, mentions: list[str]) -> None:
+        from gateway.chat import posted_id
+
+        self.echo(f"\n>> human:maya posts: {text}"
+                  + (f"  (mentions {', '.join(mentions)})" if mentions else ""))
+        key = str(uuid.uuid4())
+        live.posted.add(posted_id("human:maya", key))  # known before the stream has it
+        posted = maya.post(CHANNEL, text, mentions=mentions, idempotency_key=key)
+        [decision] = live.wait(lambda e: e.WhichOneof("event") == "relevance"
+                               and e.relevance.message_id == posted.message_id) or [None]
+        if decision is None:
+            self.missing.append(f"a decision on {text[:30]!r}")
+            return
+        selected = list(decision.relevance.selected)
+        replies = live.wait(lambda e: e.WhichOneof("event") == "message"
+                            and e.message.reply_to == posted.message_id, count=len(selected))
+        if len(replies) < len(selected):
+            self.missing.append(f"{len(selected) - len(replies)} replies to {text[:30]!r}")
+
+    def _tool_call(self, maya, live: Live) -> None:
+        from gateway.agora.v1 import tools_pb2
+
+        self.echo("\n== a tool call: analyst-data runs the calculator in the sandbox "
+                  "(ToolService)")
+        arguments = struct_pb2.Struct()
+        arguments.update({"expression": "1312 / 48210 * 100"})
+        request = maya.tools.RequestTool(tools_pb2.RequestToolRequest(
+            channel_id=CHANNEL, agent_id="analyst-data", tool="calculator", arguments=arguments,
+            reason="share of requests that failed with 502 in the last hour",
+            idempotency_key=str(uuid.uuid4())), timeout=30)
+        self.echo(f">> analyst-data asks: calculator {_arguments(request)}")
+        self._result_of(live, request.request_id, "the calculator's result")
+
+    def _gated_tool(self, maya, live: Live) -> None:
+        from gateway.agora.v1 import tools_pb2
+
+        self.echo("\n== a shell command needs the channel's consent: a tool-usage vote "
+                  "(consensus of the agents allowed to vote)")
+        arguments = struct_pb2.Struct()
+        arguments.update({"command": "echo 'rollback plan: redeploy v1.4.2'; date -u"})
+        request = maya.tools.RequestTool(tools_pb2.RequestToolRequest(
+            channel_id=CHANNEL, agent_id="developer-backend", tool="shell", arguments=arguments,
+            reason="print the rollback plan for the 502 incident",
+            idempotency_key=str(uuid.uuid4())), timeout=30)
+        self.echo(f">> developer-backend asks: shell {_arguments(request)}")
+        self._closed(live, lambda v: v.tool_request_id == request.request_id,
+                     "the tool-usage vote's result")
+        self._result_of(live, request.request_id, "the shell's result")
+
+    def _decision_vote(self, maya, live: Live) -> None:
+        from gateway.agora.v1 import votes_pb2
+
+        voters = ["developer-backend", "developer-frontend", "moderator-quality", "human:maya"]
+        self.echo("\n== a project decision: agents and maya vote (simple majority, "
+                  "VoteService)")
+        vote = maya.votes.StartVote(votes_pb2.StartVoteRequest(
+            channel_id=CHANNEL, title="Roll back the last deploy now?",
+            description="The 502s and the blank checkout page started with the deploy.",
+            vote_type=votes_pb2.VOTE_TYPE_PROJECT_DECISION,
+            strategy=votes_pb2.VOTE_STRATEGY_SIMPLE_MAJORITY, options=["yes", "no"],
+            eligible_voters=voters, deadline=duration_pb2.Duration(seconds=240),
+            idempotency_key=str(uuid.uuid4())), timeout=30)
+        self.echo(f">> human:maya opens the vote {vote.vote_id[:8]}: {vote.title}")
+        live.wait(lambda e: e.WhichOneof("event") == "vote_update"
+                  and e.vote_update.WhichOneof("update") == "opened"
+                  and e.vote_update.opened.vote_id == vote.vote_id, timeout_s=30)
+        maya.votes.CastBallot(votes_pb2.CastBallotRequest(
+            vote_id=vote.vote_id, channel_id=CHANNEL, choice="yes",
+            rationale="The timing matches the deploy.", idempotency_key=str(uuid.uuid4())),
+            timeout=30)
+        self._closed(live, lambda v: v.vote_id == vote.vote_id, "the decision vote's result")
+
+    def _closed(self, live: Live, which, what: str) -> None:
+        closed = live.wait(lambda e: e.WhichOneof("event") == "vote_update"
+                           and e.vote_update.WhichOneof("update") == "closed"
+                           and which(e.vote_update.closed), timeout_s=300)
+        if not closed:
+            self.missing.append(what)
+
+    def _result_of(self, live: Live, request_id: str, what: str) -> None:
+        if not live.wait(lambda e: e.WhichOneof("event") == "tool_result"
+                         and e.tool_result.request_id == request_id, timeout_s=120):
+            self.missing.append(what)
+
+    def _analytics(self, ops) -> None:
+        from gateway.agora.v1 import analytics_pb2
+
+        self.echo("\n== the ClickHouse sink catches up, then the analytics service sums up")
+        log = self.settings.stack_dir / "logs" / "sink-clickhouse-demo.log"
+        command, env = agora_command(self.settings.stack_dir,
+                                     ["sink", "clickhouse", "--until-idle-s", "3"])
+        proc = spawn(command, log=log, env=env)
+        try:
+            wait_until(lambda: "sink.stopped" in log.read_text(), timeout_s=300,
+                       what="the ClickHouse sink to catch up", proc=proc, log=log)
+        finally:
+            stop(proc, grace_s=15)
+        for name, params, title in SUMMARY:
+            request = analytics_pb2.RunQueryRequest(name=name)
+            for key, value in params.items():
+                request.params[key].string_value = value
+            answer = ops.analytics.RunQuery(request, timeout=60)
+            table = [[c.name for c in answer.columns],
+                     *[[_value(v) for v in row.values] for row in answer.rows]]
+            widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
+            self.echo(f"\n   {title} ({name}):")
+            for cells in table:
+                self.echo("   " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+            if not answer.rows:
+                self.missing.append(f"analytics rows of {name}")
+
+
+def _arguments(request) -> str:
+    return json.dumps(json_format.MessageToDict(request.arguments))
+
+
+def _value(value) -> str:
+    kind = value.WhichOneof("kind")
+    if kind == "float_value":
+        return f"{value.float_value:.3g}"
+    if kind == "time_value":
+        return value.time_value.ToDatetime().strftime("%H:%M:%S")
+    return str(getattr(value, kind)) if kind else ""
+

@@ -10,6 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.drivers import aiokafka as faust_kafka
+from faust.types import TP
 
 from ops.config import Settings
 from ops.stack.process import free_port
@@ -17,10 +20,64 @@ from schemas import codec
 from schemas.topics import Topic
 
 
+async def read_ends(bootstrap: list[str], reported: dict[TP, int]) -> dict[TP, int]:
+    """The end offset of each partition as found by reading past ``reported``, its end
+    offset as the broker reports it, up to an empty fetch. Tansu reports the base offset
+    of a partition's last batch + 1 (it counts batches), short of the rest of that batch;
+    on Kafka the answer is the reported end, for one fetch per partition."""
+    ends = dict(reported)
+    behind = {tp: end for tp, end in reported.items() if end and end > 0}
+    if not behind:
+        return ends
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                              enable_auto_commit=False, auto_offset_reset="latest")
+    await reader.start()
+    try:
+        reader.assign([TopicPartition(*tp) for tp in behind])
+        for tp, end in behind.items():
+            reader.seek(TopicPartition(*tp), end - 1)
+        while batches := await reader.getmany(timeout_ms=200):
+            for tp, records in batches.items():
+                key = TP(tp.topic, tp.partition)
+                ends[key] = max(ends[key], records[-1].offset + 1)
+    finally:
+        await reader.stop()
+    return ends
+
+
+class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
+    """Table recovery replays each changelog partition up to its end offset: with the
+    end offset Tansu reports, the last writes of a table (the rest of the changelog's
+    last batch) were left out after a restart, e.g. the newest messages of a channel's
+    history, whose inference tasks then failed."""
+
+    async def _highwaters(self, partitions):
+        reported = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return reported
+        return await read_ends(faust_kafka.server_list(self.transport.url,
+                                                       self.transport.default_port),
+                               {TP(tp.topic, tp.partition): end for tp, end in reported.items()})
+
+
+class _Consumer(faust_kafka.Consumer):
+    def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_kafka.Transport):
+    Consumer = _Consumer
+
+
+class _App(faust.App):
+    def _new_transport(self) -> faust_kafka.Transport:
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings) -> faust.App:
     datadir = settings.stack_dir / "faust" / settings.worker_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.broker.split(",")],
         store=settings.store,

@@ -87,8 +87,16 @@ def workers(settings: Settings):
     assert not survivors({pid: t for _, tracked, _ in started for pid, t in tracked.items()})
 
 
+LAST = ("test_faults", "test_sinks")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The sink tests go last: they count every event of the session's pipeline runs
     (tools, votes, conversations) and leave thousands of records behind them, which
-    no later worker or topic reader should have to wade through."""
-    items.sort(key=lambda item: item.module.__name__ == "test_sinks")
+    no later worker or topic reader should have to wade through. The fault drills go
+    just before them: their workers start at the topics' ends in consumer groups of
+    their own, and no later worker (of the default group) has to answer their
+    messages again; their sinks use the default sink groups, which the sink tests
+    then carry on from."""
+    items.sort(key=lambda item: LAST.index(item.module.__name__) + 1
+               if item.module.__name__ in LAST else 0)

@@ -417,8 +417,9 @@ def test_reply_chunks_convert_from_their_event():
 def _event(kind: str, **fields) -> chat_pb2.ChannelEvent:
     event = chat_pb2.ChannelEvent()
     event.time.FromSeconds(3600)
-    getattr(event, kind).CopyFrom(getattr(chat_pb2, {"reply_chunk": "ReplyChunk",
-                                                     "message": "ChatMessage"}[kind])(**fields))
+    getattr(event, kind).CopyFrom(getattr(chat_pb2, {
+        "reply_chunk": "ReplyChunk", "message": "ChatMessage",
+        "relevance": "RelevanceSummary"}[kind])(**fields))
     return event
 
 
@@ -439,14 +440,29 @@ def test_a_transcript_grows_a_reply_on_its_line_and_the_message_ends_it():
     assert t.feed(_piece("r1", 5, " late")) == ""  # a chunk trailing its message
 
 
-def test_a_transcript_prints_the_message_whole_when_the_line_was_cut():
+def test_a_transcript_goes_on_after_a_cut_and_prints_a_different_message_whole():
     t = Transcript()
     text = t.feed(_piece("r1", 0, "Hel"))
     text += t.feed(_reply("other", "meanwhile"))  # another event cuts the line
     text += t.feed(_piece("r1", 3, "lo"))  # the reply goes on, on a new line
-    text += t.feed(_reply("r1", "Hello"))
+    text += t.feed(_reply("r1", "Hello"))  # streamed whole already: not printed again
     assert text.splitlines() == ["01:00:00 dev ↳question: Hel", "01:00:00 dev ↳question: meanwhile",
-                                 "01:00:00 dev ↳question: …lo", "01:00:00 dev ↳question: Hello"]
+                                 "01:00:00 dev ↳question: …lo"]
+    text = t.feed(_piece("r2", 0, "Hi")) + t.feed(_reply("r2", "Hi there"))
+    assert text.splitlines() == ["01:00:00 dev ↳question: Hi", "01:00:00 dev ↳question: Hi there"]
+
+
+def test_a_transcript_explains_decisions_when_asked():
+    event = _event("relevance", message_id="question1", selected=["dev"], scores=[
+        chat_pb2.AgentScore(agent_id="dev", score=0.52, expertise=0.43, workload=1, timing=1,
+                            quality=0.7, selected=True, reason="score 0.52 >= threshold 0.41 "
+                            "(expertise 0.43, workload 1.00, social 0.00, timing 1.00, quality 0.70)")])
+    assert Transcript().feed(event) == "01:00:00 relevance question: dev 0.52 (score 0.52 >= " \
+        "threshold 0.41 (expertise 0.43, workload 1.00, social 0.00, timing 1.00, quality 0.70))\n"
+    assert Transcript(explain=lambda r: r.message_id == "question1").feed(event).splitlines() == [
+        "01:00:00 relevance question: dev selected",
+        "  * dev                 0.52  expertise 0.43 workload 1.00 social 0.00 timing 1.00 "
+        "quality 0.70  score 0.52 >= threshold 0.41"]
 
 
 def test_a_transcript_starts_over_when_the_generation_restarts():

@@ -11,14 +11,12 @@ import uuid
 
 import psycopg
 import pytest
+from accounting import lag, read_all, start_sink
 from conftest import metric
-from confluent_kafka import Consumer, TopicPartition
 from samples import SAMPLES
 
 from ops import analytics, kafka, migrate, smoke, stack
-from ops.kafka import TopicReader
-from ops.stack.process import (Proc, free_port, members, start_agora, stop, survivors,
-                               wait_until)
+from ops.stack.process import Proc, free_port, members, stop, survivors, wait_until
 from ops.topics import ensure_topics
 from schemas import codec
 from schemas.topics import ALL, CHAT_MESSAGES
@@ -46,37 +44,6 @@ def migrated(settings):
     assert migrate.postgres(settings) in ([], ["0001"])
     assert migrate.postgres(settings) == []  # idempotent
     return settings
-
-
-def start_sink(settings, name: str, store: str = "postgres", **env: str) -> Proc:
-    return start_agora(settings.stack_dir, ["sink", store, "--batch-size", "200"],
-                       f"sink-{name}", lambda log: "sink.ready" in log, timeout_s=60, **env)
-
-
-def lag(settings, group: str) -> int:
-    """Records on every topic that ``group`` has not committed yet."""
-    reader = read_all(settings)
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": group})
-    try:
-        committed = consumer.committed([TopicPartition(t, p) for t, p in reader.ends],
-                                       timeout=10)
-        return sum(max(0, reader.ends[(tp.topic, tp.partition)] - max(tp.offset, 0))
-                   for tp in committed)
-    finally:
-        consumer.close()
-
-
-def read_all(settings) -> TopicReader:
-    """A closed reader that has read every topic to its current end."""
-    reader = TopicReader(settings, *[t.name for t in ALL])
-    try:
-        seen = -1
-        while seen != (len(reader.records), reader.undecodable):
-            seen = (len(reader.records), reader.undecodable)
-            reader.poll(1.5)
-    finally:
-        reader.close()
-    return reader
 
 
 def events_by_name(settings) -> dict[str, dict[str, dict]]:

@@ -89,8 +89,10 @@ def decode(messages: Iterable[Message], sink: str) -> tuple[list[Event], list[di
 
 
 def run(settings: Settings, sink: str, store: Store, *, batch_size: int = 500,
-        batch_wait_s: float = 0.2) -> None:
-    """Consume every topic into ``store`` until SIGTERM or SIGINT."""
+        batch_wait_s: float = 0.2, until_idle_s: float | None = None) -> None:
+    """Consume every topic into ``store`` until SIGTERM or SIGINT, or, with
+    ``until_idle_s``, until that long passes without a record once partitions are
+    assigned (a one-off catch-up)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -109,11 +111,18 @@ def run(settings: Settings, sink: str, store: Store, *, batch_size: int = 500,
     topics = [t.name for t in STORED]
     consumer.subscribe(topics)
     log.info("sink.ready", sink=sink, topics=topics)
+    last_record = time.monotonic()
     try:
         while not stop.is_set():
             messages = [m for m in consumer.consume(batch_size, batch_wait_s) if not m.error()]
             if not messages:
+                if not consumer.assignment():
+                    last_record = time.monotonic()  # the group is still forming
+                elif until_idle_s is not None and time.monotonic() - last_record >= until_idle_s:
+                    log.info("sink.idle", sink=sink, idle_s=until_idle_s)
+                    break
                 continue
+            last_record = time.monotonic()
             started = time.perf_counter()
             events, dead = decode(messages, sink)
             if not _write(consumer, store, events, dead, sink, stop):

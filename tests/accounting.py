@@ -1,0 +1,43 @@
+"""Accounting helpers shared by the sink tests and the fault drills: sinks started as
+`agora sink` processes, every topic read to its end, and a consumer group's lag."""
+
+from __future__ import annotations
+
+from confluent_kafka import Consumer, TopicPartition
+
+from ops.kafka import TopicReader
+from ops.stack.process import Proc, start_agora
+from schemas.topics import ALL, STORED
+
+
+def start_sink(settings, name: str, store: str = "postgres", **env: str) -> Proc:
+    return start_agora(settings.stack_dir, ["sink", store, "--batch-size", "200"],
+                       f"sink-{name}", lambda log: "sink.ready" in log, timeout_s=60, **env)
+
+
+def read_all(settings, topics=ALL) -> TopicReader:
+    """A closed reader that has read ``topics`` (every topic) to their current end."""
+    reader = TopicReader(settings, *[t.name for t in topics])
+    try:
+        seen = -1
+        while seen != (len(reader.records), reader.undecodable):
+            seen = (len(reader.records), reader.undecodable)
+            reader.poll(1.5)
+    finally:
+        reader.close()
+    return reader
+
+
+def lag(settings, group: str) -> int:
+    """Records on the stored topics (those a sink consumes) that ``group`` has not
+    committed yet. Topics the sinks skip (reply chunks) do not count: the group never
+    commits there."""
+    reader = read_all(settings, STORED)
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(t, p) for t, p in reader.ends],
+                                       timeout=10)
+        return sum(max(0, reader.ends[(tp.topic, tp.partition)] - max(tp.offset, 0))
+                   for tp in committed)
+    finally:
+        consumer.close()

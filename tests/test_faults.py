@@ -1,0 +1,553 @@
+"""Fault drills on the real local stack: a worker SIGKILLed mid-stream, Triton and
+Postgres stopped for 10 s, the gateway stopped while clients stream. After each one
+the books must balance: every message of the drill's channel has exactly one
+relevance decision, every selected agent exactly one task and one reply, every event
+exactly one row in Postgres and in ClickHouse, and streaming clients resume from
+their last cursor without missing or repeating an event.
+
+Each drill has a channel of its own, with one agent that every question mentions
+(so that it is selected), and workers in a consumer group of their own that starts
+at the topics' current ends (a killed member's ghost stays in its own group, and
+nobody answers earlier tests' messages again). Duplicates of an event id on a topic
+are allowed (at-least-once); its consumers must drop them. The sinks run in the
+default sink groups, so the sink tests that run after this module carry on from
+them; the rows are checked for the drill's channel only, since other tests' events
+are not this module's business.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+import psycopg
+import pytest
+from accounting import lag, read_all, start_sink
+from conftest import metric
+from confluent_kafka import TopicPartition
+
+from gateway import auth
+from gateway import cursor as cursors
+from gateway.chat import channel_event
+from gateway.client import Client
+from gateway.tail import TOPICS as SHOWN_TOPICS
+from gateway.tail import Item
+from ops import kafka, migrate, smoke, stack
+from ops.stack.process import Proc, free_port, members, stop, survivors, wait_until
+from ops.topics import ensure_topics
+from schemas import codec
+from schemas.topics import (ALL, CHAT_MESSAGES, INFERENCE_TASKS, RELEVANCE_DECISIONS,
+                            REPLY_CHUNKS, TOOL_APPROVED, TOOL_REQUESTS, TOOL_RESULTS,
+                            VOTE_RESULTS, VOTES)
+from streams.registry.profiles import Registry
+from streams.sinks.clickhouse import open_client
+
+pytestmark = pytest.mark.stack
+TAPPED = (CHAT_MESSAGES, RELEVANCE_DECISIONS, INFERENCE_TASKS, REPLY_CHUNKS, TOOL_REQUESTS,
+          TOOL_APPROVED, TOOL_RESULTS, VOTES, VOTE_RESULTS)
+OUTAGE_S = 10
+QUESTIONS = (
+    "The orders API returns 502 since the deploy. Which backend logs should I check?",
+    "Our PostgreSQL query listing invoices takes 4 seconds. Which index is missing?",
+    "The Kafka consumer lag of the billing service keeps growing. Where do I start?",
+    "Should the payments service retry a timed out call to the bank, and how often?",
+    "Memory of the search API grows until it is killed. How do I find the leak?",
+    "Which HTTP status should the API return when a user sends an expired token?",
+)
+
+
+# ------------------------------------------------------------------ reading the topics
+
+
+@dataclass(frozen=True)
+class Entry:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    name: str
+    record: dict
+
+
+class Tap:
+    """Every record of one channel on the topics that carry channel events, with its
+    position, read from the topics' beginning and then as they grow."""
+
+    def __init__(self, settings, channel: str):
+        self.channel = channel
+        self.consumer = kafka.consumer(settings, "agora-fault-tap")
+        self.consumer.assign([TopicPartition(t, p, 0) for t, p in kafka.partitions(
+            self.consumer, [t.name for t in TAPPED])])
+        self.entries: list[Entry] = []
+
+    def poll(self, seconds: float = 0.5) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = self.consumer.poll(0.1)
+            if message is None or message.error():
+                continue
+            try:
+                name, record = codec.decode(message.value())
+            except codec.CodecError:
+                continue
+            if record.get("channel_id") == self.channel:
+                self.entries.append(Entry(message.topic(), message.partition(),
+                                          message.offset(), message.timestamp()[1], name,
+                                          record))
+
+    def drain(self, quiet_s: float = 2.0) -> None:
+        """Read until nothing new arrives for ``quiet_s``."""
+        while True:
+            seen = len(self.entries)
+            self.poll(quiet_s)
+            if len(self.entries) == seen:
+                return
+
+    def records(self, name: str, topic: str | None = None) -> list[dict]:
+        return [e.record for e in self.entries
+                if e.name == name and (topic is None or e.topic == topic)]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+# ------------------------------------------------------------------------- accounting
+
+
+def ids_by(records: list[dict], key) -> dict:
+    """Distinct event ids per ``key(record)``."""
+    found: dict = defaultdict(set)
+    for record in records:
+        found[key(record)].add(record["event_id"])
+    return found
+
+
+def account(tap: Tap, inputs: list[dict]) -> dict[str, int]:
+    """Assert the books of the drill's channel; returns a few counts."""
+    messages = {m["event_id"]: m for m in tap.records("ChatMessage", CHAT_MESSAGES.name)}
+    lost = [m["event_id"] for m in inputs if m["event_id"] not in messages]
+    assert not lost, f"inputs not on the chat topic: {lost}"
+    decisions = tap.records("RelevanceDecision")
+    per_message = ids_by(decisions, lambda d: d["message_id"])
+    wrong = {m: len(per_message.get(m, ())) for m in messages if len(per_message.get(m, ())) != 1}
+    assert not wrong, f"messages without exactly one decision (id -> distinct decisions): {wrong}"
+    # Copies of one decision (a replay) must agree on who answers.
+    selections = defaultdict(set)
+    for d in decisions:
+        selections[d["event_id"]].add(tuple(d["selected"]))
+    assert all(len(s) == 1 for s in selections.values()), selections
+    selected = {(d["message_id"], agent) for d in decisions for agent in d["selected"]}
+    unselected = [(m["event_id"], a) for m in inputs for a in m["mentions"]
+                  if (m["event_id"], a) not in selected]
+    assert not unselected, f"mentioned agents not selected: {unselected}"
+    tasks = ids_by(tap.records("InferenceTask"), lambda t: (t["message_id"], t["agent_id"]))
+    assert set(tasks) == selected, (set(tasks) ^ selected)
+    assert all(len(ids) == 1 for ids in tasks.values()), tasks
+    replies = ids_by([m for m in messages.values() if m["author_kind"] == "AGENT" and m["task_id"]],
+                     lambda m: (m["reply_to"], m["author_id"]))
+    missing = selected - set(replies)
+    assert not missing, f"selected agents without a reply (message, agent): {missing}"
+    assert set(replies) == selected, set(replies) - selected
+    assert all(len(ids) == 1 for ids in replies.values()), replies
+    copies = len(tap.records("ChatMessage", CHAT_MESSAGES.name)) - len(messages)
+    return {"messages": len(messages), "replies": len(replies), "duplicate_copies": copies}
+
+
+def settle(tap: Tap, inputs: list[dict], timeout_s: float = 300) -> dict[str, int]:
+    """Wait until the books balance and the channel has been quiet for a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tap.poll(1.0)
+        try:
+            account(tap, inputs)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            continue
+        tap.drain(3.0)
+        return account(tap, inputs)
+
+
+def replies_to(tap: Tap, inputs: list[dict]) -> int:
+    asked = {m["event_id"] for m in inputs}
+    return len({m["event_id"] for m in tap.records("ChatMessage", CHAT_MESSAGES.name)
+                if m["reply_to"] in asked and m["author_kind"] == "AGENT"})
+
+
+# ------------------------------------------------------------------------------ sinks
+
+
+SINK_GROUP = "{app_id}-sink-{store}"
+POSTGRES_TABLES = {  # table -> (event, topics the event comes from)
+    "messages": ("ChatMessage", (CHAT_MESSAGES.name,)),
+    "relevance_decisions": ("RelevanceDecision", (RELEVANCE_DECISIONS.name,)),
+    "inference_tasks": ("InferenceTask", (INFERENCE_TASKS.name,)),
+    "tool_requests": ("ToolRequest", (TOOL_REQUESTS.name, TOOL_APPROVED.name, VOTES.name)),
+    "tool_runs": ("ToolResult", (TOOL_RESULTS.name,)),
+}
+CLICKHOUSE_TABLES = {"chat_messages": "messages", "relevance_decisions": "relevance_decisions",
+                     "inference_tasks": "inference_tasks", "tool_requests": "tool_requests",
+                     "tool_results": "tool_runs"}
+
+
+def expected_rows(tap: Tap) -> dict[str, list]:
+    """The rows the channel's events must make: one per distinct event id."""
+    rows = {table: sorted({e.record["event_id"] for e in tap.entries
+                           if e.name == name and e.topic in topics})
+            for table, (name, topics) in POSTGRES_TABLES.items()}
+    scores = {}
+    for d in tap.records("RelevanceDecision"):
+        scores[d["event_id"]] = sorted((d["event_id"], s["agent_id"]) for s in d["scores"])
+    rows["relevance_scores"] = sorted(pair for pairs in scores.values() for pair in pairs)
+    return rows
+
+
+class Sinks:
+    """A Postgres and a ClickHouse sink in the default sink groups."""
+
+    def __init__(self, settings, name: str):
+        self.settings = settings
+        self.port = free_port()
+        self.postgres = start_sink(settings, f"fault-{name}", AGORA_METRICS_PORT=str(self.port))
+        try:
+            self.clickhouse = start_sink(settings, f"fault-{name}-clickhouse", "clickhouse")
+        except BaseException:
+            stop(self.postgres, grace_s=10)
+            raise
+
+    def postgres_rows(self, channel: str) -> dict[str, list]:
+        with psycopg.connect(self.settings.postgres_dsn, connect_timeout=5) as conn:
+            return {table: sorted(r[0] for r in conn.execute(
+                f"SELECT event_id FROM {table} WHERE channel_id = %s", (channel,)))
+                for table in POSTGRES_TABLES}
+
+    def clickhouse_rows(self, channel: str) -> dict[str, list]:
+        client = open_client(self.settings)  # the sink is stopped: the chdb directory is ours
+        try:
+            rows = {table: sorted(r[0] for r in client.query(
+                f"SELECT event_id FROM {table} WHERE channel_id = {{c:String}}",
+                parameters={"c": channel}).result_rows) for table in CLICKHOUSE_TABLES}
+            rows["relevance_scores"] = sorted(tuple(r) for r in client.query(
+                "SELECT event_id, agent_id FROM relevance_scores WHERE channel_id = {c:String}",
+                parameters={"c": channel}).result_rows)
+            return rows
+        finally:
+            client.close()
+
+    def check(self, tap: Tap) -> None:
+        """Every event of the channel is exactly one row in each store."""
+        tap.drain()
+        expected = expected_rows(tap)
+        postgres = {t: expected[t] for t in POSTGRES_TABLES}
+        found: dict = {}
+
+        def stored() -> bool:
+            found.update(self.postgres_rows(tap.channel))
+            return found == postgres
+
+        try:
+            wait_until(stored, timeout_s=90, what="the Postgres sink to store the drill",
+                       interval_s=1)
+        except TimeoutError:
+            assert found == postgres
+        group = SINK_GROUP.format(app_id=self.settings.app_id, store="clickhouse")
+        wait_until(lambda: lag(self.settings, group) == 0, timeout_s=120, interval_s=1,
+                   what="the ClickHouse sink to catch up")
+        stop(self.clickhouse, grace_s=15)
+        rows = self.clickhouse_rows(tap.channel)
+        assert rows == {table: expected[source] for table, source in
+                        [*CLICKHOUSE_TABLES.items(), ("relevance_scores", "relevance_scores")]}
+
+    def close(self) -> None:
+        stop(self.clickhouse, grace_s=15)
+        stop(self.postgres, grace_s=10)
+
+
+@contextmanager
+def sinks(settings, name: str):
+    running = Sinks(settings, name)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+# ---------------------------------------------------------------------------- drills
+
+
+@pytest.fixture(scope="module")
+def ready(settings):
+    ensure_topics(settings)
+    migrate.postgres(settings)
+    return settings
+
+
+@dataclass
+class Drill:
+    name: str
+    channel: str
+    agent: str
+    env: dict[str, str]  # the workers' consumer group
+
+
+def new_drill(settings, name: str) -> Drill:
+    """A channel with one agent, and a consumer group for the drill's workers that
+    starts at every topic's current end (read, not asked: Tansu's high watermark counts
+    batches)."""
+    channel = f"fault-{name}-{uuid.uuid4().hex[:6]}"
+    agent = f"{channel}-backend"
+    registry = Registry(settings)
+    profile, _ = registry.create("developer-backend", channel, agent_id=agent)
+    # No tools: one reply per question, no tool votes that ask for more generations.
+    registry.grant(agent, [p for p in profile["permissions"] if p.startswith("tool:")],
+                   revoke=True)
+    group = f"agora-fault-{name}-{uuid.uuid4().hex[:4]}"
+    ends = read_all(settings).ends
+    consumer = kafka.consumer(settings, group)
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, ends.get((t, p), 0)) for t, p in
+                                 kafka.partitions(consumer, [t.name for t in ALL])],
+                        asynchronous=False)
+    finally:
+        consumer.close()
+    return Drill(name, channel, agent, {"AGORA_APP_ID": group})
+
+
+def questions(drill: Drill, count: int, start: int = 0) -> list[dict]:
+    asked = []
+    for i in range(start, start + count):
+        message = smoke.chat_message(drill.channel, QUESTIONS[i % len(QUESTIONS)],
+                                     author_id="human:drill")
+        message["mentions"] = [drill.agent]
+        asked.append(message)
+    return asked
+
+
+def post(settings, messages: list[dict]) -> list[dict]:
+    kafka.publish(settings, CHAT_MESSAGES.name,
+                  [("ChatMessage", m["channel_id"], m) for m in messages])
+    return messages
+
+
+def service_proc(settings, name: str) -> Proc:
+    return Proc(**stack.read_state(settings.stack_dir)["services"][name]["proc"])
+
+
+def bring_back(settings) -> None:
+    """``stack up``: restarts what is down, on its old ports."""
+    stack.up(settings.stack_dir, progress=lambda line: None)
+
+
+def test_a_worker_killed_mid_stream_is_restarted_and_loses_nothing(ready, workers):
+    settings = ready
+    drill = new_drill(settings, "kill")
+    tap = Tap(settings, drill.channel)
+    with sinks(settings, drill.name) as running:
+        try:
+            worker = workers("kill-a", **drill.env)
+            asked = post(settings, questions(drill, 6))
+            wait_until(lambda: tap.poll(0.2) or replies_to(tap, asked) >= 1, timeout_s=180,
+                       what="a first reply", interval_s=0)
+            tracked = members(worker)
+            os.killpg(worker.pgid, signal.SIGKILL)  # mid-stream: the others are pending
+            wait_until(lambda: not survivors(tracked), timeout_s=10, what="the killed worker gone")
+            tap.poll(1)
+            answered = replies_to(tap, asked)
+            assert 1 <= answered < len(asked), answered
+            again = workers("kill-b", **drill.env)
+            counts = settle(tap, asked)
+            stop(again, grace_s=15)
+            account(tap, asked)
+            assert counts["replies"] == len(asked)
+            running.check(tap)
+        finally:
+            tap.close()
+
+
+def test_triton_stopped_for_ten_seconds_then_back(ready, workers):
+    settings = ready
+    drill = new_drill(settings, "triton")
+    tap = Tap(settings, drill.channel)
+    port = free_port()
+    with sinks(settings, drill.name) as running:
+        try:
+            worker = workers("triton", AGORA_METRICS_PORT=str(port), **drill.env)
+            before = post(settings, questions(drill, 3))
+            # Stopped while a reply is being generated.
+            wait_until(lambda: tap.poll(0.2) or tap.records("ReplyChunk"), timeout_s=180,
+                       what="a reply being generated", interval_s=0)
+            stop(service_proc(settings, "triton"), grace_s=10)
+            during = post(settings, questions(drill, 3, start=3))
+            time.sleep(OUTAGE_S)
+            bring_back(settings)
+            asked = before + during
+            counts = settle(tap, asked)
+            stop(worker, grace_s=15)
+            account(tap, asked)
+            assert counts["replies"] == len(asked)
+            running.check(tap)
+        finally:
+            tap.close()
+
+
+def test_postgres_stopped_for_ten_seconds_under_the_sinks(ready, workers):
+    settings = ready
+    drill = new_drill(settings, "postgres")
+    tap = Tap(settings, drill.channel)
+    with sinks(settings, drill.name) as running:
+        try:
+            worker = workers("postgres", **drill.env)
+            before = post(settings, questions(drill, 3))
+            wait_until(lambda: tap.poll(0.2) or replies_to(tap, before) >= 1, timeout_s=180,
+                       what="a first reply", interval_s=0)
+            stop(service_proc(settings, "postgres"), sig=signal.SIGINT, grace_s=20)
+            during = post(settings, questions(drill, 3, start=3))
+            wait_until(lambda: metric(running.port, "agora_sink_paused", sink="postgres") == 1,
+                       timeout_s=60, what="the Postgres sink to pause")
+            time.sleep(OUTAGE_S)
+            bring_back(settings)
+            asked = before + during
+            counts = settle(tap, asked)
+            stop(worker, grace_s=15)
+            account(tap, asked)
+            assert counts["replies"] == len(asked)
+            running.check(tap)
+            assert metric(running.port, "agora_sink_paused", sink="postgres") == 0
+        finally:
+            tap.close()
+
+
+# ---------------------------------------------------------------------------- gateway
+
+
+class Follower(threading.Thread):
+    """A client streaming a channel; whenever its stream ends, it reconnects with the
+    last cursor it received."""
+
+    def __init__(self, address: str, token: str, channel: str):
+        super().__init__(daemon=True)
+        self.address, self.token, self.channel = address, token, channel
+        self.events: list = []
+        self.sessions = 0  # streams opened (1 + reconnections)
+        self.cursor: str | None = None
+        self.ended: list[str] = []  # how each stream ended
+        self.stopping = threading.Event()
+        self._call = None
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        with Client(self.address, self.token) as client:
+            while not self.stopping.is_set():
+                try:
+                    call = client.stream(self.channel, cursor=self.cursor)
+                except grpc.RpcError:
+                    time.sleep(0.2)  # the gateway is down: try again
+                    continue
+                with self._lock:
+                    self._call = call
+                    self.sessions += 1
+                if self.stopping.is_set():
+                    call.cancel()
+                try:
+                    for event in call:
+                        self.events.append(event)
+                        self.cursor = event.cursor
+                    self.ended.append("OK")
+                except grpc.RpcError as exc:
+                    self.ended.append(exc.code().name)
+
+    def close(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            if self._call is not None:
+                self._call.cancel()
+        self.join(30)
+        assert not self.is_alive()
+
+    def positions(self, first: tuple[str, int, int]) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) of every event received: the one entry of its
+        cursor that moved since the previous event (the first event's is given)."""
+        found, previous = [], None
+        for event in list(self.events):
+            offsets = cursors.decode(event.cursor, self.channel)
+            if previous is None:
+                found.append(first)
+            else:
+                moved = [k for k, o in offsets.items() if o != previous.get(k)]
+                assert len(moved) == 1, moved
+                found.append((*moved[0], offsets[moved[0]] - 1))
+            previous = offsets
+        return found
+
+
+def shown(tap: Tap) -> list[tuple[str, int, int]]:
+    """Positions of the channel's records that its stream shows."""
+    return [(e.topic, e.partition, e.offset) for e in tap.entries if e.topic in SHOWN_TOPICS
+            and channel_event(Item(e.topic, e.partition, e.offset, e.timestamp_ms, e.name,
+                                   e.record), {}) is not None]
+
+
+def test_the_gateway_stopped_while_clients_stream(ready, workers):
+    settings = ready
+    drill = new_drill(settings, "gateway")
+    env = stack.env(settings.stack_dir)
+    address, key = env["AGORA_GATEWAY_ADDRESS"], env["AGORA_GATEWAY_JWT_KEY"]
+    token = auth.issue(key, "human:drill", [drill.channel], 3600)
+    tap = Tap(settings, drill.channel)
+    followers = [Follower(address, token, drill.channel) for _ in range(3)]
+    with sinks(settings, drill.name) as running:
+        try:
+            worker = workers("gateway-drill", **drill.env)
+            for follower in followers:
+                follower.start()
+            wait_until(lambda: all(f.sessions for f in followers), timeout_s=30,
+                       what="the clients subscribed")
+            asked = []
+            with Client(address, token) as client:
+                for text in QUESTIONS[:2]:
+                    posted = client.post(drill.channel, text, mentions=[drill.agent])
+                    asked.append(posted.message_id)
+            wait_until(lambda: all(len(f.events) >= 2 for f in followers), timeout_s=60,
+                       what="the clients to receive the posts")
+            stop(service_proc(settings, "gateway"), grace_s=10)
+            down = post(settings, questions(drill, 2, start=2))  # straight to Kafka
+            time.sleep(OUTAGE_S)
+            bring_back(settings)
+            with Client(address, token) as client:
+                for text in QUESTIONS[4:6]:
+                    posted = client.post(drill.channel, text, mentions=[drill.agent])
+                    asked.append(posted.message_id)
+            tap.drain()
+            inputs = {m["event_id"]: m for m in tap.records("ChatMessage")}
+            asked = [inputs[i] for i in asked] + down
+            counts = settle(tap, asked)
+            stop(worker, grace_s=15)
+            account(tap, asked)
+            assert counts["replies"] == len(asked)
+
+            # Every client got every event of the channel exactly once, in spite of
+            # the gateway going away in the middle.
+            tap.drain()
+            expected = shown(tap)
+            [first] = [(e.topic, e.partition, e.offset) for e in tap.entries
+                       if e.name == "ChatMessage" and e.record["event_id"] == asked[0]["event_id"]]
+            wait_until(lambda: all(len(f.events) >= len(expected) for f in followers),
+                       timeout_s=60, what="the clients to catch up")
+            time.sleep(1)  # a repeat, if any, would arrive now
+            for follower in followers:
+                got = follower.positions(first)
+                assert len(set(got)) == len(got), "an event came twice"
+                assert sorted(got) == sorted(expected)
+                assert follower.sessions >= 2 and follower.ended, follower.ended  # reconnected
+            running.check(tap)
+        finally:
+            for follower in followers:
+                follower.close()
+            tap.close()
