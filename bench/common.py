@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
 from ops import stack  # noqa: E402
 from ops.config import Settings  # noqa: E402
+from schemas import codec  # noqa: E402
 
 
 @contextmanager
-def local_stack() -> Iterator[Settings]:
-    """The running local stack, or one of our own in a temporary directory."""
+def local_stack(fresh: bool = False) -> Iterator[Settings]:
+    """The running local stack (unless ``fresh``), or one of our own in a temporary
+    directory."""
     settings = Settings()
-    if all(s.state == "up" for s in stack.status(settings.stack_dir)):
+    if not fresh and all(s.state == "up" for s in stack.status(settings.stack_dir)):
         yield settings
         return
     own = Path(tempfile.mkdtemp(prefix="agora-bench-"))
@@ -28,3 +33,25 @@ def local_stack() -> Iterator[Settings]:
         yield Settings(stack_dir=own)
     finally:
         stack.down(own, progress=lambda line: None)
+
+
+def rate(settings: Settings, topic: str, expected: int, timeout_s: float = 600,
+         match: Callable[[dict], bool] | None = None) -> float:
+    """Records per second on ``topic`` (those whose record ``match``es, when given),
+    first to last broker timestamp, once ``expected`` of them arrived."""
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "bench",
+                         "enable.auto.commit": False})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    stamps: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while len(stamps) < expected and time.monotonic() < deadline:
+        record = consumer.poll(0.5)
+        if record is None or record.error():
+            continue
+        if match is None or match(codec.decode(record.value())[1]):
+            stamps.append(record.timestamp()[1])
+    consumer.close()
+    if len(stamps) < expected:
+        raise TimeoutError(f"{len(stamps)} of {expected} records on {topic}")
+    return (expected - 1) / ((max(stamps) - min(stamps)) / 1000)

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import Settings, local_stack
-from confluent_kafka import Consumer, TopicPartition
+from common import Settings, local_stack, rate
 
 from inference.client import InferenceClient
 from ops import kafka, smoke
@@ -43,24 +42,6 @@ def rate_of(proc: Proc, settings: Settings, topic: str, expected: int) -> float:
         return rate(settings, topic, expected)
     finally:
         stop(proc, grace_s=15)
-
-
-def rate(settings: Settings, topic: str, expected: int, timeout_s: float = 600) -> float:
-    """Records per second on ``topic``, first to last broker timestamp, once all arrived."""
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "bench",
-                         "enable.auto.commit": False})
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    stamps: list[int] = []
-    deadline = time.monotonic() + timeout_s
-    while len(stamps) < expected and time.monotonic() < deadline:
-        record = consumer.poll(0.5)
-        if record is not None and not record.error():
-            stamps.append(record.timestamp()[1])
-    consumer.close()
-    if len(stamps) < expected:
-        raise TimeoutError(f"{len(stamps)} of {expected} records on {topic}")
-    return (expected - 1) / ((max(stamps) - min(stamps)) / 1000)
 
 
 async def embedder_rate(address: str, texts: list[str], batch: int) -> float:
