@@ -267,9 +267,11 @@ def drain_rate(settings: Settings, rooms: list[str], backlog: int, config: str,
                workers: int) -> float:
     group = f"agora-scale-{workers}-{uuid.uuid4().hex[:6]}"
     procs = []
+    # A session timeout long enough that a busy event loop on 2 shared cores does not
+    # miss it: a rebalance in the middle would measure the group's pause, not its pace.
     threads = [threading.Thread(target=lambda n=n: procs.append(start_process(
-        settings, f"scale-{workers}-{n}", AGORA_RELEVANCE_CONFIG=config, AGORA_APP_ID=group)))
-        for n in range(workers)]
+        settings, f"scale-{workers}-{n}", AGORA_RELEVANCE_CONFIG=config, AGORA_APP_ID=group,
+        AGORA_SESSION_TIMEOUT_S="10"))) for n in range(workers)]
     try:
         for thread in threads:
             thread.start()

@@ -62,19 +62,21 @@ def partitions(reader: Consumer, topics: Iterable[str], timeout_s: float = 10
     return found
 
 
-def _settle(future: asyncio.Future, error) -> None:
-    if future.done():  # the sender was cancelled
-        return
-    if error:
-        future.set_exception(KafkaException(error))
-    else:
-        future.set_result(None)
+def _settle(outcomes: list[tuple[asyncio.Future, object]]) -> None:
+    for future, error in outcomes:
+        if future.done():  # the sender was cancelled
+            continue
+        if error:
+            future.set_exception(KafkaException(error))
+        else:
+            future.set_result(None)
 
 
 class AsyncProducer:
     """``producer()`` for asyncio code: ``await send(...)`` returns once the broker has
-    acknowledged the record. A thread serves librdkafka's delivery callbacks, so many
-    sends in flight share batches (linger) instead of one flush each. A record not
+    acknowledged the record. A thread serves librdkafka's delivery callbacks and hands
+    each poll's outcomes to the event loop at once (one wake-up, not one per record),
+    so many sends in flight share batches (linger) and wake-ups. A record not
     acknowledged within DELIVERY_TIMEOUT_MS fails (librdkafka would wait 5 minutes),
     so a caller learns of a broker outage while its client still waits."""
 
@@ -83,6 +85,8 @@ class AsyncProducer:
     def __init__(self, settings: Settings):
         self._producer = producer(settings, **{"linger.ms": 2,
                                                "delivery.timeout.ms": self.DELIVERY_TIMEOUT_MS})
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the senders
+        self._outcomes: list[tuple[asyncio.Future, object]] = []  # the delivery thread's
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-delivery", daemon=True)
         self._thread.start()
@@ -91,21 +95,24 @@ class AsyncProducer:
         while not self._stop.is_set():
             try:
                 self._producer.poll(0.1)
+                if self._outcomes:
+                    outcomes, self._outcomes = self._outcomes, []
+                    self._loop.call_soon_threadsafe(_settle, outcomes)
             except Exception:  # a dead delivery thread would leave every send waiting
-                log.exception("kafka.delivery_callback_failed")
+                log.exception("kafka.delivery_failed")
 
     async def send(self, topic: str, key: str, name: str, record: dict) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
+        self._loop = self._loop or asyncio.get_running_loop()
+        done = self._loop.create_future()
         self._producer.produce(
             topic, key=key.encode(), value=codec.encode(name, record),
-            on_delivery=lambda error, _: loop.call_soon_threadsafe(_settle, done, error))
+            on_delivery=lambda error, _: self._outcomes.append((done, error)))
         await done
 
     def close(self, timeout_s: float = 10) -> None:
-        self._producer.flush(timeout_s)
         self._stop.set()
         self._thread.join()
+        self._producer.flush(timeout_s)  # what is still in flight; its senders are gone
 
 
 class TopicReader:
