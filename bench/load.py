@@ -226,7 +226,8 @@ def load(settings: Settings, args, rooms: list[str], config: str) -> float:
         tokens = [watch.first_token[m] - sent[m] for m in mentioned if m in watch.first_token]
         last = max(watch.decided.get(m, 0) for m in sent)
         print(f"  sent        : {len(sent)} in {sending_s:.1f} s ({len(sent) / sending_s:.1f}/s)")
-        print(f"  decided     : {len(decided)} of {len(sent)} ({len(decided) / (last - started):.1f}/s "
+        decided_per_s = len(decided) / (last - started)
+        print(f"  decided     : {len(decided)} of {len(sent)} ({decided_per_s:.1f}/s "
               f"from the first post to the last decision)")
         print(f"  post → decision          p50 {percentile(decided, .5) * 1000:7.0f} ms   "
               f"p99 {percentile(decided, .99) * 1000:7.0f} ms")
@@ -241,7 +242,7 @@ def load(settings: Settings, args, rooms: list[str], config: str) -> float:
                  **{name: peak_mb(proc) for name, proc in services.items()}}
         print("  peak memory : " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items()),
               flush=True)
-        return (len(decided) / (last - started)) / (len(sent) / sending_s)
+        return decided_per_s / (len(sent) / sending_s)
     finally:
         stop_sampling.set()
         watch.close()

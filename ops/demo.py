@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2
 
 from ops import migrate, smoke, stack
 from ops.config import Settings
@@ -226,34 +226,31 @@ class Scenario:
             self.missing.append(f"{len(selected) - len(replies)} replies to {text[:30]!r}")
 
     def _tool_call(self, maya, live: Live) -> None:
-        from gateway.agora.v1 import tools_pb2
-
         self.echo("\n== a tool call: analyst-data runs the calculator in the sandbox "
                   "(ToolService)")
-        arguments = struct_pb2.Struct()
-        arguments.update({"expression": "1312 / 48210 * 100"})
-        request = maya.tools.RequestTool(tools_pb2.RequestToolRequest(
-            channel_id=CHANNEL, agent_id="analyst-data", tool="calculator", arguments=arguments,
-            reason="share of requests that failed with 502 in the last hour",
-            idempotency_key=str(uuid.uuid4())), timeout=30)
-        self.echo(f">> analyst-data asks: calculator {_arguments(request)}")
+        request = self._request_tool(maya, "analyst-data", "calculator",
+                                     {"expression": "1312 / 48210 * 100"},
+                                     "share of requests that failed with 502 in the last hour")
         self._result_of(live, request.request_id, "the calculator's result")
 
     def _gated_tool(self, maya, live: Live) -> None:
-        from gateway.agora.v1 import tools_pb2
-
         self.echo("\n== a shell command needs the channel's consent: a tool-usage vote "
                   "(consensus of the agents allowed to vote)")
-        arguments = struct_pb2.Struct()
-        arguments.update({"command": "echo 'rollback plan: redeploy v1.4.2'; date -u"})
-        request = maya.tools.RequestTool(tools_pb2.RequestToolRequest(
-            channel_id=CHANNEL, agent_id="developer-backend", tool="shell", arguments=arguments,
-            reason="print the rollback plan for the 502 incident",
-            idempotency_key=str(uuid.uuid4())), timeout=30)
-        self.echo(f">> developer-backend asks: shell {_arguments(request)}")
+        request = self._request_tool(maya, "developer-backend", "shell",
+                                     {"command": "echo 'rollback plan: redeploy v1.4.2'; date -u"},
+                                     "print the rollback plan for the 502 incident")
         self._closed(live, lambda v: v.tool_request_id == request.request_id,
                      "the tool-usage vote's result")
         self._result_of(live, request.request_id, "the shell's result")
+
+    def _request_tool(self, maya, agent_id: str, tool: str, arguments: dict, reason: str):
+        from gateway.agora.v1 import tools_pb2
+
+        request = tools_pb2.RequestToolRequest(channel_id=CHANNEL, agent_id=agent_id, tool=tool,
+                                               reason=reason, idempotency_key=str(uuid.uuid4()))
+        request.arguments.update(arguments)
+        self.echo(f">> {agent_id} asks: {tool} {json.dumps(arguments)}")
+        return maya.tools.RequestTool(request, timeout=30)
 
     def _decision_vote(self, maya, live: Live) -> None:
         from gateway.agora.v1 import votes_pb2
@@ -316,10 +313,6 @@ class Scenario:
                 self.echo("   " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)))
             if not answer.rows:
                 self.missing.append(f"analytics rows of {name}")
-
-
-def _arguments(request) -> str:
-    return json.dumps(json_format.MessageToDict(request.arguments))
 
 
 def _value(value) -> str:

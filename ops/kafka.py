@@ -121,7 +121,8 @@ class TopicReader:
 
     def __init__(self, settings: Settings, *topics: str):
         self.consumer = consumer(settings, "agora-reader")
-        self.consumer.assign([TopicPartition(t, p, 0) for t, p in partitions(self.consumer, topics)])
+        self.consumer.assign([TopicPartition(t, p, 0)
+                              for t, p in partitions(self.consumer, topics)])
         self.records: list[tuple[str, dict]] = []
         self.undecodable = 0
         # Next offset per partition, from the records read: Tansu's high watermark
