@@ -95,7 +95,12 @@ def _code(exc: BaseException) -> str:
     if isinstance(exc, grpc.RpcError):
         return exc.code().name
     if isinstance(exc, InferenceServerException):
-        return (exc.status() or "StatusCode.UNKNOWN").removeprefix("StatusCode.")
+        code = (exc.status() or "StatusCode.UNKNOWN").removeprefix("StatusCode.")
+        if code == "NOT_FOUND" and "no available versions" in (exc.message() or ""):
+            # A model of the repository that is not loaded: Triton is starting or
+            # shutting down (it unloads its models first), an outage like any other.
+            return "UNAVAILABLE"
+        return code
     if isinstance(exc, TimeoutError):
         return "DEADLINE_EXCEEDED"
     return "UNKNOWN"

@@ -6,7 +6,7 @@ moves bytes and our codec owns the contract, so any Kafka producer can take part
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
@@ -46,10 +46,31 @@ async def read_ends(bootstrap: list[str], reported: dict[TP, int]) -> dict[TP, i
 
 
 class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
-    """Table recovery replays each changelog partition up to its end offset: with the
-    end offset Tansu reports, the last writes of a table (the rest of the changelog's
-    last batch) were left out after a restart, e.g. the newest messages of a channel's
-    history, whose inference tasks then failed."""
+    """Two fixes of Faust's aiokafka consumer, both seen as records lost by a worker
+    restarted on a backlog:
+
+    * Table recovery replays each changelog partition up to its end offset: with the
+      end offset Tansu reports, the last writes of a table (the rest of the changelog's
+      last batch) were left out, e.g. the newest messages of a channel's history, whose
+      inference tasks then failed.
+    * After recovery Faust resumes the stream partitions, skips what they deliver until
+      its flow is back on, and relies on a seek to the committed offsets to read that
+      again. aiokafka seeks only to committed offsets above 0, so a partition committed
+      at 0 (or never) kept its position past the skipped records.
+    """
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return await self.call_thread(self._seek_to_committed)
+
+    async def _seek_to_committed(self) -> Mapping[TP, int]:
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        earliest = self.app.conf.consumer_auto_offset_reset == "earliest"
+        changelogs = self.app.tables.changelog_topics  # positioned by recovery, not here
+        for tp, offset in committed.items():
+            if offset == 0 or (offset is None and earliest and tp.topic not in changelogs):
+                consumer.seek(tp, 0)  # below the log start, the earliest record
+        return committed
 
     async def _highwaters(self, partitions):
         reported = await super()._highwaters(partitions)
@@ -63,6 +84,17 @@ class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
 class _Consumer(faust_kafka.Consumer):
     def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets with the partitions paused: Faust notes where
+        it reads from only once the seek is done, and records read again before that
+        would be dropped as already seen."""
+        held = {tp for tp in self.assignment() if tp not in self._paused_partitions}
+        self.pause_partitions(held)
+        try:
+            await super().perform_seek()
+        finally:
+            self.resume_partitions(held)
 
 
 class _Transport(faust_kafka.Transport):

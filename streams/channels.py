@@ -1,9 +1,14 @@
 """What the workers remember about a channel, as plain functions over a JSON dict.
 
 The relevance agent keeps one such dict per channel in a Faust table keyed by
-channel id (co-partitioned with the chat topic; its changelog holds JSON): the last messages (the responder's
-prompt history, reply-to lookups), when each agent last spoke (cool-down), and when
-an agent and another author last exchanged messages (the social factor).
+channel id (co-partitioned with the chat topic; its changelog holds JSON): the last
+messages (the responder's prompt history, reply-to lookups), when each agent last spoke
+(cool-down), and when an agent and another author last exchanged messages (the social
+factor).
+
+A message that selected agents stays in the history past its turn, pinned until its
+tasks' deadline: the responder reads the message from here, and in a busy channel its
+tasks may wait behind many newer messages.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from schemas.codec import epoch_ms
 
 EXCHANGES_KEPT = 256
+PINNED_KEPT = 200  # bounds the table value (the changelog gets all of it on each write)
 
 
 def empty() -> dict:
@@ -40,9 +46,20 @@ def last_exchange(state: dict, agent_id: str, author_id: str) -> int | None:
     return state["exchanges"].get(_pair(agent_id, author_id))
 
 
-def remember(state: dict, message: dict, history_size: int) -> dict:
-    """The state after ``message``; the input is left untouched (tables need a new value)."""
+def remember(state: dict, message: dict, history_size: int, *, now_ms: int | None = None,
+             pinned_until_ms: int | None = None) -> dict:
+    """The state after ``message``; the input is left untouched (tables need a new value).
+
+    The history keeps the last ``history_size`` messages, and older ones pinned until a
+    time after ``now_ms`` (the message's own time if not given), the newest
+    ``PINNED_KEPT`` of them. ``pinned_until_ms`` pins ``message``; a replay keeps the
+    later pin.
+    """
     item = entry(message)
+    before = next((h for h in state["history"] if h["id"] == item["id"]), {})
+    pin = max(pinned_until_ms or 0, before.get("pinned_until_ms", 0))
+    if pin:
+        item["pinned_until_ms"] = pin
     history = [h for h in state["history"] if h["id"] != item["id"]] + [item]
     spoke = dict(state["spoke"])
     if item["author_kind"] == "AGENT":
@@ -54,4 +71,7 @@ def remember(state: dict, message: dict, history_size: int) -> dict:
         exchanges[pair] = max(exchanges.get(pair, 0), item["created_ms"])
         if len(exchanges) > EXCHANGES_KEPT:
             exchanges = dict(sorted(exchanges.items(), key=lambda kv: kv[1])[-EXCHANGES_KEPT:])
-    return {"history": history[-history_size:], "spoke": spoke, "exchanges": exchanges}
+    now_ms = item["created_ms"] if now_ms is None else now_ms
+    pinned = [h for h in history[:-history_size] if h.get("pinned_until_ms", 0) > now_ms]
+    return {"history": pinned[-PINNED_KEPT:] + history[-history_size:], "spoke": spoke,
+            "exchanges": exchanges}

@@ -157,6 +157,40 @@ def test_a_replay_does_not_evict_others_from_a_full_history():
     assert sorted(h["id"] for h in state["history"]) == ["m0", "m1", "m2"]
 
 
+# --------------------------------------------------------------------------- pinning
+
+
+def test_a_pinned_message_outlives_its_turn_until_its_pin_passes():
+    state = remember(empty(), chat("asked", "alice", at=0), 3, pinned_until_ms=ms(60))
+    for i in range(1, 6):
+        state = remember(state, chat(f"m{i}", "bob", at=i), 3)
+    assert [h["id"] for h in state["history"]] == ["asked", "m3", "m4", "m5"]
+    assert state["history"][0]["pinned_until_ms"] == ms(60)
+    assert author_of(state, "asked") == "alice"
+    # The worker's clock decides when the pin passes, not the messages' own times.
+    state = remember(state, chat("m6", "bob", at=6), 3, now_ms=ms(59))
+    assert "asked" in [h["id"] for h in state["history"]]
+    state = remember(state, chat("m7", "bob", at=7), 3, now_ms=ms(60))
+    assert [h["id"] for h in state["history"]] == ["m5", "m6", "m7"]
+
+
+def test_a_replay_keeps_the_later_pin():
+    state = remember(empty(), chat("asked", "alice", at=0), 3, pinned_until_ms=ms(60))
+    state = remember(state, chat("asked", "alice", at=0), 3)  # decided again, nobody selected
+    assert state["history"][0]["pinned_until_ms"] == ms(60)
+    state = remember(state, chat("asked", "alice", at=0), 3, pinned_until_ms=ms(90))
+    assert state["history"][0]["pinned_until_ms"] == ms(90)
+
+
+def test_pins_are_bounded_newest_first():
+    state = empty()
+    for i in range(channels.PINNED_KEPT + 10):
+        state = remember(state, chat(f"p{i}", "alice", at=i), 2, pinned_until_ms=ms(10**6))
+    ids = [h["id"] for h in state["history"]]
+    assert len(ids) == channels.PINNED_KEPT + 2
+    assert ids[0] == "p8" and ids[-1] == f"p{channels.PINNED_KEPT + 9}"  # 2 recent, 200 pinned
+
+
 # --------------------------------------------------------------------------- author_of
 
 

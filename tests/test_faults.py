@@ -57,23 +57,11 @@ QUESTIONS = (
     "The orders API returns 502 since the deploy. Which backend logs should I check?",
     "Our PostgreSQL query listing invoices takes 4 seconds. Which index is missing?",
     "The Kafka consumer lag of the billing service keeps growing. Where do I start?",
-    "Should the payments service retry a timed out call to the bank, and how often?",
     "Memory of the search API grows until it is killed. How do I find the leak?",
-    "Which HTTP status should the API return when a user sends an expired token?",
 )
 
 
 # ------------------------------------------------------------------ reading the topics
-
-
-@dataclass(frozen=True)
-class Entry:
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    name: str
-    record: dict
 
 
 class Tap:
@@ -85,7 +73,7 @@ class Tap:
         self.consumer = kafka.consumer(settings, "agora-fault-tap")
         self.consumer.assign([TopicPartition(t, p, 0) for t, p in kafka.partitions(
             self.consumer, [t.name for t in TAPPED])])
-        self.entries: list[Entry] = []
+        self.entries: list[Item] = []  # as the gateway's tail reads them
 
     def poll(self, seconds: float = 0.5) -> None:
         deadline = time.monotonic() + seconds
@@ -98,9 +86,9 @@ class Tap:
             except codec.CodecError:
                 continue
             if record.get("channel_id") == self.channel:
-                self.entries.append(Entry(message.topic(), message.partition(),
-                                          message.offset(), message.timestamp()[1], name,
-                                          record))
+                self.entries.append(Item(message.topic(), message.partition(),
+                                         message.offset(), message.timestamp()[1], name,
+                                         record))
 
     def drain(self, quiet_s: float = 2.0) -> None:
         """Read until nothing new arrives for ``quiet_s``."""
@@ -179,6 +167,15 @@ def replies_to(tap: Tap, inputs: list[dict]) -> int:
     asked = {m["event_id"] for m in inputs}
     return len({m["event_id"] for m in tap.records("ChatMessage", CHAT_MESSAGES.name)
                 if m["reply_to"] in asked and m["author_kind"] == "AGENT"})
+
+
+def generating(tap: Tap, inputs: list[dict]) -> bool:
+    """A reply to ``inputs`` is out and another is being generated (chunks, no reply)."""
+    asked = {m["event_id"] for m in inputs}
+    replies = {m["event_id"] for m in tap.records("ChatMessage", CHAT_MESSAGES.name)
+               if m["reply_to"] in asked}
+    streaming = {c["message_id"] for c in tap.records("ReplyChunk") if c["reply_to"] in asked}
+    return bool(replies) and bool(streaming - replies)
 
 
 # ------------------------------------------------------------------------------ sinks
@@ -345,83 +342,77 @@ def bring_back(settings) -> None:
     stack.up(settings.stack_dir, progress=lambda line: None)
 
 
-def test_a_worker_killed_mid_stream_is_restarted_and_loses_nothing(ready, workers):
-    settings = ready
-    drill = new_drill(settings, "kill")
+@contextmanager
+def drilled(settings, name: str):
+    """A drill's channel, its tap, and both sinks running."""
+    drill = new_drill(settings, name)
     tap = Tap(settings, drill.channel)
-    with sinks(settings, drill.name) as running:
-        try:
-            worker = workers("kill-a", **drill.env)
-            asked = post(settings, questions(drill, 6))
-            wait_until(lambda: tap.poll(0.2) or replies_to(tap, asked) >= 1, timeout_s=180,
-                       what="a first reply", interval_s=0)
-            tracked = members(worker)
-            os.killpg(worker.pgid, signal.SIGKILL)  # mid-stream: the others are pending
-            wait_until(lambda: not survivors(tracked), timeout_s=10, what="the killed worker gone")
-            tap.poll(1)
-            answered = replies_to(tap, asked)
-            assert 1 <= answered < len(asked), answered
-            again = workers("kill-b", **drill.env)
-            counts = settle(tap, asked)
-            stop(again, grace_s=15)
-            account(tap, asked)
-            assert counts["replies"] == len(asked)
-            running.check(tap)
-        finally:
-            tap.close()
+    try:
+        with sinks(settings, name) as running:
+            yield drill, tap, running
+    finally:
+        tap.close()
+
+
+def balanced(tap: Tap, asked: list[dict], worker: Proc) -> None:
+    """Once the books balance the worker stops, and they still do: every question has
+    its one reply."""
+    counts = settle(tap, asked)
+    stop(worker, grace_s=15)
+    account(tap, asked)
+    assert replies_to(tap, asked) == len(asked) <= counts["replies"]
+
+
+def test_a_worker_killed_mid_stream_is_restarted_and_loses_nothing(ready, workers):
+    with drilled(ready, "kill") as (drill, tap, running):
+        worker = workers("kill-a", **drill.env)
+        asked = post(ready, questions(drill, 3))
+        # Killed mid-stream: a reply published, the next one being generated, the
+        # others waiting.
+        wait_until(lambda: tap.poll(0.2) or generating(tap, asked), timeout_s=180,
+                   what="a reply out and the next one being generated", interval_s=0)
+        tracked = members(worker)
+        os.killpg(worker.pgid, signal.SIGKILL)
+        wait_until(lambda: not survivors(tracked), timeout_s=10, what="the killed worker gone")
+        tap.poll(1)
+        assert replies_to(tap, asked) < len(asked)
+        balanced(tap, asked, workers("kill-b", **drill.env))
+        running.check(tap)
 
 
 def test_triton_stopped_for_ten_seconds_then_back(ready, workers):
-    settings = ready
-    drill = new_drill(settings, "triton")
-    tap = Tap(settings, drill.channel)
-    port = free_port()
-    with sinks(settings, drill.name) as running:
-        try:
-            worker = workers("triton", AGORA_METRICS_PORT=str(port), **drill.env)
-            before = post(settings, questions(drill, 3))
-            # Stopped while a reply is being generated.
-            wait_until(lambda: tap.poll(0.2) or tap.records("ReplyChunk"), timeout_s=180,
-                       what="a reply being generated", interval_s=0)
-            stop(service_proc(settings, "triton"), grace_s=10)
-            during = post(settings, questions(drill, 3, start=3))
-            time.sleep(OUTAGE_S)
-            bring_back(settings)
-            asked = before + during
-            counts = settle(tap, asked)
-            stop(worker, grace_s=15)
-            account(tap, asked)
-            assert counts["replies"] == len(asked)
-            running.check(tap)
-        finally:
-            tap.close()
+    with drilled(ready, "triton") as (drill, tap, running):
+        worker = workers("triton", **drill.env)
+        before = post(ready, questions(drill, 2))
+        # Stopped while a reply is being generated.
+        wait_until(lambda: tap.poll(0.2) or tap.records("ReplyChunk"), timeout_s=180,
+                   what="a reply being generated", interval_s=0)
+        stop(service_proc(ready, "triton"), grace_s=10)
+        during = post(ready, questions(drill, 1, start=2))
+        time.sleep(OUTAGE_S)
+        bring_back(ready)
+        balanced(tap, before + during, worker)
+        # The worker felt the outage, and waited it out.
+        log = (ready.stack_dir / "logs" / "worker-triton.log").read_text()
+        assert "inference_retry" in log and "Crashed" not in log
+        running.check(tap)
 
 
 def test_postgres_stopped_for_ten_seconds_under_the_sinks(ready, workers):
-    settings = ready
-    drill = new_drill(settings, "postgres")
-    tap = Tap(settings, drill.channel)
-    with sinks(settings, drill.name) as running:
-        try:
-            worker = workers("postgres", **drill.env)
-            before = post(settings, questions(drill, 3))
-            wait_until(lambda: tap.poll(0.2) or replies_to(tap, before) >= 1, timeout_s=180,
-                       what="a first reply", interval_s=0)
-            stop(service_proc(settings, "postgres"), sig=signal.SIGINT, grace_s=20)
-            during = post(settings, questions(drill, 3, start=3))
-            wait_until(lambda: metric(running.port, "agora_sink_paused", sink="postgres") == 1,
-                       timeout_s=60, what="the Postgres sink to pause")
-            time.sleep(OUTAGE_S)
-            bring_back(settings)
-            asked = before + during
-            counts = settle(tap, asked)
-            stop(worker, grace_s=15)
-            account(tap, asked)
-            assert counts["replies"] == len(asked)
-            running.check(tap)
-            assert metric(running.port, "agora_sink_paused", sink="postgres") == 0
-        finally:
-            tap.close()
+    with drilled(ready, "postgres") as (drill, tap, running):
+        worker = workers("postgres", **drill.env)
+        before = post(ready, questions(drill, 2))
+        wait_until(lambda: tap.poll(0.2) or replies_to(tap, before) >= 1, timeout_s=180,
+                   what="a first reply", interval_s=0)
+        stop(service_proc(ready, "postgres"), sig=signal.SIGINT, grace_s=20)
+        during = post(ready, questions(drill, 1, start=2))
+        wait_until(lambda: metric(running.port, "agora_sink_paused", sink="postgres") == 1,
+                   timeout_s=60, what="the Postgres sink to pause")
+        time.sleep(OUTAGE_S)
+        bring_back(ready)
+        balanced(tap, before + during, worker)
+        running.check(tap)
+        assert metric(running.port, "agora_sink_paused", sink="postgres") == 0
 
 
 # ---------------------------------------------------------------------------- gateway
@@ -490,54 +481,45 @@ class Follower(threading.Thread):
 def shown(tap: Tap) -> list[tuple[str, int, int]]:
     """Positions of the channel's records that its stream shows."""
     return [(e.topic, e.partition, e.offset) for e in tap.entries if e.topic in SHOWN_TOPICS
-            and channel_event(Item(e.topic, e.partition, e.offset, e.timestamp_ms, e.name,
-                                   e.record), {}) is not None]
+            and channel_event(e, {}) is not None]
 
 
 def test_the_gateway_stopped_while_clients_stream(ready, workers):
-    settings = ready
-    drill = new_drill(settings, "gateway")
-    env = stack.env(settings.stack_dir)
+    env = stack.env(ready.stack_dir)
     address, key = env["AGORA_GATEWAY_ADDRESS"], env["AGORA_GATEWAY_JWT_KEY"]
-    token = auth.issue(key, "human:drill", [drill.channel], 3600)
-    tap = Tap(settings, drill.channel)
-    followers = [Follower(address, token, drill.channel) for _ in range(3)]
-    with sinks(settings, drill.name) as running:
+    with drilled(ready, "gateway") as (drill, tap, running):
+        token = auth.issue(key, "human:drill", [drill.channel], 3600)
+
+        def ask(text: str) -> str:
+            with Client(address, token) as client:
+                return client.post(drill.channel, text, mentions=[drill.agent]).message_id
+
+        followers = [Follower(address, token, drill.channel) for _ in range(3)]
         try:
             worker = workers("gateway-drill", **drill.env)
             for follower in followers:
                 follower.start()
             wait_until(lambda: all(f.sessions for f in followers), timeout_s=30,
                        what="the clients subscribed")
-            asked = []
-            with Client(address, token) as client:
-                for text in QUESTIONS[:2]:
-                    posted = client.post(drill.channel, text, mentions=[drill.agent])
-                    asked.append(posted.message_id)
-            wait_until(lambda: all(len(f.events) >= 2 for f in followers), timeout_s=60,
-                       what="the clients to receive the posts")
-            stop(service_proc(settings, "gateway"), grace_s=10)
-            down = post(settings, questions(drill, 2, start=2))  # straight to Kafka
+            before = ask(QUESTIONS[0])
+            wait_until(lambda: all(f.events for f in followers), timeout_s=60,
+                       what="the clients to receive the post")
+            stop(service_proc(ready, "gateway"), grace_s=10)
+            down = post(ready, questions(drill, 1, start=1))  # straight to Kafka
             time.sleep(OUTAGE_S)
-            bring_back(settings)
-            with Client(address, token) as client:
-                for text in QUESTIONS[4:6]:
-                    posted = client.post(drill.channel, text, mentions=[drill.agent])
-                    asked.append(posted.message_id)
+            bring_back(ready)
+            after = ask(QUESTIONS[2])
             tap.drain()
             inputs = {m["event_id"]: m for m in tap.records("ChatMessage")}
-            asked = [inputs[i] for i in asked] + down
-            counts = settle(tap, asked)
-            stop(worker, grace_s=15)
-            account(tap, asked)
-            assert counts["replies"] == len(asked)
+            asked = [inputs[before], *down, inputs[after]]
+            balanced(tap, asked, worker)
 
             # Every client got every event of the channel exactly once, in spite of
             # the gateway going away in the middle.
             tap.drain()
             expected = shown(tap)
             [first] = [(e.topic, e.partition, e.offset) for e in tap.entries
-                       if e.name == "ChatMessage" and e.record["event_id"] == asked[0]["event_id"]]
+                       if e.name == "ChatMessage" and e.record["event_id"] == before]
             wait_until(lambda: all(len(f.events) >= len(expected) for f in followers),
                        timeout_s=60, what="the clients to catch up")
             time.sleep(1)  # a repeat, if any, would arrive now
@@ -550,4 +532,3 @@ def test_the_gateway_stopped_while_clients_stream(ready, workers):
         finally:
             for follower in followers:
                 follower.close()
-            tap.close()

@@ -20,6 +20,8 @@ import structlog
 from faust.streams import _current_event
 from prometheus_client import Counter, Histogram
 
+from inference.client import InferenceTimeout, InferenceUnavailable
+from inference.resilience import backoff_s
 from schemas import codec
 from schemas.codec import epoch_ms
 from schemas.ids import derived_id
@@ -82,9 +84,8 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                                                                 message["author_id"]),
         ) for agent_id, profile in services.registry.data.items()]
 
-    def records(message: dict, decision: Decision, history: list[dict]
+    def records(message: dict, decision: Decision, history: list[dict], now: datetime
                 ) -> tuple[dict, list[dict]]:
-        now = datetime.now(timezone.utc)
         decision_id = derived_id(message["event_id"], "decision")
         record = {
             "event_id": decision_id, "message_id": message["event_id"],
@@ -144,9 +145,12 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             # Table writes go to the changelog partition of the current event: in a
             # batch, make it this message's event.
             _current_event.set(ref(event))
-            updated = channels.remember(channel, message, HISTORY_KEPT)
+            now = datetime.now(timezone.utc)
+            updated = channels.remember(
+                channel, message, HISTORY_KEPT, now_ms=epoch_ms(now),
+                pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None)
             state[message["channel_id"]] = updated
-            decision_record, task_records = records(message, decision, updated["history"])
+            decision_record, task_records = records(message, decision, updated["history"], now)
             key = message["channel_id"].encode()
             pending.append(await decisions.send(
                 key=key, value=codec.encode("RelevanceDecision", decision_record)))
@@ -159,6 +163,23 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         for fut in pending:
             await fut
         await remembered
+
+    async def embedded(good: list[tuple[faust.EventT, dict]], embedding: asyncio.Future
+                       ) -> np.ndarray:
+        """The batch's embeddings. While Triton is down the batch waits, and the stream
+        behind it (its offsets uncommitted), instead of failing the agent: Faust would
+        restart it without the batch, whose messages would then go undecided."""
+        attempt = 0
+        while True:
+            try:
+                return await embedding
+            except (InferenceUnavailable, InferenceTimeout) as exc:
+                attempt += 1
+                log.warning("relevance.inference_retry", messages=len(good), attempt=attempt,
+                            error=str(exc))
+                await asyncio.sleep(backoff_s(attempt, 0.5, 5.0))
+                embedding = asyncio.ensure_future(
+                    services.inference.embed([m["text"] for _, m in good]))
 
     @app.agent(chat, name="relevance")
     async def relevance(stream):
@@ -175,7 +196,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                 events, good, embedding = await batches.get()
                 started = time.perf_counter()
                 if good:
-                    await decide_batch(good, await embedding)
+                    await decide_batch(good, await embedded(good, embedding))
                 for event in events:
                     await stream.ack(event)
                 LATENCY.observe(time.perf_counter() - started)

@@ -16,6 +16,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 import faust
 import structlog
@@ -43,6 +44,7 @@ FIRST_TOKEN = Histogram("agora_reply_first_token_seconds",
                         buckets=(.25, .5, 1, 2, 5, 10, 20, 30, 60, 120))
 MEMORY_HITS = 3
 MAX_TOKENS = 400
+T = TypeVar("T")
 
 
 class TaskFailed(Exception):
@@ -69,24 +71,15 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         await status_topic.send(key=f"{agent_id}@{settings.worker_id}".encode(),
                                 value=codec.encode("AgentStatus", record))
 
-    async def think(prompt: str, schema: dict, task: dict,
-                    stream_reply: Callable[[str, int], Awaitable[None]]) -> GenerationResult:
-        """The agent's action, its reply's text passed to ``stream_reply(text, offset)``
-        as it is generated; waits out Triton outages until the task's deadline (a
-        restarted generation streams the reply again from offset 0)."""
+    async def outlast(task: dict, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, waiting out Triton outages until the task's deadline; any other
+        inference error fails the task (an exception escaping the agent would crash
+        it, and Faust restarts it without the task it was working on)."""
         attempt = 0
         while True:
             attempt += 1
-            reply = ReplyText()
             try:
-                generation = services.inference.generate(
-                    prompt, json_schema=schema, max_tokens=MAX_TOKENS, temperature=0.7,
-                    repetition_penalty=1.1, seed=uuid.UUID(task["event_id"]).int % 2**31)
-                async with generation:
-                    async for piece in generation:
-                        if new := reply.feed(piece):
-                            await stream_reply(new, len(reply.text) - len(new))
-                return generation.result
+                return await call()
             except (InferenceUnavailable, InferenceTimeout) as exc:
                 deadline = task["deadline_at"] or datetime.now(timezone.utc)
                 if datetime.now(timezone.utc) >= deadline:
@@ -97,27 +90,52 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
             except InferenceError as exc:
                 raise TaskFailed(f"inference failed: {exc}") from exc
 
+    async def think(prompt: str, schema: dict, task: dict,
+                    stream_reply: Callable[[str, int], Awaitable[None]]) -> GenerationResult:
+        """The agent's action, its reply's text passed to ``stream_reply(text, offset)``
+        as it is generated; waits out Triton outages until the task's deadline (a
+        restarted generation streams the reply again from offset 0)."""
+        async def generate() -> GenerationResult:
+            reply = ReplyText()
+            generation = services.inference.generate(
+                prompt, json_schema=schema, max_tokens=MAX_TOKENS, temperature=0.7,
+                repetition_penalty=1.1, seed=uuid.UUID(task["event_id"]).int % 2**31)
+            async with generation:
+                async for piece in generation:
+                    if new := reply.feed(piece):
+                        await stream_reply(new, len(reply.text) - len(new))
+            return generation.result
+
+        return await outlast(task, generate)
+
     async def answer(task: dict) -> list[tuple[str, str, dict]]:
         agent = services.registry.get(task["agent_id"])
         if agent is None:
             raise TaskFailed(f"unknown agent {task['agent_id']!r}")
         if agent["state"] not in ("ACTIVE", "WORKING"):
             raise TaskFailed(f"agent {task['agent_id']!r} is {agent['state']}")
+        if task["deadline_at"] and datetime.now(timezone.utc) >= task["deadline_at"]:
+            # A late answer is worth less than the time it takes from tasks still in time.
+            raise TaskFailed(f"deadline {task['deadline_at'].isoformat()} passed before the "
+                             "task's turn")
         history = (channel_state.get(task["channel_id"]) or channels.empty())["history"]
-        message = next((h for h in history if h["id"] == task["message_id"]), None)
+        known = {h["id"]: h for h in history}
+        message = known.get(task["message_id"])
         if message is None:
             raise TaskFailed(f"message {task['message_id']} is no longer in the channel history")
+        # The history the task was decided with, as far as the channel still has it.
+        context = ([known[i] for i in task["context_message_ids"] if i in known]
+                   or history[-settings.history_size:])
         posted_ms = message["created_ms"]
         message = {"event_id": message["id"], "channel_id": task["channel_id"],
                    "thread_id": message["thread_id"], "thread_depth": task["thread_depth"],
                    "author_id": message["author_id"], "text": message["text"],
                    "metadata": message["metadata"]}
-        [vector] = await services.inference.embed([message["text"]])
+        [vector] = await outlast(task, lambda: services.inference.embed([message["text"]]))
         memories = await asyncio.to_thread(services.memory.recall, task["channel_id"], vector,
                                            MEMORY_HITS, [h["id"] for h in history])
         ballot = ballot_options(message)
-        prompt = build_prompt(agent, history[-settings.history_size:], memories, message,
-                              ballot is not None)
+        prompt = build_prompt(agent, context, memories, message, ballot is not None)
         sequence, first_token_ms = itertools.count(), None
 
         async def stream_reply(text: str, offset: int) -> None:
