@@ -17,7 +17,10 @@ on the topic) and each process's peak memory.
 
 Scale-out: the same relevance stage with one worker, then with two in one consumer
 group, each draining a backlog of --backlog messages once the group is caught up;
-rates come from the decisions' broker timestamps, first to last.
+rates come from the decisions' broker timestamps, first to last. The channels are
+named so that they spread evenly over the partitions (a channel's messages share one),
+and each run prints how many cores each process kept busy: on a machine of 2 cores the
+workers share them with Triton, the broker and this process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import tempfile
 import threading
 import time
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import grpc
 import yaml
+from aiokafka.partitioner import murmur2
 from common import local_stack, rate
 from confluent_kafka import TopicPartition
 
@@ -44,7 +49,7 @@ from ops.config import Settings
 from ops.stack.process import Proc, free_port, members, start_agora, stop
 from ops.topics import ensure_topics
 from schemas import codec
-from schemas.topics import CHAT_MESSAGES, RELEVANCE_DECISIONS, REPLY_CHUNKS
+from schemas.topics import ALL, CHAT_MESSAGES, RELEVANCE_DECISIONS, REPLY_CHUNKS
 from streams.registry.profiles import Registry
 from streams.worker import start_process
 
@@ -97,6 +102,12 @@ class Watch:
         self._consumer.close()
 
 
+def stack_procs(settings: Settings) -> dict[str, Proc]:
+    """The local stack's servers by name."""
+    return {name: Proc(**record["proc"]) for name, record in
+            stack.read_state(settings.stack_dir)["services"].items() if record.get("proc")}
+
+
 def peak_mb(proc: Proc) -> float:
     """Peak resident memory of a process and its group (VmHWM, summed), in MB."""
     total = 0
@@ -108,6 +119,30 @@ def peak_mb(proc: Proc) -> float:
         total += next((int(line.split()[1]) for line in status.splitlines()
                        if line.startswith("VmHWM:")), 0)
     return total / 1024
+
+
+def cpu_s(proc: Proc) -> float:
+    """CPU time used so far by a process and its group (user + system), in seconds."""
+    total = 0
+    for pid in members(proc):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def spread(prefix: str, count: int, partitions: int) -> list[str]:
+    """``count`` channel names that the Kafka partitioner spreads evenly over the
+    partitions (round robin), so that a group's members share the load evenly."""
+    names, i = [], 0
+    while len(names) < count:
+        name = f"{prefix}-{i}"
+        if (murmur2(name.encode()) & 0x7FFFFFFF) % partitions == len(names) % partitions:
+            names.append(name)
+        i += 1
+    return names
 
 
 def lag_gauge(port: int) -> float:
@@ -236,10 +271,8 @@ def load(settings: Settings, args, rooms: list[str], config: str) -> float:
               f"replies)")
         print(f"  backlog     : at most {max(backlog)} messages undecided; worker consumer-lag "
               f"gauge at most {max(lags):.0f}")
-        services = {name: Proc(**record["proc"]) for name, record in
-                    stack.read_state(settings.stack_dir)["services"].items() if record.get("proc")}
         peaks = {"worker": peak_mb(worker), "sink": peak_mb(sink),
-                 **{name: peak_mb(proc) for name, proc in services.items()}}
+                 **{name: peak_mb(proc) for name, proc in stack_procs(settings).items()}}
         print("  peak memory : " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items()),
               flush=True)
         return decided_per_s / (len(sent) / sending_s)
@@ -267,6 +300,9 @@ def caught_up(settings: Settings, rooms: list[str]) -> None:
 def drain_rate(settings: Settings, rooms: list[str], backlog: int, config: str,
                workers: int) -> float:
     group = f"agora-scale-{workers}-{uuid.uuid4().hex[:6]}"
+    # From the topics' ends: a new group would otherwise replay all before it (the
+    # load's inference tasks among them) while being measured.
+    kafka.start_at_ends(settings, group, [t.name for t in ALL])
     procs = []
     # A session timeout long enough that a busy event loop on 2 shared cores does not
     # miss it: a rebalance in the middle would measure the group's pause, not its pace.
@@ -280,14 +316,28 @@ def drain_rate(settings: Settings, rooms: list[str], backlog: int, config: str,
             thread.join()
         caught_up(settings, rooms)
         batch = messages(rooms, backlog, 0)
+        watched = {f"worker-{n}": proc for n, proc in enumerate(procs)} | stack_procs(settings)
+
+        def used() -> dict[str, float]:
+            mine = os.times()  # this process: the producer, and the reader of decisions
+            return {name: cpu_s(proc) for name, proc in watched.items()} | {
+                "bench": mine.user + mine.system}
+
+        before, started = used(), time.monotonic()
         producer = kafka.producer(settings, **{"linger.ms": 5})
         for message in batch:
             producer.produce(CHAT_MESSAGES.name, key=message["channel_id"].encode(),
                              value=codec.encode("ChatMessage", message))
         producer.flush(30)
         ids = {m["event_id"] for m in batch}
-        return rate(settings, RELEVANCE_DECISIONS.name, len(ids),
-                    match=lambda r: r["message_id"] in ids)
+        per_s = rate(settings, RELEVANCE_DECISIONS.name, len(ids),
+                     match=lambda r: r["message_id"] in ids)
+        elapsed = time.monotonic() - started
+        busy = {name: (cpu - before[name]) / elapsed for name, cpu in used().items()}
+        print(f"  {workers} worker(s): {per_s:8.1f} decisions/s; cores busy: "
+              + ", ".join(f"{name} {cores:.2f}" for name, cores in busy.items() if cores >= 0.01)
+              + f" (total {sum(busy.values()):.2f} of {os.cpu_count()})", flush=True)
+        return per_s
     finally:
         for proc in procs:
             stop(proc, grace_s=15)
@@ -308,7 +358,7 @@ def main() -> None:
     with local_stack(fresh=True) as settings:
         ensure_topics(settings)
         migrate.postgres(settings)
-        rooms = [f"load-{i}" for i in range(args.channels)]
+        rooms = spread("load", args.channels, settings.partitions)
         registry = Registry(settings)
         for room in rooms:
             for template in TEAM:
@@ -319,9 +369,7 @@ def main() -> None:
         print(f"scale-out: relevance alone (threshold 1), backlogs of {args.backlog} messages",
               flush=True)
         one = drain_rate(settings, rooms, args.backlog, config, 1)
-        print(f"  1 worker : {one:8.1f} decisions/s", flush=True)
         two = drain_rate(settings, rooms, args.backlog, config, 2)
-        print(f"  2 workers: {two:8.1f} decisions/s", flush=True)
     print(f"RATIO load_decided_vs_offered {kept_up:.3f} target 1.0")
     print(f"RATIO relevance_scale_out_2_workers {two / one:.3f} target 1.6")
 

@@ -104,10 +104,8 @@ class Tail:
 
     def start(self) -> None:
         """Begin at every partition's current end (blocking: call before serving)."""
+        self.position = kafka.ends(self.settings, TOPICS)
         consumer = _consumer(self.settings)
-        for topic, partition in kafka.partitions(consumer, TOPICS):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            self.position[(topic, partition)] = high
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.position.items()])
         self._thread = threading.Thread(target=self._run, args=(consumer,), name="gateway-tail",
                                         daemon=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ops.config import Settings
 from schemas import codec
@@ -48,6 +48,47 @@ def consumer(settings: Settings, group: str, **conf) -> Consumer:
 
 class MissingTopic(RuntimeError):
     """A topic Agora needs does not exist yet."""
+
+
+def ends(settings: Settings, topics: Iterable[str], timeout_s: float = 30
+         ) -> dict[tuple[str, int], int]:
+    """The offset after the last record of every partition of ``topics``: the high
+    watermark, then read past it to the end. Tansu reports the base offset of a
+    partition's last batch + 1 (it counts batches), short of the rest of that batch; on
+    Kafka this is one fetch per partition."""
+    reader = consumer(settings, "agora-ends", **{"enable.partition.eof": True})
+    try:
+        found = {(t, p): reader.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                 for t, p in partitions(reader, topics)}
+        waiting = {tp for tp, end in found.items() if end > 0}
+        reader.assign([TopicPartition(t, p, found[(t, p)] - 1) for t, p in waiting])
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no end found in {timeout_s}s for {sorted(waiting)}")
+            record = reader.poll(0.2)
+            if record is None:
+                continue
+            tp = (record.topic(), record.partition())
+            if record.error() is None:
+                found[tp] = max(found[tp], record.offset() + 1)
+            elif record.error().code() == KafkaError._PARTITION_EOF:
+                waiting.discard(tp)
+        return found
+    finally:
+        reader.close()
+
+
+def start_at_ends(settings: Settings, group: str, topics: Iterable[str]) -> None:
+    """Commit ``group`` at the current end of every partition of ``topics``: its
+    members will read only what comes next."""
+    at = ends(settings, topics)
+    committer = consumer(settings, group)
+    try:
+        committer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in at.items()],
+                         asynchronous=False)
+    finally:
+        committer.close()
 
 
 def partitions(reader: Consumer, topics: Iterable[str], timeout_s: float = 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
+from ops import kafka
 from ops.kafka import TopicReader
 from ops.stack.process import Proc, start_agora
 from schemas.topics import ALL, STORED
@@ -32,12 +33,11 @@ def lag(settings, group: str) -> int:
     """Records on the stored topics (those a sink consumes) that ``group`` has not
     committed yet. Topics the sinks skip (reply chunks) do not count: the group never
     commits there."""
-    reader = read_all(settings, STORED)
+    at = kafka.ends(settings, [t.name for t in STORED])
     consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": group})
     try:
-        committed = consumer.committed([TopicPartition(t, p) for t, p in reader.ends],
-                                       timeout=10)
-        return sum(max(0, reader.ends[(tp.topic, tp.partition)] - max(tp.offset, 0))
+        committed = consumer.committed([TopicPartition(t, p) for t, p in at], timeout=10)
+        return sum(max(0, at[(tp.topic, tp.partition)] - max(tp.offset, 0))
                    for tp in committed)
     finally:
         consumer.close()

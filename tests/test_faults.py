@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import grpc
 import psycopg
 import pytest
-from accounting import lag, read_all, start_sink
+from accounting import lag, start_sink
 from conftest import metric
 from confluent_kafka import TopicPartition
 
@@ -296,8 +296,7 @@ class Drill:
 
 def new_drill(settings, name: str) -> Drill:
     """A channel with one agent, and a consumer group for the drill's workers that
-    starts at every topic's current end (read, not asked: Tansu's high watermark counts
-    batches)."""
+    starts at every topic's current end."""
     channel = f"fault-{name}-{uuid.uuid4().hex[:6]}"
     agent = f"{channel}-backend"
     registry = Registry(settings)
@@ -306,14 +305,7 @@ def new_drill(settings, name: str) -> Drill:
     registry.grant(agent, [p for p in profile["permissions"] if p.startswith("tool:")],
                    revoke=True)
     group = f"agora-fault-{name}-{uuid.uuid4().hex[:4]}"
-    ends = read_all(settings).ends
-    consumer = kafka.consumer(settings, group)
-    try:
-        consumer.commit(offsets=[TopicPartition(t, p, ends.get((t, p), 0)) for t, p in
-                                 kafka.partitions(consumer, [t.name for t in ALL])],
-                        asynchronous=False)
-    finally:
-        consumer.close()
+    kafka.start_at_ends(settings, group, [t.name for t in ALL])
     return Drill(name, channel, agent, {"AGORA_APP_ID": group})
 
 

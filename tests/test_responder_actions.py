@@ -21,7 +21,7 @@ from streams.registry.profiles import changed, new_profile, templates
 from streams.responder.actions import (ARGUMENT_CHARS, ARGUMENT_ITEMS, BALLOT_EXAMPLE,
                                        EXAMPLES, LINE_CHARS, VOTE_TYPES, action_schema,
                                        ballot_options, build_prompt, callable_tools, events,
-                                       for_generation, reply_id)
+                                       for_generation, reply_id, unprompted)
 from streams.responder.partial import ReplyText, chunk
 from streams.tools import catalog
 
@@ -719,7 +719,7 @@ def test_a_root_message_gets_a_reply_in_its_own_thread():
 # Not one action the schema allows (a ballot excludes the rest): events maps whatever
 # it is given, so every kind of event can be checked at once.
 FULL = {"reply": "Computing it, and let us decide.",
-        "tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 2340"}},
+        "tool_call": {"tool": "calculator", "arguments": {"expression": "0.2 * 1500"}},
         "vote": {"title": "Move to Postgres 16", "vote_type": "PROJECT_DECISION"},
         "ballot": {"choice": "abstain", "rationale": "Not my area."}}
 
@@ -747,7 +747,7 @@ def test_tool_call_adds_a_tool_request():
     agent = agent_from("developer-backend")
     task, message = setup()
     action = {**reply_only("Running it."),
-              "tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 2340"}}}
+              "tool_call": {"tool": "calculator", "arguments": {"expression": "0.2 * 1500"}}}
     validator(agent["tools"], None).validate(action)
     found = _by_name(events(task, agent, message, action))
     assert set(found) == {"ChatMessage", "ToolRequest"}
@@ -757,9 +757,9 @@ def test_tool_call_adds_a_tool_request():
     assert request["agent_id"] == agent["agent_id"]
     assert request["source_message_id"] == message["event_id"]
     assert request["reason"] == "Running it."
-    assert request["arguments_json"] == json.dumps({"expression": "0.17 * 2340"})
+    assert request["arguments_json"] == json.dumps({"expression": "0.2 * 1500"})
     assert catalog.arguments(CATALOG["calculator"], request["arguments_json"]) == {
-        "expression": "0.17 * 2340"}
+        "expression": "0.2 * 1500"}
     assert request["event_id"] == derived_id(task["event_id"], "tool")
     assert_round_trips("ToolRequest", request)
 
@@ -782,6 +782,34 @@ def test_structured_arguments_become_arguments_json():
     empty = {**reply_only(), "tool_call": {"tool": "calculator", "arguments": {}}}
     [(_, request)] = _by_name(events(task, agent, message, empty))["ToolRequest"]
     assert request["arguments_json"] == "{}"
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("The API server returns 502 since the last deploy.", set()),
+    ("Good morning everyone!", set()),
+    ("Tabs or spaces? The indentation keeps changing.", {"vote"}),
+    ("What is 17 percent of 2340 again?", {"tool_call"}),
+])
+def test_a_tool_call_or_vote_parroted_from_the_examples_is_left_out(text, kept):
+    parroted = {"reply": "Let us settle it with a vote.",
+                "tool_call": EXAMPLES[0][2]["tool_call"], "vote": EXAMPLES[1][2]["vote"],
+                "ballot": None}
+    action = unprompted(parroted, text)
+    assert {part for part in ("tool_call", "vote") if action[part]} == kept
+    assert action["reply"] == parroted["reply"] and parroted["vote"]  # input untouched
+    agent = agent_from("developer-backend")
+    task, message = setup(text)
+    names = {name for name, _, _ in events(task, agent, message, parroted)}
+    made = {"tool_call": "ToolRequest", "vote": "VoteProposal"}
+    assert names == {"ChatMessage", *(made[part] for part in kept)}
+
+
+def test_an_action_of_its_own_is_kept_whatever_the_message():
+    own = {"reply": "Let us decide.", "vote": {"title": "Roll back the deploy",
+                                                "vote_type": "PROJECT_DECISION"},
+           "tool_call": {"tool": "calculator", "arguments": {"expression": "502 - 500"}},
+           "ballot": None}
+    assert unprompted(own, "Good morning everyone!") == own
 
 
 def test_vote_adds_a_vote_proposal():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import datetime, timedelta, timezone
 from weakref import ref
 
@@ -64,8 +65,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             missing = [a for a in stale if a not in vectors
                        or vectors[a][0] != profiles[a]["expertise"]]
             if missing:
-                computed = await services.inference.embed(
-                    [profiles[a]["expertise"] for a in missing])
+                computed = await patiently([profiles[a]["expertise"] for a in missing])
                 for agent_id, vector in zip(missing, computed):
                     text = profiles[agent_id]["expertise"]
                     await asyncio.to_thread(services.memory.put_expertise, agent_id, text,
@@ -164,22 +164,21 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             await fut
         await remembered
 
-    async def embedded(good: list[tuple[faust.EventT, dict]], embedding: asyncio.Future
-                       ) -> np.ndarray:
-        """The batch's embeddings. While Triton is down the batch waits, and the stream
-        behind it (its offsets uncommitted), instead of failing the agent: Faust would
-        restart it without the batch, whose messages would then go undecided."""
+    async def patiently(texts: list[str], started: Awaitable[np.ndarray] | None = None
+                        ) -> np.ndarray:
+        """Embeddings of ``texts`` (``started``: the call already under way). While
+        Triton is down the batch waits, and the stream behind it (its offsets
+        uncommitted), instead of failing the agent: Faust would restart it without the
+        batch, whose messages would then go undecided."""
         attempt = 0
         while True:
             try:
-                return await embedding
+                return await (started or services.inference.embed(texts))
             except (InferenceUnavailable, InferenceTimeout) as exc:
-                attempt += 1
-                log.warning("relevance.inference_retry", messages=len(good), attempt=attempt,
+                started, attempt = None, attempt + 1
+                log.warning("relevance.inference_retry", texts=len(texts), attempt=attempt,
                             error=str(exc))
                 await asyncio.sleep(backoff_s(attempt, 0.5, 5.0))
-                embedding = asyncio.ensure_future(
-                    services.inference.embed([m["text"] for _, m in good]))
 
     @app.agent(chat, name="relevance")
     async def relevance(stream):
@@ -196,7 +195,8 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                 events, good, embedding = await batches.get()
                 started = time.perf_counter()
                 if good:
-                    await decide_batch(good, await embedded(good, embedding))
+                    await decide_batch(good, await patiently([m["text"] for _, m in good],
+                                                             embedding))
                 for event in events:
                     await stream.ack(event)
                 LATENCY.observe(time.perf_counter() - started)

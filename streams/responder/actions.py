@@ -9,6 +9,7 @@ always finishes well inside ``max_tokens``.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 from schemas.ids import derived_id
@@ -100,6 +101,24 @@ BALLOT_EXAMPLE = (
      "vote": None, "ballot": {"choice": "yes", "rationale": "It catches recurring bugs."}})
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]{4,}|\d+(?:\.\d+)?", text.lower()))
+
+
+def unprompted(action: dict, text: str) -> dict:
+    """``action`` without a tool call or vote copied from a prompt example that ``text``
+    (the message answered) says nothing of: a small model parrots its examples, and a
+    vote on indentation opened in an incident channel helps nobody."""
+    said = {"tool_call": lambda call: " ".join(map(str, call["arguments"].values())),
+            "vote": lambda vote: vote["title"]}
+    out = dict(action)
+    for part, content in said.items():
+        copied = [example[part] for _, _, example in [*EXAMPLES, BALLOT_EXAMPLE]]
+        if out.get(part) and out[part] in copied and not _words(content(out[part])) & _words(text):
+            out[part] = None
+    return out
+
+
 def _line(author: str, text: str) -> str:
     text = " ".join(text.split())
     return f"{author}: {text[:LINE_CHARS]}{'...' if len(text) > LINE_CHARS else ''}"
@@ -152,8 +171,10 @@ def events(task: dict, agent: dict, message: dict, action: dict,
     ``usage`` (token counts of the generation) goes in the reply's metadata.
 
     Ids derive from the task id: a task answered twice after a crash yields the same
-    events, which consumers then drop as duplicates.
+    events, which consumers then drop as duplicates. A tool call or vote parroted from
+    the prompt's examples is left out (``unprompted``).
     """
+    action = unprompted(action, message["text"])
     now = datetime.now(timezone.utc)
     task_id, channel = task["event_id"], task["channel_id"]
     out: list[tuple[str, str, dict]] = []
