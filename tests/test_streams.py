@@ -13,7 +13,7 @@ from ops import kafka, smoke
 from ops.stack.process import free_port, wait_until
 from ops.topics import ensure_topics
 from schemas import codec
-from schemas.topics import (AGENTS, CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS,
+from schemas.topics import (AGENTS, ALL, CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS,
                             RELEVANCE_DECISIONS)
 from streams.registry.profiles import Registry, templates
 from streams.relevance.scoring import load_config
@@ -153,23 +153,34 @@ def test_garbage_is_dead_lettered_and_the_next_message_still_answered(settings, 
     assert {letter["value"] for letter in letters} >= {b"\x00\x01 definitely not avro"}
     assert not [r for _, r in decisions.records if r["message_id"] == empty["event_id"]]
 
-    # Tasks the responder cannot answer: one past its deadline, one whose message the
-    # channel never had. Each is dead-lettered with its reason, without a generation.
+
+def test_tasks_the_responder_cannot_answer_are_dead_lettered_with_their_reason(
+        settings, channel, workers, reader):
+    # A group of its own that starts at the topics' ends: no generation queued ahead.
+    group = f"agora-letters-{uuid.uuid4().hex[:6]}"
+    kafka.start_at_ends(settings, group, [t.name for t in ALL])
+    workers("responder-letters", AGORA_APP_ID=group)
+    deadletters = reader(DEADLETTER.name)
+    # One past its deadline, one whose message the channel never had: each is
+    # dead-lettered with its reason, without a generation.
     now = datetime.now(timezone.utc)
     task = {"decision_id": str(uuid.uuid4()), "channel_id": channel, "thread_depth": 0,
-            "thread_id": good["thread_id"], "agent_id": "developer-backend",
+            "thread_id": str(uuid.uuid4()), "agent_id": "developer-backend",
             "context_message_ids": []}
-    late = {**task, "event_id": str(uuid.uuid4()), "message_id": good["event_id"],
+    late = {**task, "event_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4()),
             "created_at": now - timedelta(minutes=6), "deadline_at": now - timedelta(minutes=1)}
     unknown = {**task, "event_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4()),
                "created_at": now, "deadline_at": now + timedelta(minutes=5)}
     kafka.publish(settings, INFERENCE_TASKS.name,
                   [("InferenceTask", channel, late), ("InferenceTask", channel, unknown)])
-    letters = deadletters.wait(lambda name, r: r["stage"] == "responder"
-                               and r["key"] == channel.encode(), count=2)
-    reasons = sorted(letter["reason"] for letter in letters)
-    assert "passed before the task's turn" in reasons[0], reasons
-    assert f"message {unknown['message_id']} is no longer in the channel history" in reasons[1]
+    sent = {codec.encode("InferenceTask", late): "late",
+            codec.encode("InferenceTask", unknown): "unknown"}
+    letters = {sent[r["value"]]: r for r in deadletters.wait(
+        lambda name, r: r["stage"] == "responder" and r["value"] in sent, count=2)}
+    assert "passed before the task's turn" in letters["late"]["reason"], letters
+    assert letters["unknown"]["reason"] == (
+        f"message {unknown['message_id']} is no longer in the channel history")
+    assert all(letter["source_topic"] == INFERENCE_TASKS.name for letter in letters.values())
 
 
 def test_two_workers_decide_every_message_exactly_once(settings, channel, workers, reader,
