@@ -804,12 +804,22 @@ def test_a_tool_call_or_vote_parroted_from_the_examples_is_left_out(text, kept):
     assert names == {"ChatMessage", *(made[part] for part in kept)}
 
 
+@pytest.mark.parametrize("title", ["Use space for indentation",
+                                   "Use spaces for indentation (i.e., the default value)",
+                                   "Use space for indentation conflict resolution"])
+def test_a_paraphrased_example_vote_is_left_out_too(title):
+    action = {**reply_only(), "vote": {"title": title, "vote_type": "CONFLICT_RESOLUTION"}}
+    assert unprompted(action, "The API server returns 502 since the last deploy.")["vote"] is None
+    assert unprompted(action, "Spaces or tabs for indentation?")["vote"] == action["vote"]
+
+
 def test_an_action_of_its_own_is_kept_whatever_the_message():
     own = {"reply": "Let us decide.", "vote": {"title": "Roll back the deploy",
                                                 "vote_type": "PROJECT_DECISION"},
-           "tool_call": {"tool": "calculator", "arguments": {"expression": "502 - 500"}},
+           "tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 100"}},
            "ballot": None}
     assert unprompted(own, "Good morning everyone!") == own
+    assert unprompted(own, "What is 17% of 100?") == own
 
 
 def test_vote_adds_a_vote_proposal():

@@ -102,19 +102,33 @@ BALLOT_EXAMPLE = (
 
 
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]{4,}|\d+(?:\.\d+)?", text.lower()))
+    """Numbers, and words of four letters or more without a plural s."""
+    return {w if w[0].isdigit() else w.removesuffix("s")
+            for w in re.findall(r"[a-z]{4,}|\d+(?:\.\d+)?", text.lower())}
 
 
 def unprompted(action: dict, text: str) -> dict:
-    """``action`` without a tool call or vote copied from a prompt example that ``text``
+    """``action`` without a tool call or vote taken from a prompt example that ``text``
     (the message answered) says nothing of: a small model parrots its examples, and a
-    vote on indentation opened in an incident channel helps nobody."""
+    vote on indentation opened in an incident channel helps nobody.
+
+    Taken means copied whole, or paraphrased: a word of the example's own (a number
+    does not count: "0.17 * 100" may well answer "17% of 100?"). Said means the message
+    has one of the words that gave it away.
+    """
     said = {"tool_call": lambda call: " ".join(map(str, call["arguments"].values())),
             "vote": lambda vote: vote["title"]}
-    out = dict(action)
+    heard, out = _words(text), dict(action)
     for part, content in said.items():
-        copied = [example[part] for _, _, example in [*EXAMPLES, BALLOT_EXAMPLE]]
-        if out.get(part) and out[part] in copied and not _words(content(out[part])) & _words(text):
+        if not out.get(part):
+            continue
+        examples = [example[part] for _, _, example in [*EXAMPLES, BALLOT_EXAMPLE]
+                    if example[part]]
+        words = _words(content(out[part]))
+        borrowed = {w for w in words if not w[0].isdigit()} & set().union(
+            *(_words(content(example)) for example in examples))
+        evidence = words if out[part] in examples else borrowed
+        if evidence and not evidence & heard:
             out[part] = None
     return out
 
