@@ -50,17 +50,19 @@ class MissingTopic(RuntimeError):
     """A topic Agora needs does not exist yet."""
 
 
-def ends(settings: Settings, topics: Iterable[str], timeout_s: float = 30
-         ) -> dict[tuple[str, int], int]:
-    """The offset after the last record of every partition of ``topics``: the high
-    watermark, then read past it to the end. Tansu reports the base offset of a
-    partition's last batch + 1 (it counts batches), short of the rest of that batch; on
-    Kafka this is one fetch per partition."""
-    reader = consumer(settings, "agora-ends", **{"enable.partition.eof": True})
+def read_past(broker: str, reported: dict[tuple[str, int], int | None],
+              timeout_s: float = 30) -> dict[tuple[str, int], int | None]:
+    """The offset after the last record of each partition, found by reading past
+    ``reported``, its end offset as the broker reports it. Tansu reports the base offset
+    of a partition's last batch + 1 (it counts batches), short of the rest of that batch;
+    on Kafka the answer is the reported end, for one fetch per partition."""
+    found = dict(reported)
+    waiting = {tp for tp, end in found.items() if end and end > 0}
+    if not waiting:
+        return found
+    reader = Consumer({"bootstrap.servers": broker, "group.id": "agora-ends",
+                       "enable.auto.commit": False, "enable.partition.eof": True})
     try:
-        found = {(t, p): reader.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                 for t, p in partitions(reader, topics)}
-        waiting = {tp for tp, end in found.items() if end > 0}
         reader.assign([TopicPartition(t, p, found[(t, p)] - 1) for t, p in waiting])
         deadline = time.monotonic() + timeout_s
         while waiting:
@@ -77,6 +79,17 @@ def ends(settings: Settings, topics: Iterable[str], timeout_s: float = 30
         return found
     finally:
         reader.close()
+
+
+def ends(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The offset after the last record of every partition of ``topics``."""
+    reader = consumer(settings, "agora-ends")
+    try:
+        reported = {(t, p): reader.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                    for t, p in partitions(reader, topics)}
+    finally:
+        reader.close()
+    return read_past(settings.broker, reported)
 
 
 def start_at_ends(settings: Settings, group: str, topics: Iterable[str]) -> None:

@@ -6,43 +6,19 @@ moves bytes and our codec owns the contract, so any Kafka producer can take part
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 
+from ops import kafka
 from ops.config import Settings
 from ops.stack.process import free_port
 from schemas import codec
 from schemas.topics import Topic
-
-
-async def read_ends(bootstrap: list[str], reported: dict[TP, int]) -> dict[TP, int]:
-    """The end offset of each partition as found by reading past ``reported``, its end
-    offset as the broker reports it, up to an empty fetch. Tansu reports the base offset
-    of a partition's last batch + 1 (it counts batches), short of the rest of that batch;
-    on Kafka the answer is the reported end, for one fetch per partition."""
-    ends = dict(reported)
-    behind = {tp: end for tp, end in reported.items() if end and end > 0}
-    if not behind:
-        return ends
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                              enable_auto_commit=False, auto_offset_reset="latest")
-    await reader.start()
-    try:
-        reader.assign([TopicPartition(*tp) for tp in behind])
-        for tp, end in behind.items():
-            reader.seek(TopicPartition(*tp), end - 1)
-        while batches := await reader.getmany(timeout_ms=200):
-            for tp, records in batches.items():
-                key = TP(tp.topic, tp.partition)
-                ends[key] = max(ends[key], records[-1].offset + 1)
-    finally:
-        await reader.stop()
-    return ends
 
 
 class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
@@ -76,9 +52,11 @@ class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
         reported = await super()._highwaters(partitions)
         if self.consumer.in_transaction:
             return reported
-        return await read_ends(faust_kafka.server_list(self.transport.url,
-                                                       self.transport.default_port),
-                               {TP(tp.topic, tp.partition): end for tp, end in reported.items()})
+        broker = ",".join(faust_kafka.server_list(self.transport.url,
+                                                  self.transport.default_port))
+        ends = await asyncio.to_thread(kafka.read_past, broker, {
+            (tp.topic, tp.partition): end for tp, end in reported.items()})
+        return {TP(*tp): end for tp, end in ends.items()}
 
 
 class _Consumer(faust_kafka.Consumer):
