@@ -179,8 +179,8 @@ class TopicReader:
                               for t, p in partitions(self.consumer, topics)])
         self.records: list[tuple[str, dict]] = []
         self.undecodable = 0
-        # Next offset per partition, from the records read: Tansu's high watermark
-        # counts batches, not records, so it cannot tell where a partition ends.
+        # Next offset per partition, from the records read (``ends()`` says where a
+        # partition ends; compare with this to know a reader got there).
         self.ends: dict[tuple[str, int], int] = {}
 
     def poll(self, seconds: float = 0.5) -> None:

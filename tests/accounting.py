@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import Consumer, TopicPartition
 
 from ops import kafka
@@ -16,14 +18,17 @@ def start_sink(settings, name: str, store: str = "postgres", **env: str) -> Proc
                        f"sink-{name}", lambda log: "sink.ready" in log, timeout_s=60, **env)
 
 
-def read_all(settings, topics=ALL) -> TopicReader:
-    """A closed reader that has read ``topics`` (every topic) to their current end."""
-    reader = TopicReader(settings, *[t.name for t in topics])
+def read_all(settings, timeout_s: float = 120) -> TopicReader:
+    """A closed reader that has read every topic up to its end as of the call."""
+    names = [t.name for t in ALL]
+    at = kafka.ends(settings, names)
+    reader = TopicReader(settings, *names)
     try:
-        seen = -1
-        while seen != (len(reader.records), reader.undecodable):
-            seen = (len(reader.records), reader.undecodable)
-            reader.poll(1.5)
+        deadline = time.monotonic() + timeout_s
+        while any(reader.ends.get(tp, 0) < end for tp, end in at.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not read to their ends in {timeout_s}s")
+            reader.poll(0.5)
     finally:
         reader.close()
     return reader
