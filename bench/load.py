@@ -13,7 +13,8 @@ which must then answer (the LLM writes a few replies per second on this machine;
 other messages measure relevance alone). It reports the throughput, the backlog of
 undecided messages and the worker's consumer-lag gauge, post-to-decision and
 post-to-first-reply-token latency (p50/p99, clocked by this process: sent, then seen
-on the topic) and each process's peak memory.
+on the topic), per agent the time from the post to its reply's first token and to the
+whole reply (p50/p95), and each process's peak memory.
 
 Scale-out: the same relevance stage with one worker, then with two in one consumer
 group, each draining a backlog of --backlog messages once the group is caught up;
@@ -77,8 +78,12 @@ class Watch:
     def __init__(self, settings: Settings):
         self.decided: dict[str, float] = {}  # message id -> when its decision was seen
         self.first_token: dict[str, float] = {}  # message id -> when a reply chunk was
+        # (agent, message id) -> when its reply's first chunk, and the reply, were seen
+        self.agent_first: dict[tuple[str, str], float] = {}
+        self.agent_reply: dict[tuple[str, str], float] = {}
         self._consumer = kafka.consumer(settings, "agora-bench-watch")
-        parts = kafka.partitions(self._consumer, [RELEVANCE_DECISIONS.name, REPLY_CHUNKS.name])
+        parts = kafka.partitions(self._consumer, [RELEVANCE_DECISIONS.name, REPLY_CHUNKS.name,
+                                                  CHAT_MESSAGES.name])
         self._consumer.assign([TopicPartition(t, p, self._end(t, p)) for t, p in parts])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -96,8 +101,11 @@ class Watch:
             name, event = codec.decode(record.value())
             if name == "RelevanceDecision":
                 self.decided.setdefault(event["message_id"], seen)
-            else:
+            elif name == "ReplyChunk":
                 self.first_token.setdefault(event["reply_to"], seen)
+                self.agent_first.setdefault((event["agent_id"], event["reply_to"]), seen)
+            elif event["author_kind"] == "AGENT" and event["reply_to"]:
+                self.agent_reply.setdefault((event["author_id"], event["reply_to"]), seen)
 
     def close(self) -> None:
         self._stop.set()
@@ -272,6 +280,14 @@ def load(settings: Settings, args, rooms: list[str], config: str) -> float:
         print(f"  post → first reply token p50 {percentile(tokens, .5):7.2f} s    "
               f"p99 {percentile(tokens, .99):7.2f} s    ({len(tokens)} of {len(mentioned)} "
               f"replies)")
+        for agent in sorted({a for a, _ in watch.agent_reply}):
+            first = [t - sent[m] for (a, m), t in watch.agent_first.items()
+                     if a == agent and m in sent]
+            full = [t - sent[m] for (a, m), t in watch.agent_reply.items()
+                    if a == agent and m in sent]
+            print(f"  {agent:<20}: first token p50 {percentile(first, .5):6.2f} s p95 "
+                  f"{percentile(first, .95):6.2f} s; full reply p50 {percentile(full, .5):6.2f} s "
+                  f"p95 {percentile(full, .95):6.2f} s ({len(full)} replies)")
         print(f"  backlog     : at most {max(backlog)} messages undecided; worker consumer-lag "
               f"gauge at most {max(lags):.0f}")
         peaks = {"worker": peak_mb(worker), "sink": peak_mb(sink),

@@ -83,6 +83,8 @@ class GenerationResult:
     completion_tokens: int
     latency_s: float
     first_token_s: float | None
+    cached_tokens: int = 0  # prompt tokens the generator reused from its prefix cache
+    prompt_format: str = "completion"  # "chat" when the model's chat template was applied
     parsed: Any = None  # the JSON value when a schema was given
 
     @property
@@ -92,6 +94,8 @@ class GenerationResult:
 
 
 def _code(exc: BaseException) -> str:
+    if isinstance(exc, InferenceError):  # the server's own answer inside the stream
+        return exc.code
     if isinstance(exc, grpc.RpcError):
         return exc.code().name
     if isinstance(exc, InferenceServerException):
@@ -277,7 +281,10 @@ class InferenceClient:
 
     def generate(self, prompt: str, *, max_tokens: int = 128, temperature: float = 0.0,
                  stop: Sequence[str] = (), json_schema: dict | None = None, seed: int = 1234,
-                 repetition_penalty: float = 1.0, timeout_s: float | None = None) -> Generation:
+                 repetition_penalty: float = 1.0, timeout_s: float | None = None,
+                 messages: Sequence[dict] | None = None) -> Generation:
+        """Stream a completion of ``prompt``; with ``messages`` ({role, content}), a model
+        that has a chat template answers them formatted by it instead."""
         inputs = [
             _tensor("text_input", _bytes([prompt]), "BYTES"),
             _tensor("max_tokens", np.array([max_tokens], np.int32), "INT32"),
@@ -289,6 +296,8 @@ class InferenceClient:
             inputs.append(_tensor("stop", _bytes(list(stop)), "BYTES"))
         if json_schema is not None:
             inputs.append(_tensor("json_schema", _bytes([json.dumps(json_schema)]), "BYTES"))
+        if messages:
+            inputs.append(_tensor("messages", _bytes([json.dumps(list(messages))]), "BYTES"))
         return Generation(self, inputs, json_schema, self._deadline(timeout_s))
 
     async def complete(self, prompt: str, **kwargs: Any) -> GenerationResult:
@@ -373,9 +382,12 @@ class Generation:
             text=text, finish_reason=response.as_numpy("finish_reason")[0].decode(),
             prompt_tokens=int(response.as_numpy("prompt_tokens")[0]),
             completion_tokens=int(response.as_numpy("completion_tokens")[0]),
+            cached_tokens=int(response.as_numpy("cached_tokens")[0]),
+            prompt_format=response.as_numpy("prompt_format")[0].decode(),
             latency_s=time.monotonic() - started, first_token_s=first_token_s)
         LATENCY.labels("generate").observe(result.latency_s)
         TOKENS.labels("prompt").inc(result.prompt_tokens)
+        TOKENS.labels("prompt_cached").inc(result.cached_tokens)
         TOKENS.labels("completion").inc(result.completion_tokens)
         if result.completion_tokens > 1:
             TOKENS_PER_S.observe(result.tokens_per_s)

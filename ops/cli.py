@@ -49,7 +49,11 @@ def _progress(line: str) -> None:
 def stack_up() -> None:
     """Start every service (idempotent; repairs a stale state from a crashed run)."""
     settings = _settings()
-    local_stack.up(settings.stack_dir, progress=_progress)
+    try:
+        local_stack.up(settings.stack_dir, progress=_progress)
+    except ValueError as exc:  # a setting that cannot work, named in the message
+        typer.echo(f"agora stack up: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"stack is up; state in {settings.stack_dir.resolve()}", err=True)
 
 

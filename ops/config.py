@@ -63,6 +63,25 @@ class Settings(BaseSettings):
         "for a server. Empty means chdb in $AGORA_STACK_DIR/clickhouse.",
     )
     triton_grpc: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port.")
+    generator_model: str = Field(
+        "", description="Path of the GGUF model the generator serves. Empty means the bundled "
+        "Gemma 3 270M (base) model.",
+    )
+    generator_ctx: int = Field(
+        2048, ge=64, description="Context of one generation in tokens (prompt + max_tokens).")
+    generator_threads: int = Field(1, ge=1, description="CPU threads of the generator.")
+    generator_parallel: int = Field(
+        4, ge=1, le=64, description="Generations the generator decodes together in one batch.")
+    generator_cache_entries: int = Field(
+        8, ge=0, le=128, description="Finished prompts the generator keeps in its KV cache for "
+        "prefix reuse (0: no prefix cache). Each costs a context's worth of KV memory.",
+    )
+    generator_batch: int = Field(
+        512, ge=16, description="Tokens per decode step: one per active generation, then "
+        "chunks of new prompts.",
+    )
+    generator_gpu_layers: int = Field(
+        0, ge=0, description="Model layers the generator offloads to the GPU (999: all).")
     qdrant_url: str = Field(
         "",
         description="http(s):// URL of a Qdrant server, or a directory for Qdrant's local "
@@ -97,6 +116,10 @@ class Settings(BaseSettings):
     tool_concurrency: int = Field(2, ge=1, description="Tool runs a worker sandboxes at once.")
     vote_deadline_s: float = Field(
         300.0, gt=0, description="Deadline of votes opened for agents and tool requests."
+    )
+    responder_concurrency: int = Field(
+        4, ge=1, le=64, description="Inference tasks a worker answers at once (the generator "
+        "decodes them together; match AGORA_GENERATOR_PARALLEL).",
     )
     history_size: int = Field(12, ge=1, description="Channel messages a prompt includes.")
     inference_timeout_s: float = Field(60.0, gt=0, description="Deadline of one inference call.")

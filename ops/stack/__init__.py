@@ -84,6 +84,8 @@ def _save(stack_dir: Path, stack_id: str, records: dict[str, Record]) -> None:
 def up(stack_dir: Path, progress: Progress = print) -> dict[str, str]:
     """Start every service that is not running; returns the ``AGORA_*`` environment."""
     stack_dir = stack_dir.resolve()
+    for service in SERVICES:
+        service.preflight()
     with _locked(stack_dir):
         state = read_state(stack_dir)
         stack_id = state.get("stack_id") or uuid.uuid4().hex[:12]

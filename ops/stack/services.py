@@ -17,6 +17,8 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference.engine import check_model
+from ops.config import Settings
 from ops.stack.process import (Proc, agora_command, as_user, free_port, launch, leader_alive,
                                port_open, stop)
 
@@ -47,6 +49,10 @@ class Record:
 class Service:
     name: str
     describe: str
+
+    def preflight(self) -> None:
+        """Raise ``ValueError`` naming the setting when the service cannot start as
+        configured; ``up`` asks every service before it starts any."""
 
     def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
         """Start the service; after a crash ``previous`` holds its old record, whose
@@ -175,6 +181,10 @@ def _pg_ensure_database(admin_dsn: str, name: str) -> bool:
 class Triton(Service):
     name = "triton"
     describe = "Triton Inference Server (nvidia-pytriton build, CPU)"
+
+    def preflight(self) -> None:
+        if model := Settings().generator_model:
+            check_model(model)  # a clear error now, not a model that fails to load
 
     def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
         before = ([_port(previous.address), _port(previous.extra["http"]),

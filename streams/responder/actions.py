@@ -1,9 +1,10 @@
 """An agent's answer as plain logic: the JSON schema of its action, the prompt that
 asks for it, and the events the action becomes.
 
-The generator is a small base model, so the prompt is a few-shot completion (not a
-chat template), and the schema bounds every string so that constrained decoding
-always finishes well inside ``max_tokens``.
+The bundled generator is a small base model, so the prompt is a few-shot completion;
+the same content goes along as chat turns, which a model with a chat template answers
+instead. The schema bounds every string so that constrained decoding always finishes
+well inside ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -138,9 +139,12 @@ def _line(author: str, text: str) -> str:
     return f"{author}: {text[:LINE_CHARS]}{'...' if len(text) > LINE_CHARS else ''}"
 
 
-def build_prompt(agent: dict, history: list[dict], memories: list[dict], message: dict,
-                 ballot_open: bool) -> str:
-    """A few-shot completion prompt that ends where the agent's JSON begins."""
+def _prompt_parts(agent: dict, history: list[dict], memories: list[dict], message: dict,
+                  ballot_open: bool) -> tuple[list[str], list[tuple], list[str]]:
+    """(instructions, examples, what to answer): the stable parts first, so that the
+    generator's prefix cache reuses them from one of the agent's prompts to the next
+    (system prompt, persona, tools, examples), then memories, the channel's recent
+    messages and the message itself, which change every time."""
     tools = callable_tools(agent["tools"])
     names = {t.name for t in tools}
     examples = [ex for ex in EXAMPLES
@@ -149,28 +153,52 @@ def build_prompt(agent: dict, history: list[dict], memories: list[dict], message
         examples.append(BALLOT_EXAMPLE)
     described = [f"- {t.name}: {t.description} Arguments: "
                  f"{', '.join(t.parameters.get('properties', {}))}." for t in tools]
-    parts = [
+    instructions = [
         f"{agent['system_prompt']}",
         f"You are {agent['name']} ({agent['agent_id']}). {agent['persona']}",
         "In the team chat you answer each message with one JSON object: a short reply, "
         "and a tool call, a vote proposal or a ballot only when one is needed.",
         "Your tools:" if tools else "You have no tools.", *described,
-        "",
-        *[f"Message from {author}: {text}\nJSON: {json.dumps(action)}\n"
-          for author, text, action in examples],
     ]
+    ask = []
     if memories:
-        parts += ["Earlier messages that may matter:",
-                  *[_line(m["author_id"], m["text"]) for m in memories], ""]
+        ask += ["Earlier messages that may matter:",
+                *[_line(m["author_id"], m["text"]) for m in memories], ""]
     recent = [h for h in history if h["id"] != message["event_id"]]
     if recent:
-        parts += [f"Recent messages in #{message['channel_id']}:",
-                  *[_line(h["author_id"], h["text"]) for h in recent], ""]
+        ask += [f"Recent messages in #{message['channel_id']}:",
+                *[_line(h["author_id"], h["text"]) for h in recent], ""]
     if ballot_open:
-        parts.append(f"A vote is open ({message['metadata']['vote_id']}): answer with a ballot.")
-    parts.append(f"Message from {message['author_id']}: {' '.join(message['text'].split())}")
-    parts.append("JSON:")
+        ask.append(f"A vote is open ({message['metadata']['vote_id']}): answer with a ballot.")
+    ask.append(f"Message from {message['author_id']}: {' '.join(message['text'].split())}")
+    return instructions, examples, ask
+
+
+def build_prompt(agent: dict, history: list[dict], memories: list[dict], message: dict,
+                 ballot_open: bool) -> str:
+    """A few-shot completion prompt that ends where the agent's JSON begins (for a base
+    model: the bundled one has no chat template)."""
+    instructions, examples, ask = _prompt_parts(agent, history, memories, message,
+                                                ballot_open)
+    parts = [*instructions, "",
+             *[f"Message from {author}: {text}\nJSON: {json.dumps(action)}\n"
+               for author, text, action in examples],
+             *ask, "JSON:"]
     return "\n".join(parts) + " "
+
+
+def build_messages(agent: dict, history: list[dict], memories: list[dict], message: dict,
+                   ballot_open: bool) -> list[dict]:
+    """The same prompt as chat turns, for a model whose GGUF carries a chat template:
+    the instructions as the system turn, each example as a user turn answered by the
+    assistant's JSON, then the channel and the message."""
+    instructions, examples, ask = _prompt_parts(agent, history, memories, message,
+                                                ballot_open)
+    turns = [{"role": "system", "content": "\n".join(instructions)}]
+    for author, text, action in examples:
+        turns += [{"role": "user", "content": f"Message from {author}: {text}"},
+                  {"role": "assistant", "content": json.dumps(action)}]
+    return [*turns, {"role": "user", "content": "\n".join(ask)}]
 
 
 def reply_id(task_id: str) -> str:

@@ -31,7 +31,8 @@ from schemas.topics import (AGENT_STATUS, CHAT_MESSAGES, DEADLETTER, INFERENCE_T
 from streams import channels
 from streams.app import send_all, topic
 from streams.deadletter import send_dead_letter
-from streams.responder.actions import action_schema, ballot_options, build_prompt, events
+from streams.responder.actions import (action_schema, ballot_options, build_messages,
+                                       build_prompt, events)
 from streams.responder.partial import ReplyText, chunk
 from streams.services import Services
 
@@ -90,7 +91,7 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
             except InferenceError as exc:
                 raise TaskFailed(f"inference failed: {exc}") from exc
 
-    async def think(prompt: str, schema: dict, task: dict,
+    async def think(prompt: str, messages: list[dict], schema: dict, task: dict,
                     stream_reply: Callable[[str, int], Awaitable[None]]) -> GenerationResult:
         """The agent's action, its reply's text passed to ``stream_reply(text, offset)``
         as it is generated; waits out Triton outages until the task's deadline (a
@@ -98,7 +99,7 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         async def generate() -> GenerationResult:
             reply = ReplyText()
             generation = services.inference.generate(
-                prompt, json_schema=schema, max_tokens=MAX_TOKENS, temperature=0.7,
+                prompt, messages=messages, json_schema=schema, max_tokens=MAX_TOKENS, temperature=0.7,
                 repetition_penalty=1.1, seed=uuid.UUID(task["event_id"]).int % 2**31)
             async with generation:
                 async for piece in generation:
@@ -136,6 +137,7 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
                                            MEMORY_HITS, [h["id"] for h in history])
         ballot = ballot_options(message)
         prompt = build_prompt(agent, context, memories, message, ballot is not None)
+        messages = build_messages(agent, context, memories, message, ballot is not None)
         sequence, first_token_ms = itertools.count(), None
 
         async def stream_reply(text: str, offset: int) -> None:
@@ -148,14 +150,16 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
             await chunks.send(key=task["channel_id"].encode(), value=codec.encode(
                 "ReplyChunk", chunk(task, message, agent["agent_id"], seq, offset, text)))
 
-        result = await think(prompt, action_schema(agent["tools"], ballot), task, stream_reply)
+        result = await think(prompt, messages, action_schema(agent["tools"], ballot), task,
+                             stream_reply)
         usage = {"prompt_tokens": str(result.prompt_tokens),
                  "completion_tokens": str(result.completion_tokens),
                  **({"first_token_ms": str(first_token_ms)} if first_token_ms is not None else {})}
         return events(task, agent, message, result.parsed,
                       timedelta(seconds=settings.vote_deadline_s), usage)
 
-    @app.agent(tasks, name="responder")
+    # Several tasks at once: the generator decodes them together (continuous batching).
+    @app.agent(tasks, name="responder", concurrency=settings.responder_concurrency)
     async def responder(stream):
         await services.ready()
         async for event in stream.events():
