@@ -27,7 +27,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import cyllama.llama.llama_cpp as llama
@@ -184,16 +183,13 @@ class Engine:
         self._batch = llama.LlamaBatch(n_tokens=self.batch_size, embd=0, n_seq_max=1)
         self.table = SequenceTable(config.parallel, config.cache_entries)
         self.pieces = grammar.token_bytes(self.vocab)
-        self.eog = [t for t in range(self.n_vocab) if self.vocab.is_eog(t)]
+        eog = [t for t in range(self.n_vocab) if self.vocab.is_eog(t)]
+        self.grammars = grammar.Grammars(grammar.tokenizer(self.vocab, self.pieces, eog))
         self.chat_template = self.model.get_default_chat_template()
         self._incoming: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[_Sequence] = deque()
         self._active: list[_Sequence] = []
         self._rejections = self._steps = 0
-
-    @cached_property
-    def grammars(self) -> grammar.Grammars:
-        return grammar.Grammars(grammar.tokenizer(self.vocab, self.pieces, self.eog))
 
     # ------------------------------------------------------------------ requests
 
@@ -292,12 +288,11 @@ class Engine:
 
     def tokenize_prompt(self, req: Request, outcome: Outcome | None = None) -> list[int]:
         if req.messages and self.chat_template:
-            text = render_chat(self.chat_template, req.messages,
-                               self.vocab.token_to_piece(self.vocab.token_bos(), 0, True),
+            bos = self.vocab.token_to_piece(self.vocab.token_bos(), 0, True)
+            text = render_chat(self.chat_template, req.messages, bos,
                                self.vocab.token_to_piece(self.vocab.token_eos(), 0, True))
             if outcome is not None:
                 outcome.prompt_format = "chat"
-            bos = self.vocab.token_to_piece(self.vocab.token_bos(), 0, True)
             # The template's own markers are special tokens; it may write the BOS itself.
             tokens = self.vocab.tokenize(text, add_special=not (bos and text.startswith(bos)),
                                          parse_special=True)
