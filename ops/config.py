@@ -118,8 +118,9 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Deadline of votes opened for agents and tool requests."
     )
     responder_concurrency: int = Field(
-        4, ge=1, le=64, description="Inference tasks a worker answers at once (the generator "
-        "decodes them together; match AGORA_GENERATOR_PARALLEL).",
+        1, ge=1, le=64, description="Inference tasks a worker answers at once, decoded together "
+        "by the generator: raise it with AGORA_GENERATOR_PARALLEL on a GPU. On a CPU one at "
+        "a time answers each sooner (batching gains little there).",
     )
     history_size: int = Field(12, ge=1, description="Channel messages a prompt includes.")
     inference_timeout_s: float = Field(60.0, gt=0, description="Deadline of one inference call.")
