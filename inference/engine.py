@@ -40,6 +40,7 @@ FINISH_STOP = "stop"  # end-of-generation token, a stop sequence, or the schema 
 FINISH_LENGTH = "length"  # max_tokens reached: structured output is then truncated
 FINISH_CANCELLED = "cancelled"
 PENALTY_WINDOW = 64
+LIFT = 1e4  # lifts the tokens a schema allows above every other logit
 GGUF_MAGIC = b"GGUF"
 
 
@@ -304,25 +305,49 @@ class Engine:
             raise ValueError("the prompt is empty")
         return tokens
 
-    def _chain(self, req: Request, ban: list[int] | None = None, history: list[int] = ()):
+    def _chain(self, req: Request, history: list[int] = (), only: list[int] = (),
+               ban: list[int] = ()):
+        """The request's sampler: penalties, then greedy or top-k/top-p/temperature.
+
+        For a resample under the schema's mask, ``only`` (the allowed tokens, when they
+        are few) or ``ban`` (the rejected ones, when they are few) come after the
+        penalties, so the bias list stays short: allowed tokens are lifted above every
+        other logit and kept by top-k (the same shift for all leaves softmax and argmax
+        as they were). llama.cpp keeps no logits that Python could mask directly."""
         params = llama.LlamaSamplerChainParams()
         params.no_perf = True
         chain = llama.LlamaSampler(params)
-        if ban:
-            chain.add_logit_bias(self.n_vocab, [(t, -math.inf) for t in ban])
         if req.repetition_penalty != 1.0:
             chain.add_penalties(PENALTY_WINDOW, req.repetition_penalty, 0.0, 0.0)
             for t in history[-PENALTY_WINDOW:]:
                 chain.accept(t)
+        if only:
+            chain.add_logit_bias(self.n_vocab, [(t, LIFT) for t in only])
+            chain.add_top_k(len(only))
+        elif ban:
+            chain.add_logit_bias(self.n_vocab, [(t, -math.inf) for t in ban])
         if req.temperature <= 0:
             chain.add_greedy()
         else:
             chain.add_top_k(40)
             chain.add_top_p(0.95, 1)
             chain.add_temp(req.temperature)
-            # Per step when rebuilt, so a resample is as reproducible as the rest.
-            chain.add_dist((req.seed + len(history)) % 2**31 if ban else req.seed)
+            # Seeded per step when rebuilt, so a resample is as reproducible as the rest.
+            chain.add_dist((req.seed + len(history)) % 2**31 if only or ban else req.seed)
         return chain
+
+    def _resample(self, s: _Sequence, index: int, mask: np.ndarray) -> int:
+        """A token the schema allows, sampled from the row ``index`` of the last decode."""
+        allowed = np.flatnonzero(mask)
+        if len(allowed) == 0:
+            raise RuntimeError(f"the schema allows no token: {s.matcher.get_error()}")
+        if len(allowed) == 1:
+            return int(allowed[0])
+        if len(allowed) <= self.n_vocab // 2:
+            chain = self._chain(s.req, s.generated, only=allowed.tolist())
+        else:
+            chain = self._chain(s.req, s.generated, ban=np.flatnonzero(~mask).tolist())
+        return chain.sample(self.ctx, index)
 
     def _fill_batch(self) -> list[tuple[_Sequence, int]]:
         """Fill the batch: every decoding sequence's pending tokens first, then prompt
@@ -364,11 +389,7 @@ class Engine:
         token = probe.sample(self.ctx, index)
         if matcher is not None and matcher.try_consume_tokens([token]) != 1:
             self._rejections += 1
-            mask = grammar.allowed(matcher, self.n_vocab)
-            if not mask.any():
-                raise RuntimeError(f"the schema allows no token: {matcher.get_error()}")
-            banned = np.flatnonzero(~mask).tolist()
-            token = self._chain(req, banned, s.generated).sample(self.ctx, index)
+            token = self._resample(s, index, grammar.allowed(matcher, self.n_vocab))
             s.chain.accept(token)
             if not matcher.consume_token(token):
                 raise RuntimeError(f"grammar: {matcher.get_error()}")
