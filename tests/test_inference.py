@@ -310,6 +310,7 @@ def _random_object(rng: random.Random, depth: int) -> dict:
             "required": [n for n in names if rng.random() < 0.7]}
 
 
+@pytest.mark.timeout(900)  # about 160 s here: 200 generations, 4 decoded at a time
 def test_two_hundred_random_schemas_all_generate_valid_json(settings):
     rng = random.Random(16)
     schemas = [_random_object(rng, 0) for _ in range(200)]
