@@ -8,13 +8,13 @@ of newly admitted ones, so a new request joins without stalling the others and a
 finished or cancelled one leaves without disturbing them. Requests carry their own
 sampling settings, schema and stop sequences.
 
-- Prefix cache: finished sequences stay in the unified KV cache as idle entries
-  (``inference.kvcache``); a new prompt starts from the longest prefix any sequence
-  holds (``memory_seq_cp`` shares the cells) and only the rest is evaluated. Idle
-  entries are evicted least recently used first, whenever cells are needed.
+- Prefix cache: a finished sequence's KV stream is kept as a cache entry
+  (``inference.kvcache`` says why one stream per sequence); a new prompt starts from
+  the longest prefix any sequence holds (its stream copied, then cut back) and only
+  the rest is evaluated. Entries are evicted least recently used first.
 - Constrained decoding (``inference.grammar``): a token is sampled from the free
   distribution and checked against the schema; only a rejected one is resampled
-  under the full mask, and tokens the schema forces are fed as one batch.
+  under the mask, and tokens the schema forces are fed as one batch.
 """
 
 from __future__ import annotations
