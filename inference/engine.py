@@ -279,7 +279,7 @@ class Engine:
             raise ValueError("repetition_penalty must be in (0, 2]")
         if req.json_schema:
             s.matcher = self.grammars.matcher(req.json_schema)
-        tokens = self.tokenize_prompt(req, s.outcome)
+        tokens = self._tokenize(req, s.outcome)
         if len(tokens) + req.max_tokens > self.context_limit:
             raise ValueError(f"prompt of {len(tokens)} tokens + max_tokens {req.max_tokens} "
                              f"exceeds the context of {self.context_limit} tokens")
@@ -287,13 +287,12 @@ class Engine:
         s.chain = self._chain(req)
         return tokens
 
-    def tokenize_prompt(self, req: Request, outcome: Outcome | None = None) -> list[int]:
+    def _tokenize(self, req: Request, outcome: Outcome) -> list[int]:
         if req.messages and self.chat_template:
             bos = self.vocab.token_to_piece(self.vocab.token_bos(), 0, True)
             text = render_chat(self.chat_template, req.messages, bos,
                                self.vocab.token_to_piece(self.vocab.token_eos(), 0, True))
-            if outcome is not None:
-                outcome.prompt_format = "chat"
+            outcome.prompt_format = "chat"
             # The template's own markers are special tokens; it may write the BOS itself.
             tokens = self.vocab.tokenize(text, add_special=not (bos and text.startswith(bos)),
                                          parse_special=True)
@@ -420,17 +419,12 @@ class Engine:
     def _emit(self, s: _Sequence, data: bytes) -> bool:
         """Stream a token's bytes; whether a stop sequence ended the text."""
         text, s.stopped = s.stops.feed(s.utf8.decode(data))
-        if text:
-            s.text.append(text)
-            s.sink.piece(text)
+        _send(s, text)
         return s.stopped
 
     def _finish(self, s: _Sequence, reason: str) -> None:
         if reason != FINISH_CANCELLED and not s.stopped:
-            rest = s.stops.feed(s.utf8.decode(b"", final=True))[0] + s.stops.flush()
-            if rest:
-                s.text.append(rest)
-                s.sink.piece(rest)
+            _send(s, s.stops.feed(s.utf8.decode(b"", final=True))[0] + s.stops.flush())
         self._retire(s)
         s.outcome.text = "".join(s.text)
         s.outcome.completion_tokens = len(s.generated)
@@ -463,6 +457,12 @@ class Engine:
     def stats(self) -> dict[str, int]:
         return {"steps": self._steps, "grammar_rejections": self._rejections,
                 "cached_sequences": len(self.table.idle)}
+
+
+def _send(s: _Sequence, text: str) -> None:
+    if text:
+        s.text.append(text)
+        s.sink.piece(text)
 
 
 def render_chat(template: str, messages: list[dict], bos: str, eos: str) -> str:

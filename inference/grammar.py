@@ -66,8 +66,9 @@ class _Vocabulary:
         self._vocab = vocab
         self.eos_token_id = eog[0]
         self.bos_token_id = vocab.token_bos() if vocab.token_bos() >= 0 else None
-        self.special_token_ids = [t for t in range(vocab.n_vocab)
-                                  if vocab.get_attr(t) & ATTR_CONTROL]
+        # Control tokens are among the few whose bytes are empty (``token_bytes``).
+        self.special_token_ids = [t for t, piece in enumerate(pieces)
+                                  if not piece and vocab.get_attr(t) & ATTR_CONTROL]
         # llguidance marks special tokens with a leading 0xFF and their name.
         self.tokens = list(pieces)
         for t in self.special_token_ids:

@@ -7,6 +7,8 @@ and non-nulls, empty and full maps and arrays, bytes, a NUL character, a NaN fac
 JSON (with a NaN) and non-JSON tool arguments; in an order that exercises both arrival
 orders of a vote and its result and of a ballot and its rejection, and an older agent
 profile (and status) after a newer one. Tests name events by label: ``uid("ballot-1")``.
+
+Also the Gemma-style chat template the generator tests format messages with.
 """
 
 from __future__ import annotations
@@ -192,3 +194,9 @@ BY_ID: dict[str, tuple[str, dict]] = {record["event_id"]: (name, record)
 def sample(label: str) -> tuple[str, dict]:
     """The sample event with id ``uid(label)``: (event name, record)."""
     return BY_ID[uid(label)]
+
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
+    "{{ 'model' if m['role'] == 'assistant' else 'user' }}\n{{ m['content'] | trim }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")

@@ -20,6 +20,7 @@ from inference.client import CircuitOpen, InferenceClient, InferenceError, Infer
 from inference.resilience import BreakerState, CircuitBreaker
 from ops import stack
 from ops.stack.services import Record, Triton
+from samples import CHAT_TEMPLATE
 
 pytestmark = pytest.mark.stack
 
@@ -356,12 +357,6 @@ def test_bad_input_is_invalid_argument_and_the_engine_keeps_serving(settings):
     codes, long = run(scenario())
     assert codes == ["INVALID_ARGUMENT"] * len(bad)
     assert long.completion_tokens == 120 and long.finish_reason == "length"
-
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
-    "{{ 'model' if m['role'] == 'assistant' else 'user' }}\n{{ m['content'] | trim }}"
-    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 
 
 def _with_chat_template(source: Path, target: Path) -> None:

@@ -1,8 +1,7 @@
-"""The inference client's decisions as plain functions: stops, backoff, breaker, parsing."""
+"""Inference decisions as plain functions: stops, backoff, breaker, parsing, the prefix
+cache's sequence table, the model path check and chat templates."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from hypothesis import given
@@ -12,6 +11,7 @@ from inference.client import InvalidOutput, parse_structured
 from inference.engine import StopMatcher, check_model, render_chat
 from inference.kvcache import SequenceTable, common_prefix
 from inference.resilience import BreakerState, CircuitBreaker, backoff_s
+from samples import CHAT_TEMPLATE
 
 
 def run_matcher(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
@@ -177,14 +177,8 @@ def test_a_model_path_that_is_not_a_gguf_is_refused_naming_the_variable(tmp_path
         check_model(tmp_path / "model.bin")
 
 
-GEMMA_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
-    "{{ 'model' if m['role'] == 'assistant' else 'user' }}\n{{ m['content'] | trim }}"
-    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
-
-
 def test_a_chat_template_formats_the_messages_with_the_generation_prompt():
-    text = render_chat(GEMMA_TEMPLATE, [{"role": "user", "content": " hi "},
+    text = render_chat(CHAT_TEMPLATE, [{"role": "user", "content": " hi "},
                                         {"role": "assistant", "content": "hello"}],
                        "<bos>", "<eos>")
     assert text == ("<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\nhello"
