@@ -99,8 +99,9 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         async def generate() -> GenerationResult:
             reply = ReplyText()
             generation = services.inference.generate(
-                prompt, messages=messages, json_schema=schema, max_tokens=MAX_TOKENS, temperature=0.7,
-                repetition_penalty=1.1, seed=uuid.UUID(task["event_id"]).int % 2**31)
+                prompt, messages=messages, json_schema=schema, max_tokens=MAX_TOKENS,
+                temperature=0.7, repetition_penalty=1.1,
+                seed=uuid.UUID(task["event_id"]).int % 2**31)
             async with generation:
                 async for piece in generation:
                     if new := reply.feed(piece):
