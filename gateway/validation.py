@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from streams.notices import RESERVED_METADATA
 from streams.relevance import messages
 
 
@@ -93,6 +94,8 @@ def metadata(values: Mapping[str, str], field: str = "metadata") -> dict[str, st
     if len(values) > MAX_METADATA_ENTRIES:
         raise InvalidField(field, f"at most {MAX_METADATA_ENTRIES} entries, not {len(values)}")
     for key, value in values.items():
+        if key in RESERVED_METADATA:
+            raise InvalidField(f"{field}[{key}]", "is reserved for the platform's own notices")
         if not key or len(key) > MAX_METADATA_KEY:
             raise InvalidField(field, f"keys are 1 to {MAX_METADATA_KEY} characters, "
                                       f"not {key[:80]!r}")

@@ -35,6 +35,7 @@ import copy
 import datetime as dt
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -85,6 +86,7 @@ NAMESPACE = "agora.events"
 MARKER = b"\xc3\x01"
 FINGERPRINT_SIZE = 8
 HEADER_SIZE = len(MARKER) + FINGERPRINT_SIZE
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class CodecError(ValueError):
@@ -261,7 +263,16 @@ class SchemaSet:
                 f"{writer.name} payload has {len(body) - stream.tell()} trailing bytes "
                 f"after a {stream.tell()}-byte body (corrupt or concatenated payload)"
             )
+        if not _is_uuid(record.get("event_id")):
+            raise MalformedPayload(
+                f"{writer.name} event_id {str(record.get('event_id'))[:80]!r} is not a UUID "
+                "(ids name files, rows and derived events, so only UUIDs are accepted)")
         return writer.name, record
+
+
+def _is_uuid(value: object) -> bool:
+    """The canonical lowercase form, as ``str(uuid.UUID(...))`` writes it."""
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None
 
 
 def _frame(fp: bytes, body: bytes) -> bytes:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 import faust
+import structlog
+from prometheus_client import Counter
 
 from schemas.ids import derived_id
 from streams.app import send_all
+
+log = structlog.get_logger("agora.deadletter")
+FAILURES = Counter("agora_record_failures_total",
+                   "Records whose handling failed and went to the dead-letter topic", ["stage"])
 
 
 def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
@@ -29,3 +36,17 @@ async def send_dead_letter(topic: faust.TopicT, message: faust.types.Message, st
                          type(error).__name__)
     # Keyed by source topic (DESIGN.md); durable before the bad record's offset is committed.
     await send_all([(topic, message.topic, "DeadLetter", record)])
+
+
+@asynccontextmanager
+async def dead_letter_on_failure(topic: faust.TopicT, message: faust.types.Message, stage: str):
+    """Wrap one record's handling: any failure becomes a dead letter with its reason,
+    and the stream goes on (an escaping exception would restart the agent, which acks
+    the record: lost, after whatever side effect it already had)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - each failure is reported as a dead letter
+        FAILURES.labels(stage).inc()
+        log.exception("agent.record_failed", stage=stage, topic=message.topic,
+                      partition=message.partition, offset=message.offset)
+        await send_dead_letter(topic, message, stage, exc)

@@ -1,7 +1,8 @@
 """A compacted topic read as a table by every worker (a global table).
 
 Every worker reads all partitions from the beginning, outside any consumer group,
-and keeps the latest value per key; a null value deletes the key. ``ready`` is set
+and keeps the latest value per key; a null value deletes the key, a record the decoder
+maps to None is skipped. ``ready`` is set
 once the reader has caught up with the end offsets it saw at start, so a worker
 never decides with a half-loaded registry. (Faust's own GlobalTable expects a Faust
 changelog topic; the registry is a plain Avro topic that the CLI and the gateway
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = structlog.get_logger("agora.globaltable")
 V = TypeVar("V")
+FETCH_WAIT_MS = 100
 
 
 class GlobalTable(Generic[V]):
@@ -28,6 +30,8 @@ class GlobalTable(Generic[V]):
         self.ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._empty_fetches = 0  # fetches that came back with nothing: the follower is at the end
+        self._idle = asyncio.Condition()
 
     def __getitem__(self, key: str) -> V:
         return self.data[key]
@@ -40,7 +44,8 @@ class GlobalTable(Generic[V]):
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest")
+                                          enable_auto_commit=False, auto_offset_reset="earliest",
+                                          fetch_max_wait_ms=FETCH_WAIT_MS)
         await self._consumer.start()
         partitions = [TopicPartition(self.topic, p)
                       for p in sorted(await self._partitions())]
@@ -68,6 +73,10 @@ class GlobalTable(Generic[V]):
                     self._apply(record.key, record.value)
                 if tp in pending and records and records[-1].offset + 1 >= end[tp]:
                     pending.discard(tp)
+            if not batches:
+                async with self._idle:
+                    self._empty_fetches += 1
+                    self._idle.notify_all()
             if pending and not batches:
                 # Compaction or aborted writes can leave the end offset unreachable by
                 # records: trust the position instead.
@@ -80,6 +89,16 @@ class GlobalTable(Generic[V]):
                 log.info("globaltable.ready", topic=self.topic, keys=len(self.data))
                 self.ready.set()
 
+    async def caught_up(self) -> None:
+        """Return once every record written before the call has been applied."""
+        await self.ready.wait()
+        # A fetch sent before the call may come back empty after it: wait it out, then
+        # for an empty fetch sent after the call.
+        await asyncio.sleep(FETCH_WAIT_MS * 2 / 1000)
+        async with self._idle:
+            target = self._empty_fetches + 1
+            await self._idle.wait_for(lambda: self._empty_fetches >= target)
+
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
@@ -88,7 +107,9 @@ class GlobalTable(Generic[V]):
             self.data.pop(name, None)
             return
         try:
-            self.data[name] = self.decode(value)
+            decoded = self.decode(value)
+            if decoded is not None:  # None: a record this table does not keep
+                self.data[name] = decoded
         except ValueError as exc:
             # A bad registry record must not stop the worker; the previous value stays.
             log.warning("globaltable.bad_record", topic=self.topic, key=name, error=str(exc))

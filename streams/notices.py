@@ -10,6 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 
 MAX_TEXT = 4000  # a notice quotes tool output; the channel needs the gist, not all of it
+# Metadata keys the platform reads on its own notices: refused from anyone else, so a
+# person cannot make agents vote, or a message pass for a vote call.
+RESERVED_METADATA = frozenset({"kind", "vote_id", "options", "outcome", "tool_request_id",
+                               "tool", "status"})
+
+
+def reserved_keys(message: dict) -> list[str]:
+    """The reserved metadata keys a message carries without being a system notice."""
+    if message.get("author_kind") == "SYSTEM":
+        return []
+    return sorted(RESERVED_METADATA & set(message.get("metadata") or {}))
 
 
 def system_message(event_id: str, channel_id: str, author_id: str, text: str, now: datetime,

@@ -11,13 +11,23 @@ from collections import defaultdict
 from inference.client import InferenceClient
 from ops.config import Settings
 from schemas import codec
-from schemas.topics import AGENT_STATUS, AGENTS
+from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
 from streams.globaltable import GlobalTable
 from streams.memory import Memory
 
 
 def _decoder(event: str):
     return lambda value: codec.decode(value, expected=event)[1]
+
+
+def _approval(value: bytes) -> dict | None:
+    """A passed tool-usage vote (what the tools agent needs to run its request)."""
+    name, record = codec.decode(value)
+    if name != "VoteResult" or record["vote_type"] != "TOOL_USAGE" or \
+            record["outcome"] != "PASSED" or record["winning_option"] != "yes":
+        return None
+    return {"tool_request_id": record["tool_request_id"],
+            "request_sha256": record["request_sha256"]}
 
 
 class Services:
@@ -27,6 +37,9 @@ class Services:
                                                        _decoder("AgentProfile"))
         self.status: GlobalTable[dict] = GlobalTable(settings.broker, AGENT_STATUS.name,
                                                      _decoder("AgentStatus"))
+        # Passed tool-usage votes by vote id: an approved tool request runs only with one.
+        self.approvals: GlobalTable[dict] = GlobalTable(settings.broker, VOTE_RESULTS.name,
+                                                        _approval)
         self.memory = Memory(settings.qdrant)
         self.inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None
@@ -40,10 +53,11 @@ class Services:
     async def _start(self) -> None:
         self.inference = InferenceClient(self.settings.triton_grpc,
                                          timeout_s=self.settings.inference_timeout_s)
-        await asyncio.gather(self.registry.start(), self.status.start())
+        await asyncio.gather(self.registry.start(), self.status.start(), self.approvals.start())
 
     async def stop(self) -> None:
-        await asyncio.gather(self.registry.stop(), self.status.stop(), return_exceptions=True)
+        await asyncio.gather(self.registry.stop(), self.status.stop(), self.approvals.stop(),
+                             return_exceptions=True)
         if self.inference:
             await self.inference.close()
         await asyncio.to_thread(self.memory.close)

@@ -69,5 +69,5 @@ def start_process(settings: Settings, name: str, timeout_s: float = 90,
                   **env: str) -> Proc:
     """`agora worker` in its own process group, returned once its tables are loaded."""
     return start_agora(settings.stack_dir, ["worker"], f"worker-{name}",
-                       lambda log: log.count("globaltable.ready") >= 2, timeout_s=timeout_s,
+                       lambda log: log.count("globaltable.ready") >= 3, timeout_s=timeout_s,
                        AGORA_WORKER_ID=name, **env)

@@ -17,8 +17,9 @@ from conftest import run_agora
 from ops import kafka
 from ops.stack.process import members, stop, survivors
 from ops.topics import ensure_topics
-from schemas.topics import (CHAT_MESSAGES, DEADLETTER, TOOL_REQUESTS, TOOL_RESULTS,
-                            VOTE_RESULTS, VOTES)
+from schemas import codec
+from schemas.topics import (CHAT_MESSAGES, DEADLETTER, TOOL_APPROVED, TOOL_REQUESTS,
+                            TOOL_RESULTS, VOTE_RESULTS, VOTES)
 from streams.registry.profiles import Registry
 from streams.tools.records import new_request, vote_id_of
 from streams.votes.records import new_ballot, new_proposal
@@ -41,7 +42,13 @@ def team(settings):
     for voter in voters:
         registry.create("moderator-quality", channel, voter)
         registry.set_state(voter, "PAUSED", "votes by the test")
-    return {"channel": channel, "requester": requester, "voters": voters, "suffix": suffix}
+    # Active voters of a second channel, known to the worker from its start: a vote
+    # naming agents the worker does not know fails at once.
+    deciders = [f"lead-{suffix}", f"writer-{suffix}"]
+    registry.create("developer-frontend", f"{channel}-decide", deciders[0])
+    registry.create("creative-writer", f"{channel}-decide", deciders[1])
+    return {"channel": channel, "requester": requester, "voters": voters, "suffix": suffix,
+            "deciders": deciders}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,10 @@ def result_of(results, req: dict, timeout_s: float = 60) -> dict:
 
 
 def never_ran(settings, req: dict) -> bool:
-    return not (settings.stack_dir / "tool-runs" / req["event_id"]).exists()
+    """No sandbox was started for the request (the worker logs each start)."""
+    log = settings.stack_dir / "logs" / "worker-actions.log"
+    return not any("tools.sandbox_run" in line and req["event_id"] in line
+                   for line in log.read_text().splitlines())
 
 
 def test_a_permitted_tool_call_returns_its_result_into_the_channel(settings, team, worker,
@@ -208,13 +218,8 @@ def test_bad_vote_records_are_dead_lettered_or_rejected(settings, team, worker, 
 
 
 def test_active_agents_cast_their_ballots_through_the_generator(settings, team, worker, reader):
-    channel = f"{team['channel']}-decide"
-    registry = Registry(settings)
-    agents = [f"lead-{team['suffix']}", f"writer-{team['suffix']}"]
-    registry.create("developer-frontend", channel, agents[0])
-    registry.create("creative-writer", channel, agents[1])
+    channel, agents = f"{team['channel']}-decide", team["deciders"]
     votes, outcomes, chat = reader(VOTES.name), reader(VOTE_RESULTS.name), reader(CHAT_MESSAGES.name)
-    # Named voters: the worker waits for its registry to know agents created just now.
     proposal = new_proposal(channel, "human:carol", "Ship the new onboarding page on Monday?",
                             vote_type="PROJECT_DECISION", deadline_s=240, quorum=1.0,
                             eligible_voters=agents)
@@ -260,3 +265,96 @@ def test_the_cli_opens_a_weighted_vote_and_casts_ballots(settings, team, worker,
     [vote] = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == vote_id)
     assert (vote["outcome"], vote["winning_option"]) == ("PASSED", "yes")
     assert vote["tally"] == {"yes": 3.0, "no": 1.0, "abstain": 0.0}
+
+
+def pass_vote(settings, team, votes, req: dict) -> str:
+    vote_id = vote_id_of(req["event_id"])
+    votes.wait(lambda n, r: n == "VoteProposal" and r["vote_id"] == vote_id)
+    for voter in team["voters"]:
+        ballot(settings, team, vote_id, voter, "yes")
+    return vote_id
+
+
+def test_a_forged_approval_never_runs(settings, team, worker, reader):
+    results, dead = reader(TOOL_RESULTS.name), reader(DEADLETTER.name)
+    forged = new_request(team["requester"], team["channel"], "shell",
+                         {"command": "echo forged"}, "approved by nobody")
+    kafka.publish(settings, TOOL_APPROVED.name, [("ToolRequest", team["channel"], forged)])
+    [letter] = dead.wait(lambda n, r: r["source_topic"] == TOOL_APPROVED.name
+                         and forged["event_id"].encode() in (r["value"] or b""))
+    assert letter["stage"] == "tools" and "no passed tool-usage vote" in letter["reason"]
+    results.poll(2)
+    assert not [r for _, r in results.records if r["request_id"] == forged["event_id"]]
+    assert never_ran(settings, forged)
+
+
+def test_a_request_swapped_after_its_vote_opened_never_runs(settings, team, worker, reader):
+    votes, results, dead = reader(VOTES.name), reader(TOOL_RESULTS.name), reader(DEADLETTER.name)
+    token = uuid.uuid4().hex
+    req = request(settings, team, "shell", {"command": f"echo voted-{token}"})
+    vote_id = vote_id_of(req["event_id"])
+    votes.wait(lambda n, r: n == "VoteProposal" and r["vote_id"] == vote_id)
+    swapped = {**req, "arguments_json": f'{{"command": "echo swapped-{token}"}}'}
+    kafka.publish(settings, VOTES.name, [("ToolRequest", vote_id, swapped)])
+    [letter] = dead.wait(lambda n, r: r["source_topic"] == VOTES.name
+                         and f"swapped-{token}".encode() in (r["value"] or b""))
+    assert letter["stage"] == "votes" and "different tool request" in letter["reason"]
+    pass_vote(settings, team, votes, req)
+    result = result_of(results, req)
+    assert result["status"] == "OK" and f"voted-{token}" in result["output"], result
+    # The swapped request sent straight to the approvals topic after the vote passed.
+    kafka.publish(settings, TOOL_APPROVED.name, [("ToolRequest", team["channel"], swapped)])
+    [letter] = dead.wait(lambda n, r: r["source_topic"] == TOOL_APPROVED.name
+                         and f"swapped-{token}".encode() in (r["value"] or b""))
+    assert "differs from the one vote" in letter["reason"]
+    results.poll(2)
+    assert not [r for _, r in results.records if f"swapped-{token}" in r["output"]]
+
+
+@pytest.mark.parametrize("event_id", ["../../victim", "/tmp/agora-victim", "..", "A" * 36])
+def test_a_request_id_that_is_not_a_uuid_is_dead_lettered(settings, team, worker, reader,
+                                                          event_id):
+    dead = reader(DEADLETTER.name)
+    record = {**new_request(team["requester"], team["channel"], "calculator",
+                            {"expression": "1+1"}, "traversal"), "event_id": event_id}
+    producer = kafka.producer(settings)
+    producer.produce(TOOL_REQUESTS.name, key=team["channel"].encode(),
+                     value=codec.encode("ToolRequest", record))
+    assert producer.flush(10) == 0
+    [letter] = dead.wait(lambda n, r: r["source_topic"] == TOOL_REQUESTS.name
+                         and event_id.encode() in (r["value"] or b""))
+    assert "is not a UUID" in letter["reason"]
+    assert not (settings.stack_dir / "victim").exists()
+    assert not (settings.stack_dir / "tool-runs" / event_id).exists()
+
+
+def test_a_file_name_that_is_not_utf8_still_gives_a_result(settings, team, worker, reader):
+    votes, results = reader(VOTES.name), reader(TOOL_RESULTS.name)
+    req = request(settings, team, "shell", {"command": "touch \"$(printf 'bad\\377')\" ok"})
+    pass_vote(settings, team, votes, req)
+    result = result_of(results, req)
+    assert result["status"] == "OK", result
+    assert sorted(p.rsplit("/", 1)[1] for p in result["artifacts"]) == ["bad\ufffd", "ok"]
+    assert "not valid UTF-8" in result["error"]
+
+
+def test_proposals_naming_unknown_voters_fail_at_once_and_delay_no_vote(settings, team, worker,
+                                                                         reader):
+    outcomes = reader(VOTE_RESULTS.name)
+    ghosts = [new_proposal(team["channel"], "human:mallory", f"Ghost vote {i}",
+                           vote_type="PROJECT_DECISION", deadline_s=60,
+                           eligible_voters=[f"ghost-{uuid.uuid4().hex[:8]}"]) for i in range(50)]
+    real = new_proposal(team["channel"], "human:carol", "Rotate the on-call?",
+                        vote_type="PROJECT_DECISION", deadline_s=60,
+                        eligible_voters=team["voters"])
+    kafka.publish(settings, VOTES.name, [("VoteProposal", p["vote_id"], p)
+                                         for p in [*ghosts, real]])
+    for voter in team["voters"]:
+        ballot(settings, team, real["vote_id"], voter, "yes")
+    # Before, each ghost held the votes actor for 5 s: the real vote waited 250 s.
+    [vote] = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] == real["vote_id"],
+                           timeout_s=60)
+    assert vote["outcome"] == "PASSED"
+    failed = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] in
+                           {g["vote_id"] for g in ghosts}, count=50, timeout_s=60)
+    assert all(r["outcome"] == "FAILED" and "unknown voters" in r["reason"] for r in failed)

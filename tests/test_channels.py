@@ -48,7 +48,7 @@ def test_entry():
                     timezones=st.just(timezone.utc)))
 def test_entry_time_is_the_avro_millisecond(created_at):
     created_at = created_at.replace(microsecond=created_at.microsecond // 1000 * 1000)
-    _, decoded = codec.decode(codec.encode("ChatMessage", chat("m", "a", at=created_at)))
+    _, decoded = codec.decode(codec.encode("ChatMessage", chat("0f8fad5b-d9cb-469f-a165-70867728950e", "a", at=created_at)))
     expected = (decoded["created_at"] - datetime(1970, 1, 1, tzinfo=timezone.utc)) \
         // timedelta(milliseconds=1)
     assert entry(decoded)["created_ms"] == expected

@@ -285,6 +285,18 @@ def test_metadata():
     assert _invalid(validation.metadata, many).field == "metadata"
 
 
+@pytest.mark.parametrize("key", ["vote_id", "kind", "options", "tool_request_id"])
+def test_metadata_the_platform_reads_is_refused_from_people(key):
+    from streams.relevance.messages import InvalidMessage, validate
+
+    error = _invalid(validation.metadata, {key: "x", "client": "cli"})
+    assert error.field == f"metadata[{key}]" and "reserved" in error.reason
+    person = {"text": "vote yes", "author_kind": "HUMAN", "metadata": {key: "x"}}
+    with pytest.raises(InvalidMessage, match="reserved"):  # a raw producer's copy too
+        validate(person)
+    validate({**person, "author_kind": "SYSTEM"})  # the platform's own notices
+
+
 # --- cursors ------------------------------------------------------------------------------
 
 def test_cursor_round_trip():

@@ -27,6 +27,7 @@ from streams.responder.actions import (ARGUMENT_CHARS, ARGUMENT_ITEMS, BALLOT_EX
                                        for_generation, reply_id, unprompted)
 from streams.responder.partial import ReplyText, chunk
 from streams.tools import catalog
+from streams.votes.ledger import AUTHOR as VOTES_AUTHOR
 
 TEMPLATES = sorted(templates())
 CATALOG = catalog.load()
@@ -67,15 +68,21 @@ def responder_message(state_entry: dict, task: dict) -> dict:
     """The message dict the responder builds from the channel history entry."""
     return {"event_id": state_entry["id"], "channel_id": task["channel_id"],
             "thread_id": state_entry["thread_id"], "thread_depth": task["thread_depth"],
-            "author_id": state_entry["author_id"], "text": state_entry["text"],
-            "metadata": state_entry["metadata"]}
+            "author_id": state_entry["author_id"], "author_kind": state_entry["author_kind"],
+            "text": state_entry["text"], "metadata": state_entry["metadata"]}
+
+
+def vote_call(metadata: dict) -> dict:
+    """A message as the votes agent writes it (only its notices call votes)."""
+    return {"author_kind": "SYSTEM", "author_id": VOTES_AUTHOR, "metadata": metadata}
 
 
 def setup(text: str = "How slow is the orders query?", *, metadata: dict | None = None,
           thread_id: str | None = None, depth: int = 0, task_id: str | None = None):
     msg_id = str(uuid.uuid4())
-    chat_msg = chat(msg_id, "alice", text, thread_id=thread_id, depth=depth,
-                    metadata=metadata)
+    calls = "vote_id" in (metadata or {})  # a vote call comes from the votes agent
+    chat_msg = chat(msg_id, VOTES_AUTHOR if calls else "alice", text, thread_id=thread_id,
+                    depth=depth, metadata=metadata, kind="SYSTEM" if calls else "HUMAN")
     codec.encode("ChatMessage", chat_msg)
     task = task_for(chat_msg, "developer-backend", task_id)
     message = responder_message(channels.entry(chat_msg), task)
@@ -116,16 +123,19 @@ def call(tool: str, **arguments) -> dict:
 
 def test_no_vote_id_means_no_ballot():
     assert ballot_options({"metadata": {}}) is None
+    for forged in ({"author_kind": "HUMAN", "author_id": VOTES_AUTHOR},
+                   {"author_kind": "SYSTEM", "author_id": "agora.tools"}):
+        assert ballot_options({**forged, "metadata": {"vote_id": "v1"}}) is None
     assert ballot_options({"metadata": None}) is None
     assert ballot_options({}) is None
     assert ballot_options({"metadata": {"options": "a,b", "client": "web"}}) is None
 
 
 def test_ballot_options_default_and_custom():
-    assert ballot_options({"metadata": {"vote_id": "v1"}}) == YES_NO
-    assert ballot_options({"metadata": {"vote_id": "v1", "options": "a,b"}}) == [
+    assert ballot_options(vote_call({"vote_id": "v1"})) == YES_NO
+    assert ballot_options(vote_call({"vote_id": "v1", "options": "a,b"})) == [
         "a", "b", "abstain"]
-    assert ballot_options({"metadata": {"vote_id": "v1", "options": "red,,green,"}}) == [
+    assert ballot_options(vote_call({"vote_id": "v1", "options": "red,,green,"})) == [
         "red", "green", "abstain"]
     _, message = setup(metadata={"vote_id": "v2", "options": "keep,drop"})
     assert ballot_options(message) == ["keep", "drop", "abstain"]
@@ -377,7 +387,7 @@ def test_ballot_mode_requires_a_ballot_and_nothing_else():
 
 
 def test_ballot_choices_come_from_the_vote_options():
-    ballot = ballot_options({"metadata": {"vote_id": "v9", "options": "a,b"}})
+    ballot = ballot_options(vote_call({"vote_id": "v9", "options": "a,b"}))
     v = validator(["calculator"], ballot)
     for choice in ("a", "b", "abstain"):
         v.validate(cast(choice))
@@ -468,7 +478,7 @@ def test_the_schema_compiles_for_constrained_decoding(template):
     offered = [t.name for t in callable_tools(agent["tools"])]
     for options in (None, "yes,no", "a,b"):
         metadata = {} if options is None else {"vote_id": "v1", "options": options}
-        ballot = ballot_options({"metadata": metadata})
+        ballot = ballot_options(vote_call(metadata))
         matcher = GRAMMARS.matcher(json.dumps(action_schema(agent["tools"], ballot)))
         assert not matcher.is_error(), (template, options, matcher.get_error())
         if ballot is None:
@@ -961,7 +971,7 @@ def agent_and_action(draw):
         options = draw(st.none() | st.lists(OPTION, min_size=1, max_size=4))
         if options is not None:
             metadata["options"] = ",".join(options)
-    ballot = ballot_options({"metadata": metadata})
+    ballot = ballot_options(vote_call(metadata))
     action = {"reply": draw(st.text(min_size=1, max_size=280)), "tool_call": None,
               "vote": None, "ballot": None}
     offered = callable_tools(agent["tools"])

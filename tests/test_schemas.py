@@ -107,11 +107,16 @@ def avro_strategy(node, names=None, ns="", top=True):
     else:
         child_ns = full.rpartition(".")[0]
         fields = {f["name"]: (f, avro_strategy(f["type"], names, child_ns, False)) for f in node["fields"]}
+        if "event_id" in fields:  # decode accepts UUIDs only
+            fields["event_id"] = (fields["event_id"][0], st.uuids().map(str))
         names[full] = st.fixed_dictionaries(
             {n: s for n, (f, s) in fields.items() if not (top and "default" in f)},
             optional={n: s for n, (f, s) in fields.items() if top and "default" in f},
         )
     return names[full]
+
+
+EVENT_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 def with_defaults(raw, record):
@@ -232,7 +237,7 @@ def test_round_trip(event):
 
 
 def test_timestamps_accept_epoch_millis_and_decode_to_utc():
-    record = {"event_id": "e", "vote_id": "v", "channel_id": "c", "voter_id": "u",
+    record = {"event_id": EVENT_ID, "vote_id": "v", "channel_id": "c", "voter_id": "u",
               "choice": "yes", "rationale": "", "cast_at": 1_700_000_000_123}
     _, out = decode(encode("Ballot", record))
     assert out["cast_at"] == dt.datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
@@ -323,7 +328,7 @@ def test_wrong_event_type():
 
 
 def valid_ballot():
-    return {"event_id": "e", "vote_id": "v", "channel_id": "c", "voter_id": "u",
+    return {"event_id": EVENT_ID, "vote_id": "v", "channel_id": "c", "voter_id": "u",
             "choice": "yes", "rationale": "", "cast_at": dt.datetime(2026, 1, 1, tzinfo=UTC)}
 
 
@@ -409,7 +414,7 @@ def test_schema_evolution_through_released_copy(tmp_path):
     old = make_set(tmp_path / "old", v1)
     new = make_set(tmp_path / "new", evolved_chat_message(), released=v1)
     assert check_backward(evolved_chat_message(), v1) == []
-    record = {"event_id": "m", "channel_id": "c", "thread_id": "m", "author_id": "a",
+    record = {"event_id": EVENT_ID, "channel_id": "c", "thread_id": "m", "author_id": "a",
               "author_kind": "AGENT", "text": "héllo", "thread_depth": 3, "created_at": 0}
     data = old.encode("ChatMessage", record)
     name, got = new.decode(data, expected="ChatMessage")

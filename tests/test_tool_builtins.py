@@ -15,7 +15,7 @@ from streams.tools.builtin import text_formatter
 
 CATALOG = pathlib.Path(__file__).resolve().parent.parent / "streams" / "tools" / "catalog"
 CATEGORIES = {"math", "text", "data", "code", "visualization", "analytics", "system"}
-LIMIT_KEYS = {"cpu_s", "memory_mb", "wall_s", "output_kb", "processes", "file_mb"}
+LIMIT_KEYS = {"cpu_s", "memory_mb", "wall_s", "output_kb", "processes", "file_mb", "disk_mb"}
 
 
 @pytest.fixture(autouse=True)

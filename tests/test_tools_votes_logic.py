@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,15 +22,23 @@ from schemas.ids import derived_id
 from streams import notices
 from streams.tools import catalog, permissions
 from streams.tools.permissions import Policy, Rule, denial, load_policy
-from streams.tools.records import SHOWN, new_request, result_events, vote_id_of
+from streams.tools.records import SHOWN, new_request, request_digest, result_events, vote_id_of
 from streams.votes import ledger
 from streams.votes.records import new_ballot, new_proposal
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 DEADLINE = T0 + timedelta(minutes=5)
 CHANNEL = "general"
-VOTE = "vote-1"
+VOTE = derived_id("vote-1")
 MS = timedelta(milliseconds=1)
+
+
+class _Everyone:
+    def __contains__(self, agent_id: object) -> bool:
+        return True
+
+
+EVERYONE = _Everyone()  # every named voter is a known agent
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -77,14 +86,14 @@ def proposal(voters=("a", "b", "c"), *, strategy="SIMPLE_MAJORITY", quorum=0.5,
 def ballot(voter: str, choice: str = "yes", at: datetime = T0 + timedelta(seconds=10),
            event_id: str | None = None, vote_id: str = VOTE) -> dict:
     b = new_ballot(vote_id, CHANNEL, voter, choice, rationale="because",
-                   event_id=event_id or f"ballot-{voter}-{choice}")
+                   event_id=derived_id("ballot", event_id or f"{voter}-{choice}"))
     return roundtrip("Ballot", {**b, "cast_at": at})
 
 
 def opened(voters=("a", "b", "c"), members=(), active=None, **kw) -> dict:
     p = proposal(voters, **kw)
     state, events = ledger.open_vote(ledger.new(p["vote_id"], 3), p, list(members),
-                                     set(members if active is None else active) | set(voters), T0)
+                                     set(members if active is None else active) | set(voters), EVERYONE, T0)
     valid(events)
     return stored(state)
 
@@ -105,6 +114,11 @@ def tool_request(agent="alice", tool="shell", arguments=None, reason="need a lis
     return roundtrip("ToolRequest", {**r, "requested_at": T0 - timedelta(seconds=1)})
 
 
+def gated(request: dict) -> dict:
+    """A new vote that holds ``request`` (the tools agent's first record of its vote)."""
+    return ledger.gate(ledger.new(vote_id_of(request["event_id"]), 0), request)
+
+
 def tool_vote(request: dict, members=("alice", "bob", "carol", "dave"), active=None,
               strategy="SIMPLE_MAJORITY", quorum=0.5) -> tuple[dict, list]:
     """A TOOL_USAGE vote as the tools agent opens it: the request first, then the proposal."""
@@ -118,7 +132,7 @@ def tool_vote(request: dict, members=("alice", "bob", "carol", "dave"), active=N
     p = roundtrip("VoteProposal", {**p, "deadline_at": DEADLINE, "created_at": T0})
     state = stored(ledger.gate(ledger.new(vote_id, 0), request))
     state, events = ledger.open_vote(state, p, list(members),
-                                     set(members if active is None else active), T0)
+                                     set(members if active is None else active), EVERYONE, T0)
     return stored(state), valid(events)
 
 
@@ -126,7 +140,7 @@ def tool_vote(request: dict, members=("alice", "bob", "carol", "dave"), active=N
 
 def test_open_vote_fills_voters_from_members_and_calls_the_active_ones():
     p = proposal(voters=())
-    state, events = ledger.open_vote(ledger.new(VOTE, 2), p, ["a", "b", "c"], {"a", "c", "zed"}, T0)
+    state, events = ledger.open_vote(ledger.new(VOTE, 2), p, ["a", "b", "c"], {"a", "c", "zed"}, EVERYONE, T0)
     state = stored(state)
     assert state["proposal"]["eligible_voters"] == ["a", "b", "c"]
     assert state["proposal"]["deadline_at"] == codec.epoch_ms(DEADLINE)
@@ -148,14 +162,14 @@ def test_open_vote_fills_voters_from_members_and_calls_the_active_ones():
 
 def test_open_vote_keeps_the_named_voters_once_each():
     p = proposal(voters=("b", "a", "b"))
-    state, events = ledger.open_vote(ledger.new(VOTE, 0), p, ["x", "y"], {"a", "b", "x"}, T0)
+    state, events = ledger.open_vote(ledger.new(VOTE, 0), p, ["x", "y"], {"a", "b", "x"}, EVERYONE, T0)
     assert state["proposal"]["eligible_voters"] == ["b", "a"]
     assert one(events, "ChatMessage")["mentions"] == ["b", "a"]
 
 
 def test_open_vote_options_in_the_call_metadata():
     p = proposal(options=["red", "blue", "abstain", "red"], strategy="QUALIFIED_MAJORITY")
-    _, events = ledger.open_vote(ledger.new(VOTE, 0), p, [], {"a"}, T0)
+    _, events = ledger.open_vote(ledger.new(VOTE, 0), p, [], {"a"}, EVERYONE, T0)
     call = one(valid(events), "ChatMessage")
     assert call["metadata"]["options"] == "red,blue"
     assert "Options: red, blue or abstain" in call["text"]
@@ -164,7 +178,7 @@ def test_open_vote_options_in_the_call_metadata():
 
 def test_proposer_votes_unless_the_vote_is_on_its_own_tool_request():
     p = proposal(voters=(), proposer="alice")
-    state, _ = ledger.open_vote(ledger.new(VOTE, 0), p, ["alice", "bob"], set(), T0)
+    state, _ = ledger.open_vote(ledger.new(VOTE, 0), p, ["alice", "bob"], set(), EVERYONE, T0)
     assert state["proposal"]["eligible_voters"] == ["alice", "bob"]
 
     request = tool_request(agent="alice")
@@ -191,14 +205,14 @@ def test_vote_call_cuts_long_arguments_and_reasons():
 
 def test_a_second_proposal_opens_nothing():
     state = opened()
-    again, events = ledger.open_vote(state, proposal(("x", "y"), title="Other"), ["m"], {"x"}, T0)
+    again, events = ledger.open_vote(state, proposal(("x", "y"), title="Other"), ["m"], {"x"}, EVERYONE, T0)
     assert events == [] and again == state
 
 
 @pytest.mark.parametrize("vote_type", ["PROJECT_DECISION", "CONFLICT_RESOLUTION"])
 def test_nobody_eligible_fails_at_once(vote_type):
     p = proposal(voters=(), vote_type=vote_type)
-    state, events = ledger.open_vote(ledger.new(VOTE, 0), p, [], {"a"}, T0)
+    state, events = ledger.open_vote(ledger.new(VOTE, 0), p, [], {"a"}, EVERYONE, T0)
     state = stored(state)
     assert state["closed"] and state["outcome"] == "FAILED"
     assert [n for n, _ in valid(events)] == ["VoteResult", "ChatMessage"]
@@ -214,7 +228,7 @@ def test_nobody_eligible_fails_at_once(vote_type):
     # The vote is closed: ballots are late, a repeated proposal opens nothing.
     _, late = ledger.cast(state, ballot("a"), T0)
     assert one(late, "BallotRejected")["reason"] == "LATE"
-    assert ledger.open_vote(state, p, ["a"], {"a"}, T0) == (state, [])
+    assert ledger.open_vote(state, p, ["a"], {"a"}, EVERYONE, T0) == (state, [])
     assert not ledger.due(state, DEADLINE + MS)
 
 
@@ -246,7 +260,7 @@ def _voted() -> dict:
 REJECTIONS = {
     "unknown vote": (lambda: ledger.new(VOTE, 0), ballot("a"), "UNKNOWN_VOTE",
                      f"There is no open vote {VOTE}"),
-    "gated request, no proposal yet": (lambda: ledger.gate(ledger.new(VOTE, 0), tool_request()),
+    "gated request, no proposal yet": (lambda: gated(tool_request()),
                                        ballot("a"), "UNKNOWN_VOTE", "no open vote"),
     "after close": (_closed, ballot("a"), "LATE", "already closed"),
     "after the deadline": (opened, ballot("a", at=DEADLINE + MS), "LATE",
@@ -264,7 +278,7 @@ def test_rejected_ballot_yields_one_rejection_and_changes_nothing(case):
     make, b, reason, detail = REJECTIONS[case]
     state = make()
     snapshot = copy.deepcopy(state)
-    now = T0 + timedelta(minutes=10)
+    now = T0 + timedelta(minutes=1)
     after, events = ledger.cast(state, b, now)
     assert after == snapshot and state == snapshot
     [(name, rejected)] = valid(events)
@@ -281,7 +295,7 @@ def test_rejected_ballot_yields_one_rejection_and_changes_nothing(case):
 def test_ballot_at_the_deadline_itself_counts():
     state, [events] = cast_all(opened(voters=("a", "b", "c", "d")), ballot("a", at=DEADLINE))
     assert events == [] and "a" in state["ballots"]
-    assert state["ballots"]["a"] == {"choice": "yes", "event_id": "ballot-a-yes",
+    assert state["ballots"]["a"] == {"choice": "yes", "event_id": derived_id("ballot", "a-yes"),
                                      "cast_at": codec.epoch_ms(DEADLINE)}
 
 
@@ -361,7 +375,7 @@ def test_split_vote_stays_open_until_the_deadline():
 
 def test_due_only_when_open_with_its_deadline_passed():
     assert not ledger.due(ledger.new(VOTE, 0), DEADLINE + timedelta(days=1))
-    assert not ledger.due(ledger.gate(ledger.new(VOTE, 0), tool_request()), DEADLINE + MS)
+    assert not ledger.due(gated(tool_request()), DEADLINE + MS)
     state = opened()
     assert not ledger.due(state, T0) and not ledger.due(state, DEADLINE - MS)
     assert ledger.due(state, DEADLINE) and ledger.due(state, DEADLINE + timedelta(hours=1))
@@ -448,7 +462,58 @@ def test_passing_tool_vote_sends_the_request_on_to_run():
     assert one(events, "ToolRequest") == request  # the same request, same event id, to run
     assert one(events, "VoteResult")["tool_request_id"] == request["event_id"]
     assert one(events, "VoteResult")["vote_type"] == "TOOL_USAGE"
+    assert one(events, "VoteResult")["request_sha256"] == request_digest(request)
     assert not of(events, "ToolResult")
+
+
+def test_a_request_swapped_after_the_vote_opened_is_refused():
+    request = tool_request(arguments={"command": "ls"})
+    state, _ = tool_vote(request)
+    swapped = {**request, "arguments_json": json.dumps({"command": "rm -rf ~"})}
+    with pytest.raises(ledger.Refused, match="different tool request"):
+        ledger.gate(state, swapped)
+    assert ledger.gate(state, request) == state  # the same request again: a replay
+    state, produced = cast_all(state, *(ballot(v, vote_id=state["vote_id"])
+                                        for v in ("bob", "carol")))
+    assert one(produced[-1], "ToolRequest")["arguments_json"] == request["arguments_json"]
+
+
+def test_a_request_for_another_vote_or_after_the_proposal_is_refused():
+    request = tool_request()
+    with pytest.raises(ledger.Refused, match="does not belong"):
+        ledger.gate(ledger.new(VOTE, 0), request)
+    state = opened()
+    late = {**tool_request(), "event_id": str(uuid.uuid4())}
+    with pytest.raises(ledger.Refused):
+        ledger.gate({**state, "vote_id": vote_id_of(late["event_id"])}, late)
+
+
+def test_a_backdated_ballot_counts_from_when_it_is_handled():
+    state = opened()
+    backdated = ballot("a", at=T0 + timedelta(seconds=1))  # claims before the deadline
+    after, events = ledger.cast(state, backdated, DEADLINE + timedelta(seconds=30))
+    [(name, rejected)] = events
+    assert name == "BallotRejected" and rejected["reason"] == "LATE"
+    assert after == state
+    on_time, _ = ledger.cast(state, ballot("a", at=DEADLINE + timedelta(hours=1)), T0)
+    assert on_time["ballots"] == {}  # a ballot dated after the deadline stays late
+
+
+@pytest.mark.parametrize("voters, options, problem", [
+    (("a", "ghost-1", "ghost-2"), None, "unknown voters: ghost-1, ghost-2"),
+    (tuple(f"agent-{i}" for i in range(ledger.MAX_VOTERS + 1)), None, "over the limit"),
+    (("a",), [f"option {i}" for i in range(ledger.MAX_OPTIONS + 1)], "over the limit"),
+])
+def test_a_proposal_with_unknown_or_too_many_voters_or_options_fails_at_once(
+        voters, options, problem):
+    p = proposal(voters, options=options)
+    known = {"a", "b", "c", *(v for v in voters if v.startswith("agent-"))}
+    state, events = ledger.open_vote(ledger.new(VOTE, 0), p, [], set(), known, T0)
+    assert state["closed"] and one(valid(events), "VoteResult")["outcome"] == "FAILED"
+    assert problem in one(events, "VoteResult")["reason"]
+    humans, _ = ledger.open_vote(ledger.new(VOTE, 0), proposal(("a", "human:ana")), [], set(),
+                                 known, T0)
+    assert not humans["closed"]  # people need no registry entry
 
 
 def _assert_rejected(events, request, outcome):
@@ -498,7 +563,7 @@ def test_tool_vote_passed_on_another_option_is_still_not_run():
                      options=["allow", "deny"], vote_id=vote_id, tool_request_id=request["event_id"])
     p = {**p, "deadline_at": DEADLINE, "created_at": T0}
     state = ledger.gate(ledger.new(vote_id, 0), request)
-    state, _ = ledger.open_vote(state, p, ["bob"], {"bob"}, T0)
+    state, _ = ledger.open_vote(state, p, ["bob"], {"bob"}, EVERYONE, T0)
     state, events = ledger.cast(state, ballot("bob", "allow", vote_id=vote_id), T0)
     assert one(valid(events), "VoteResult")["outcome"] == "PASSED"
     assert not of(events, "ToolRequest") and one(events, "ToolResult")["status"] == "REJECTED"
@@ -631,7 +696,7 @@ def definition(**changes) -> dict:
             "entrypoint": "x:run",
             "parameters": {"type": "object", "properties": {"s": {"type": "string"}}},
             "limits": {"cpu_s": 1, "memory_mb": 64, "wall_s": 0.5, "output_kb": 1,
-                       "processes": 1, "file_mb": 1}}
+                       "processes": 1, "file_mb": 1, "disk_mb": 1}}
     return {**data, **changes}
 
 
@@ -764,9 +829,9 @@ def test_long_output_is_cut_in_the_notice_only():
 
 
 def test_system_message_cuts_at_max_text():
-    exact = notices.system_message("m", CHANNEL, "x", "a" * notices.MAX_TEXT, T0, {})
+    exact = notices.system_message(derived_id("m"), CHANNEL, "x", "a" * notices.MAX_TEXT, T0, {})
     assert exact["text"] == "a" * notices.MAX_TEXT
-    over = notices.system_message("m", CHANNEL, "x", "a" * (notices.MAX_TEXT + 1), T0, {},
+    over = notices.system_message(derived_id("m"), CHANNEL, "x", "a" * (notices.MAX_TEXT + 1), T0, {},
                                   mentions=["p"])
     assert over["text"] == "a" * (notices.MAX_TEXT - 1) + "…" and over["mentions"] == ["p"]
     valid([("ChatMessage", over)])

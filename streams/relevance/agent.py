@@ -29,7 +29,7 @@ from schemas.ids import derived_id
 from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE_DECISIONS
 from streams import channels
 from streams.app import topic
-from streams.deadletter import send_dead_letter
+from streams.deadletter import dead_letter_on_failure, send_dead_letter
 from streams.relevance.messages import validate
 from streams.relevance.scoring import Candidate, Decision, Message, RelevanceConfig, decide
 from streams.services import Services
@@ -130,39 +130,47 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             services.memory.remember, [m for _, m in good], embeddings))
         pending = []
         for (event, message), embedding in zip(good, embeddings):
-            channel = state.get(message["channel_id"]) or channels.empty()
-            decision = decide(Message(
-                message_id=message["event_id"], channel_id=message["channel_id"],
-                author_id=message["author_id"], author_kind=message["author_kind"],
-                mentions=tuple(message["mentions"]),
-                reply_to_author=channels.author_of(channel, message["reply_to"]),
-                thread_depth=message["thread_depth"],
-                created_ms=epoch_ms(message["created_at"]),
-                embedding=embedding,
-                vote_call=message["metadata"].get("kind") == "vote_call"),
-                candidates(channel, message, expertise, open_tasks),
-                config)
-            # Table writes go to the changelog partition of the current event: in a
-            # batch, make it this message's event.
-            _current_event.set(ref(event))
-            now = datetime.now(timezone.utc)
-            updated = channels.remember(
-                channel, message, HISTORY_KEPT, now_ms=epoch_ms(now),
-                pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None)
-            state[message["channel_id"]] = updated
-            decision_record, task_records = records(message, decision, updated["history"], now)
-            key = message["channel_id"].encode()
-            pending.append(await decisions.send(
-                key=key, value=codec.encode("RelevanceDecision", decision_record)))
-            for task in task_records:
-                pending.append(await tasks.send(key=key,
-                                                value=codec.encode("InferenceTask", task)))
-            MESSAGES.labels("selected" if decision.selected else "none").inc()
-            for agent_id in decision.selected:
-                SELECTED.labels(agent_id).inc()
+            async with dead_letter_on_failure(deadletter, event.message, "relevance"):
+                pending += await decide_one(event, message, embedding, expertise, open_tasks)
         for fut in pending:
             await fut
         await remembered
+
+    async def decide_one(event: faust.EventT, message: dict, embedding: np.ndarray,
+                         expertise: dict, open_tasks: dict) -> list:
+        """Decide one message; returns the sends under way (its decision and tasks)."""
+        pending = []
+        channel = state.get(message["channel_id"]) or channels.empty()
+        decision = decide(Message(
+            message_id=message["event_id"], channel_id=message["channel_id"],
+            author_id=message["author_id"], author_kind=message["author_kind"],
+            mentions=tuple(message["mentions"]),
+            reply_to_author=channels.author_of(channel, message["reply_to"]),
+            thread_depth=message["thread_depth"],
+            created_ms=epoch_ms(message["created_at"]),
+            embedding=embedding,
+            vote_call=message["metadata"].get("kind") == "vote_call"),
+            candidates(channel, message, expertise, open_tasks),
+            config)
+        # Table writes go to the changelog partition of the current event: in a
+        # batch, make it this message's event.
+        _current_event.set(ref(event))
+        now = datetime.now(timezone.utc)
+        updated = channels.remember(
+            channel, message, HISTORY_KEPT, now_ms=epoch_ms(now),
+            pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None)
+        state[message["channel_id"]] = updated
+        decision_record, task_records = records(message, decision, updated["history"], now)
+        key = message["channel_id"].encode()
+        pending.append(await decisions.send(
+            key=key, value=codec.encode("RelevanceDecision", decision_record)))
+        for task in task_records:
+            pending.append(await tasks.send(key=key,
+                                            value=codec.encode("InferenceTask", task)))
+        MESSAGES.labels("selected" if decision.selected else "none").inc()
+        for agent_id in decision.selected:
+            SELECTED.labels(agent_id).inc()
+        return pending
 
     async def patiently(texts: list[str], started: Awaitable[np.ndarray] | None = None
                         ) -> np.ndarray:

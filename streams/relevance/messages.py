@@ -3,6 +3,8 @@ the gateway refuses at the door exactly what the engine would dead-letter."""
 
 from __future__ import annotations
 
+from streams.notices import reserved_keys
+
 MAX_TEXT = 16_000  # characters: longer messages are dead-lettered, not truncated silently
 
 
@@ -13,6 +15,9 @@ class InvalidMessage(ValueError):
 def validate(message: dict) -> None:
     if not message["text"].strip():
         raise InvalidMessage("invalid ChatMessage: empty text")
+    if reserved := reserved_keys(message):
+        raise InvalidMessage(f"invalid ChatMessage: metadata {', '.join(reserved)} is reserved "
+                             "for the platform's own notices")
     if len(message["text"]) > MAX_TEXT:
         raise InvalidMessage(f"invalid ChatMessage: text of {len(message['text'])} characters "
                              f"exceeds {MAX_TEXT}")

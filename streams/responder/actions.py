@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from schemas.ids import derived_id
 from streams.tools.catalog import Tool
 from streams.tools.catalog import load as load_catalog
+from streams.votes.ledger import AUTHOR as VOTES_AUTHOR
 from streams.votes.records import new_ballot, new_proposal
 
 VOTE_TYPES = ("PROJECT_DECISION", "CONFLICT_RESOLUTION", "RESOURCE_ALLOCATION")
@@ -36,9 +37,11 @@ def callable_tools(tools: list[str]) -> list[Tool]:
 
 
 def ballot_options(message: dict) -> list[str] | None:
-    """The choices of the vote a message calls, or None when it calls none."""
+    """The choices of the vote a message calls, or None when it calls none. Only the
+    votes agent's own notices call votes."""
     metadata = message.get("metadata") or {}
-    if "vote_id" not in metadata:
+    if "vote_id" not in metadata or message.get("author_kind") != "SYSTEM" or \
+            message.get("author_id") != VOTES_AUTHOR:
         return None
     return [o for o in metadata.get("options", "yes,no").split(",") if o] + ["abstain"]
 

@@ -131,8 +131,8 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         posted_ms = message["created_ms"]
         message = {"event_id": message["id"], "channel_id": task["channel_id"],
                    "thread_id": message["thread_id"], "thread_depth": task["thread_depth"],
-                   "author_id": message["author_id"], "text": message["text"],
-                   "metadata": message["metadata"]}
+                   "author_id": message["author_id"], "author_kind": message["author_kind"],
+                   "text": message["text"], "metadata": message["metadata"]}
         [vector] = await outlast(task, lambda: services.inference.embed([message["text"]]))
         memories = await asyncio.to_thread(services.memory.recall, task["channel_id"], vector,
                                            MEMORY_HITS, [h["id"] for h in history])
@@ -181,10 +181,13 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
                 await send_all((out[name], key, name, rec) for name, key, rec in produced)
                 TASKS.labels("answered").inc()
                 LATENCY.observe((datetime.now(timezone.utc) - started).total_seconds())
-            except TaskFailed as exc:
-                error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a failed task is a dead letter, never an ack
+                error = str(exc) or type(exc).__name__
                 TASKS.labels("dead_letter").inc()
-                log.warning("responder.task_failed", task=task["event_id"], reason=error)
+                if isinstance(exc, TaskFailed):
+                    log.warning("responder.task_failed", task=task["event_id"], reason=error)
+                else:
+                    log.exception("responder.task_crashed", task=task["event_id"])
                 await send_dead_letter(deadletter, event.message, "responder", exc)
             finally:
                 open_tasks[agent_id] -= 1

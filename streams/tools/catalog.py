@@ -20,7 +20,8 @@ from streams.votes.tally import STRATEGIES
 
 CATALOG = Path(__file__).resolve().parent / "catalog"
 CATEGORIES = ("math", "text", "data", "code", "visualization", "analytics", "system")
-LIMIT_KEYS = ("cpu_s", "memory_mb", "wall_s", "output_kb", "processes", "file_mb")
+LIMIT_KEYS = ("cpu_s", "memory_mb", "wall_s", "output_kb", "processes", "file_mb",
+              "disk_mb")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Limits:
     output_kb: int
     processes: int
     file_mb: int
+    disk_mb: int  # the run directory is a tmpfs of this size
 
 
 @dataclass(frozen=True)

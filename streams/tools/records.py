@@ -3,16 +3,24 @@ channel's notice)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import datetime, timezone
 
 from schemas.ids import derived_id
 from streams.notices import system_message
+from streams.tools.runner import safe_text
 
 AUTHOR = "agora.tools"
 SHOWN = {"OK": "ran", "DENIED": "was denied", "REJECTED": "was rejected by vote",
          "FAILED": "failed", "TIMEOUT": "timed out"}
+
+
+def request_digest(request: dict) -> str:
+    """SHA-256 of what a tool-usage vote approves: who runs which tool with what."""
+    fields = [request[k] for k in ("event_id", "channel_id", "agent_id", "tool", "arguments_json")]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
 def vote_id_of(request_id: str) -> str:
@@ -32,7 +40,10 @@ def result_events(request: dict, status: str, now: datetime, *, output: str = ""
                   error: str | None = None, artifacts: list[str] | None = None,
                   vote_id: str | None = None, started_at: datetime | None = None,
                   duration_ms: int = 0) -> list[tuple[str, dict]]:
-    """[("ToolResult", record), ("ChatMessage", notice)], both keyed by the channel."""
+    """[("ToolResult", record), ("ChatMessage", notice)], both keyed by the channel.
+    Text from the tool is made valid UTF-8 (undecodable bytes replaced)."""
+    output, error = safe_text(output), error and safe_text(error)
+    artifacts = [safe_text(a) for a in artifacts or []]
     request_id, channel = request["event_id"], request["channel_id"]
     result = {"event_id": derived_id(request_id, "result"), "request_id": request_id,
               "channel_id": channel, "agent_id": request["agent_id"], "tool": request["tool"],

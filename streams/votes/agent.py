@@ -8,7 +8,6 @@ after every ballot written before it, and a replay closes it at the same place.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from schemas import codec
 from schemas.topics import (CHAT_MESSAGES, DEADLETTER, TOOL_APPROVED, TOOL_RESULTS,
                             VOTE_RESULTS, VOTES)
 from streams.app import send_all, topic
-from streams.deadletter import send_dead_letter
+from streams.deadletter import dead_letter_on_failure
 from streams.services import Services
 from streams.votes import ledger
 
@@ -30,7 +29,6 @@ log = structlog.get_logger("agora.votes")
 RECORDS = Counter("agora_votes_records_total", "Vote records handled", ["event", "outcome"])
 VOTING_STATES = ("ACTIVE", "WORKING")
 RENOTICE_S = 10.0  # a deadline notice still unanswered is written again after this
-REGISTRY_WAIT_S = 5.0
 
 
 def register(app: faust.App, services: Services, table: faust.TableT) -> faust.types.AgentT:
@@ -49,19 +47,12 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
                    if channel_id in p["channels"] and "vote:cast" in p["permissions"]}
         return sorted(members), {a for a, p in members.items() if p["state"] in VOTING_STATES}
 
-    async def known(voters: list[str]) -> None:
-        """Give the registry a moment to learn of named voters created just before the
-        vote (it is read from a topic); a voter still unknown is not asked to vote."""
-        deadline = time.monotonic() + REGISTRY_WAIT_S
-        while any(v not in services.registry.data for v in voters if not v.startswith("human:")) \
-                and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-
     def apply(name: str, record: dict, state: dict, now: datetime) -> tuple[dict, list]:
         if name == "ToolRequest":
             return ledger.gate(state, record), []
         if name == "VoteProposal":
-            return ledger.open_vote(state, record, *voters(record["channel_id"]), now)
+            return ledger.open_vote(state, record, *voters(record["channel_id"]),
+                                    services.registry.data, now)
         if name == "Ballot":
             return ledger.cast(state, record, now)
         if ledger.due(state, max(now, record["noticed_at"])):  # VoteDeadline
@@ -72,34 +63,27 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
     async def votes(stream):
         await services.ready()
         async for event in stream.events():
-            try:
-                name, record = codec.decode(event.message.value)
-                if name not in VOTES.events:
-                    raise codec.WrongEventType(" or ".join(VOTES.events), name)
-            except ValueError as exc:
-                RECORDS.labels("undecodable", "dead_letter").inc()
-                await send_dead_letter(deadletter, event.message, "votes", exc)
-                continue
-            if name == "VoteProposal":
-                await known(record["eligible_voters"])
-            vote_id = record.get("vote_id") or (event.message.key or b"").decode()
-            before = table.get(vote_id)
-            try:
-                state, produced = apply(name, record,
-                                        before or ledger.new(vote_id, event.message.partition),
-                                        datetime.now(timezone.utc))
-            except Exception as exc:  # one bad record must not stop every vote
-                log.exception("votes.record_failed", vote_id=vote_id, event=name)
-                RECORDS.labels(name, "dead_letter").inc()
-                await send_dead_letter(deadletter, event.message, "votes", exc)
-                continue
-            # Durable before the vote's new state and offset are.
-            await send_all((routes[n][0], out[routes[n][1]], n, out) for n, out in produced)
-            if state != before and (state["proposal"] or state["request"]):
-                table[vote_id] = state
-            RECORDS.labels(name, produced[0][0] if produced else "none").inc()
-            if state["closed"] and not (before or {}).get("closed"):
-                log.info("votes.closed", vote_id=vote_id, outcome=state["outcome"])
+            async with dead_letter_on_failure(deadletter, event.message, "votes"):
+                await handle(event.message)
+
+    async def handle(message) -> None:
+        name, record = codec.decode(message.value)
+        if name not in VOTES.events:
+            raise codec.WrongEventType(" or ".join(VOTES.events), name)
+        vote_id = record.get("vote_id") or (message.key or b"").decode()
+        before = table.get(vote_id)
+        state, produced = apply(name, record, before or ledger.new(vote_id, message.partition),
+                                datetime.now(timezone.utc))
+        # Durable before the vote's new state and offset are; a result before the rest,
+        # so that the tools agent finds it when the approved request arrives.
+        send = [(routes[n][0], out[routes[n][1]], n, out) for n, out in produced]
+        await send_all(r for r in send if r[2] == "VoteResult")
+        await send_all(r for r in send if r[2] != "VoteResult")
+        if state != before and (state["proposal"] or state["request"]):
+            table[vote_id] = state
+        RECORDS.labels(name, produced[0][0] if produced else "none").inc()
+        if state["closed"] and not (before or {}).get("closed"):
+            log.info("votes.closed", vote_id=vote_id, outcome=state["outcome"])
 
     @app.timer(interval=1.0)
     async def deadlines() -> None:

@@ -8,16 +8,23 @@ milliseconds, as the events carry them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from schemas.codec import epoch_ms, from_epoch_ms
 from schemas.ids import derived_id
 from streams.notices import system_message
-from streams.tools.records import result_events
+from streams.tools.records import request_digest, result_events, vote_id_of
 from streams.votes.tally import Outcome, doomed, judge_ballot, options_of, settled, tally
 
 AUTHOR = "agora.votes"
 Events = list[tuple[str, dict]]
+MAX_VOTERS = 200
+MAX_OPTIONS = 20
+
+
+class Refused(ValueError):
+    """A record that would change a vote it has no right to change; dead-lettered."""
 
 
 def new(vote_id: str, partition: int) -> dict:
@@ -36,18 +43,46 @@ def _proposal_view(state: dict) -> dict:
 
 
 def gate(state: dict, request: dict) -> dict:
-    """Keep the tool request a TOOL_USAGE vote gates (it precedes the proposal)."""
+    """Keep the tool request a TOOL_USAGE vote gates (it precedes the proposal). The
+    first one stays: a different request for the same vote (voters saw ``ls``, the
+    record now says ``rm -rf ~``) is refused, the same one again changes nothing."""
+    if vote_id_of(request["event_id"]) != state["vote_id"]:
+        raise Refused(f"tool request {request['event_id']} does not belong to vote "
+                      f"{state['vote_id']}")
+    if state["request"] is not None:
+        if request_digest(state["request"]) != request_digest(request):
+            raise Refused(f"a different tool request for vote {state['vote_id']}: the request "
+                          "a vote gates cannot change once it is recorded")
+        return state
+    if state["proposal"] is not None:
+        raise Refused(f"vote {state['vote_id']} already opened without a tool request")
     return {**state, "request": _ms(request, "requested_at")}
 
 
 def open_vote(state: dict, proposal: dict, members: list[str], active: set[str],
-              now: datetime) -> tuple[dict, Events]:
+              known: Collection[str], now: datetime) -> tuple[dict, Events]:
     """Open a vote; ``members`` are the channel's agents allowed to vote, used when the
     proposal names no voters (a tool's requester never votes on its own request);
-    ``active`` agents are asked for a ballot by a vote call."""
+    ``active`` agents are asked for a ballot by a vote call. Named voters must be
+    ``known`` agents or ``human:`` ids, at most MAX_VOTERS; a proposal that names
+    others fails at once (it is never waited on)."""
     if state["proposal"] is not None:
         return state, []  # a replayed or repeated proposal opens nothing twice
-    voters = list(dict.fromkeys(proposal["eligible_voters"])) or [
+    named = list(dict.fromkeys(proposal["eligible_voters"]))
+    unknown = [v for v in named if not v.startswith("human:") and v not in known]
+    problem = (f"{len(named)} voters named, over the limit of {MAX_VOTERS}"
+               if len(named) > MAX_VOTERS else
+               f"{len(proposal['options'] or [])} options, over the limit of {MAX_OPTIONS}"
+               if len(proposal["options"] or []) > MAX_OPTIONS else
+               f"unknown voters: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}"
+               if unknown else None)
+    if problem is not None:
+        stored = _ms({**proposal, "eligible_voters": named[:MAX_VOTERS],
+                      "options": (proposal["options"] or [])[:MAX_OPTIONS]},
+                     "deadline_at", "created_at")
+        return close({**state, "proposal": stored}, now,
+                     Outcome("FAILED", None, {}, 0, len(named), f"failed: {problem}"))
+    voters = named or [
         m for m in members
         if not (proposal["vote_type"] == "TOOL_USAGE" and m == proposal["proposer_id"])]
     stored = _ms({**proposal, "eligible_voters": voters}, "deadline_at", "created_at")
@@ -80,6 +115,9 @@ def cast(state: dict, ballot: dict, now: datetime) -> tuple[dict, Events]:
     if any(b["event_id"] == ballot["event_id"] for b in state["ballots"].values()):
         return state, []  # the same ballot delivered again
     proposal = _proposal_view(state) if state["proposal"] else None
+    # A ballot counts from when it is handled, whatever time its record claims: a
+    # producer cannot backdate one into a vote whose deadline has passed.
+    ballot = {**ballot, "cast_at": max(ballot["cast_at"], now)}
     verdict = judge_ballot(proposal, counted, state["closed"], ballot)
     if verdict is not None:
         reason, detail = verdict
@@ -120,7 +158,9 @@ def close(state: dict, now: datetime, outcome: Outcome | None = None) -> tuple[d
               "ballots_counted": outcome.ballots_counted,
               "eligible_count": outcome.eligible_count, "reason": outcome.reason,
               "closed_at": min(now, proposal["deadline_at"]),
-              "tool_request_id": proposal.get("tool_request_id")}
+              "tool_request_id": proposal.get("tool_request_id"),
+              "request_sha256": (request_digest(state["request"])
+                                 if state["request"] is not None else None)}
     counts = ", ".join(f"{k} {v:g}" for k, v in outcome.tally.items())
     events: Events = [("VoteResult", result), ("ChatMessage", system_message(
         derived_id(vote_id, "closed"), channel, AUTHOR,
