@@ -1,9 +1,10 @@
-"""What the gateway costs: PostMessage (token check, rate limit, validation, Kafka produce
-acknowledged by the broker) vs a bare grpc.aio echo service, side by side.
+"""What the gateway costs: PostMessage (RS256 token check, rate limit, validation, Kafka
+produce acknowledged by the broker) vs a bare grpc.aio echo service, side by side.
 
-Both servers run in processes of their own on this machine and get the same bytes
-(a serialized PostMessageRequest) from the same grpc.aio client, CONCURRENCY calls in
-flight for SECONDS each. The gateway's rate limit is lifted for the run.
+Both servers run in processes of their own on this machine, both over TLS with the
+same certificate (the local stack's), and get the same bytes (a serialized
+PostMessageRequest) from the same grpc.aio client, CONCURRENCY calls in flight for
+SECONDS each. The gateway's rate limit is lifted for the run.
 
     .venv/bin/python bench/gateway.py [SECONDS [CONCURRENCY]]
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import secrets
 import sys
 import time
 import uuid
@@ -20,15 +20,16 @@ import uuid
 import grpc
 from common import local_stack
 
-from gateway import auth
+from gateway import auth, tls
 from gateway.agora.v1 import chat_pb2
+from gateway.server import signer
 from ops.stack.process import free_port, start_agora, stop
 
 POST = "/agora.v1.ChatService/PostMessage"
 ECHO = "/bench.Echo/Echo"
 
 
-def _echo_server(port: int, ready) -> None:
+def _echo_server(port: int, pem: dict, ready) -> None:
     async def main() -> None:
         async def echo(request: bytes, context) -> bytes:
             return request
@@ -36,7 +37,8 @@ def _echo_server(port: int, ready) -> None:
         server = grpc.aio.server()
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})])
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials(
+            [(pem["key"].read_bytes(), pem["cert"].read_bytes())]))
         await server.start()
         ready.set()
         await server.wait_for_termination()
@@ -44,10 +46,10 @@ def _echo_server(port: int, ready) -> None:
     asyncio.run(main())
 
 
-async def drive(address: str, method: str, payload, seconds: float, concurrency: int,
-                metadata=()) -> tuple[float, float, float]:
+async def drive(address: str, credentials, method: str, payload, seconds: float,
+                concurrency: int, metadata=()) -> tuple[float, float, float]:
     """(calls/s, p50 ms, p99 ms) of ``concurrency`` callers for ``seconds``."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.secure_channel(address, credentials) as channel:
         call = channel.unary_unary(method)
         latencies: list[float] = []
         await call(payload(), metadata=metadata)  # connect outside the timing
@@ -75,36 +77,40 @@ def main(seconds: float = 10, concurrency: int = 32) -> None:
             channel_id=channel, text="The API server returns 502 since the last deploy.",
             idempotency_key=uuid.uuid4().hex).SerializeToString()
 
-    echo_port = free_port()
-    ready = multiprocessing.Event()
-    echo = multiprocessing.Process(target=_echo_server, args=(echo_port, ready), daemon=True)
-    echo.start()
-    ready.wait(30)
-    try:
-        echo_rps, echo_p50, echo_p99 = asyncio.run(
-            drive(f"127.0.0.1:{echo_port}", ECHO, post, seconds, concurrency))
-    finally:
-        echo.terminate()
-        echo.join()
-    print(f"echo:    {echo_rps:8,.0f} calls/s  p50 {echo_p50:6.2f} ms  p99 {echo_p99:6.2f} ms "
-          f"({concurrency} in flight, {seconds:g} s)", flush=True)
-
-    key = secrets.token_hex(32)
     with local_stack() as settings:
+        pem = tls.local_ca(settings.stack_dir / "gateway")
+        credentials = grpc.ssl_channel_credentials(pem["ca"].read_bytes())
+        echo_port = free_port()
+        ready = multiprocessing.Event()
+        echo = multiprocessing.Process(target=_echo_server, args=(echo_port, pem, ready),
+                                       daemon=True)
+        echo.start()
+        ready.wait(30)
+        try:
+            echo_rps, echo_p50, echo_p99 = asyncio.run(drive(
+                f"127.0.0.1:{echo_port}", credentials, ECHO, post, seconds, concurrency))
+        finally:
+            echo.terminate()
+            echo.join()
+        print(f"echo:    {echo_rps:8,.0f} calls/s  p50 {echo_p50:6.2f} ms  p99 "
+              f"{echo_p99:6.2f} ms ({concurrency} in flight, {seconds:g} s, TLS)", flush=True)
+
         port = free_port()
         gateway = start_agora(settings.stack_dir, ["gateway", "serve"], "gateway-bench",
                               lambda log: "gateway.ready" in log, timeout_s=60,
-                              AGORA_GATEWAY_JWT_KEY=key, AGORA_GATEWAY_PORT=str(port),
+                              AGORA_GATEWAY_PORT=str(port), AGORA_GATEWAY_TLS_CERT=str(pem["cert"]),
+                              AGORA_GATEWAY_TLS_KEY=str(pem["key"]),
                               AGORA_GATEWAY_RATE_PER_S="1000000", AGORA_GATEWAY_BURST="1000000")
         try:
-            token = auth.issue(key, "human:bench", [channel], 3600)
+            token = auth.issue(signer(settings), "human:bench", [channel],
+                               settings.gateway_token_max_s)
             bearer = (("authorization", f"Bearer {token}"),)
-            ours, p50, p99 = asyncio.run(drive(f"127.0.0.1:{port}", POST, post, seconds,
-                                               concurrency, bearer))
+            ours, p50, p99 = asyncio.run(drive(f"127.0.0.1:{port}", credentials, POST, post,
+                                               seconds, concurrency, bearer))
         finally:
             stop(gateway, grace_s=10)
     print(f"gateway: {ours:8,.0f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms "
-          f"(PostMessage, each acknowledged by the broker)", flush=True)
+          f"(PostMessage over TLS, RS256 token, each acknowledged by the broker)", flush=True)
     print(f"RATIO gateway_post_per_s {ours / echo_rps:.3f} target 0.5")
 
 

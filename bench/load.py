@@ -48,6 +48,8 @@ from confluent_kafka import TopicPartition
 
 from gateway import auth
 from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
+from gateway.server import signer
+from gateway.tls import channel_credentials
 from ops import kafka, migrate, smoke, stack
 from ops.config import Settings
 from ops.stack.process import Proc, free_port, members, start_agora, stop
@@ -175,12 +177,13 @@ def messages(rooms: list[str], count: int, reply_every: int) -> list[dict]:
 
 async def send_via_gateway(settings: Settings, planned: list[dict], per_s: float,
                            sent: dict[str, float], mentioned: set[str]) -> None:
-    key = settings.gateway_jwt_key.get_secret_value()
+    key, ttl = signer(settings), settings.gateway_token_max_s
     authors = max(1, math.ceil(per_s / PER_AUTHOR_PER_S))
     rooms = sorted({m["channel_id"] for m in planned})
-    bearers = [(("authorization", f"Bearer {auth.issue(key, f'human:load-{a}', rooms, 3600)}"),)
+    bearers = [(("authorization", f"Bearer {auth.issue(key, f'human:load-{a}', rooms, ttl)}"),)
                for a in range(authors)]
-    async with grpc.aio.insecure_channel(settings.gateway_address) as channel:
+    async with grpc.aio.secure_channel(settings.gateway_address,
+                                       channel_credentials(settings)) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
 
         async def post(i: int, message: dict) -> None:

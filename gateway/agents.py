@@ -3,8 +3,8 @@
 Each call reads the registry topic to its end (``Registry.load``), as the CLI does; the
 registry is small and the calls are rare. Changes are read, changed and published
 one at a time in this process, so that two calls at once do not lose one of their
-changes. An agent may be changed only by a caller with access to every channel it is
-in; it is visible to a caller with access to at least one.
+changes. Creating an agent takes admin of its channel, changing one admin of every
+channel it is in; it is visible to a caller with access to at least one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException
 
 from gateway import validation
 from gateway.agora.v1 import agents_pb2, agents_pb2_grpc
-from gateway.auth import Caller
+from gateway.auth import Caller, Role
 from gateway.convert import enum, timestamp
 from gateway.guard import AlreadyExists, Denied, NotFound, Unavailable, caller, require_channel
 from inference.client import InferenceError
@@ -43,9 +43,11 @@ def _visible(who: Caller, profile: dict) -> bool:
 
 
 def _may_change(who: Caller, profile: dict) -> None:
-    blocked = [c for c in profile["channels"] if not who.may_access(c)]
+    """Changing an agent (its state, its permissions) takes admin of all its channels:
+    what it may do there decides who votes and who runs tools."""
+    blocked = [c for c in profile["channels"] if not who.may(c, Role.ADMIN)]
     if blocked:
-        raise Denied(f"{who.subject} has no access to channel(s) {', '.join(blocked)} of "
+        raise Denied(f"{who.subject} is not admin of channel(s) {', '.join(blocked)} of "
                      f"agent {profile['agent_id']!r}")
 
 
@@ -90,7 +92,7 @@ class AgentService(agents_pb2_grpc.AgentServiceServicer):
             raise validation.InvalidField("template", f"unknown template {request.template!r}; "
                                                       f"templates: {', '.join(templates())}")
         channel = validation.channel_id(request.channel_id)
-        require_channel(channel)
+        require_channel(channel, Role.ADMIN)
         agent_id = validation.agent_id(request.agent_id) if request.agent_id else None
         if len(request.name) > MAX_NAME:
             raise validation.InvalidField("name", f"at most {MAX_NAME} characters")

@@ -21,6 +21,7 @@ from gateway import cursor as cursors
 from gateway import validation
 from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
 from gateway.convert import enum, timestamp
+from gateway.auth import Role
 from gateway.guard import NotFound, caller, require_channel
 from gateway.publish import Recent, publish
 from gateway.tail import Item, Tail
@@ -126,7 +127,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
     async def PostMessage(self, request, context):
         channel = validation.channel_id(request.channel_id)
-        require_channel(channel)
+        require_channel(channel, Role.MEMBER)
         text = validation.text(request.text)
         key = validation.idempotency_key(request.idempotency_key)
         mentions = validation.mentions(request.mentions)

@@ -1,12 +1,13 @@
 """A small Python client of the agora.v1 API (blocking; grpc's own channel underneath).
 
-    with Client("127.0.0.1:50051", token) as agora:
+    with Client("127.0.0.1:50051", token, tls.channel_credentials(settings)) as agora:
         message = agora.post("general", "the API returns 502 since the deploy")
         for event in agora.stream("general"):
             ...
 
 Every stub of the package is an attribute (``agora.agents.ListAgents(...)``); the
-bearer token goes with every call. Errors are ``grpc.RpcError`` with the server's
+bearer token goes with every call, over TLS unless ``credentials`` is None (a
+gateway configured for plaintext). Errors are ``grpc.RpcError`` with the server's
 status code and message.
 """
 
@@ -19,8 +20,8 @@ from datetime import datetime
 
 import grpc
 
-from gateway.agora.v1 import (agents_pb2_grpc, analytics_pb2_grpc, chat_pb2, chat_pb2_grpc,
-                              tools_pb2_grpc, votes_pb2_grpc)
+from gateway.agora.v1 import (agents_pb2_grpc, analytics_pb2_grpc, auth_pb2_grpc, chat_pb2,
+                              chat_pb2_grpc, tools_pb2_grpc, votes_pb2_grpc)
 from gateway.convert import timestamp
 
 
@@ -49,16 +50,17 @@ class _Details(namedtuple("_Details", ("method", "timeout", "metadata", "credent
 
 
 class Client:
-    def __init__(self, address: str, token: str):
-        # Plain TCP: the gateway serves loopback and private networks; put TLS in front
-        # of it elsewhere.
-        self._raw = grpc.insecure_channel(address)
+    def __init__(self, address: str, token: str,
+                 credentials: grpc.ChannelCredentials | None):
+        self._raw = grpc.secure_channel(address, credentials) if credentials else \
+            grpc.insecure_channel(address)
         self.channel = grpc.intercept_channel(self._raw, _Bearer(token))
         self.chat = chat_pb2_grpc.ChatServiceStub(self.channel)
         self.agents = agents_pb2_grpc.AgentServiceStub(self.channel)
         self.votes = votes_pb2_grpc.VoteServiceStub(self.channel)
         self.tools = tools_pb2_grpc.ToolServiceStub(self.channel)
         self.analytics = analytics_pb2_grpc.AnalyticsServiceStub(self.channel)
+        self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self

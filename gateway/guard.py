@@ -1,9 +1,11 @@
 """Every call to the gateway passes here: who is calling, may they, and how it ended.
 
 ``Guard`` is the server interceptor. It wraps each of our handlers so that, before the
-handler runs, the bearer token is verified (UNAUTHENTICATED) and the caller's rate is
-checked (RESOURCE_EXHAUSTED); the caller is then in a context variable for the
-handler (``caller()``). Handlers report refusals by raising the exceptions below (or
+handler runs, the bearer token is verified (UNAUTHENTICATED; a peer address that keeps
+failing is refused outright, RESOURCE_EXHAUSTED), revoked tokens and removed keys are
+refused, and the caller's rate and open streams are checked (RESOURCE_EXHAUSTED); the
+caller is then in a context variable for the handler (``caller()``), whose role per
+channel ``require_channel`` checks. Handlers report refusals by raising the exceptions below (or
 ``InvalidField``), which the wrapper turns into status codes with their message, so
 the services hold no gRPC plumbing. Health and reflection stay open, as load
 balancers and grpcurl expect. Request sizes are bounded by the server's
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextvars import ContextVar
 from datetime import datetime, timezone
 
@@ -23,7 +25,7 @@ import structlog
 from confluent_kafka import KafkaException
 from prometheus_client import Counter, Histogram
 
-from gateway.auth import AuthError, Caller, from_authorization, verify
+from gateway.auth import AuthError, Caller, KeyRing, Reason, Role, from_authorization, verify
 from gateway.ratelimit import RateLimiter
 from gateway.validation import InvalidField
 from ops.kafka import MissingTopic
@@ -73,29 +75,45 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 
+def _address(peer: str | None) -> str:
+    """The address of a gRPC peer string ('ipv4:127.0.0.1:5123'), without the port."""
+    kind, _, rest = (peer or "unknown").partition(":")
+    return rest.rsplit(":", 1)[0] if kind in ("ipv4", "ipv6") else kind
+
+
 def caller() -> Caller:
     """The authenticated caller of the current call."""
     return _CALLER.get()
 
 
-def require_channel(channel_id: str) -> None:
-    """Denied unless the caller's token covers ``channel_id``."""
+def require_channel(channel_id: str, need: Role = Role.VIEWER) -> None:
+    """Denied unless the caller's token gives it ``need`` (or more) in ``channel_id``."""
     who = caller()
-    if not who.may_access(channel_id):
-        raise Denied(f"{who.subject} has no access to channel {channel_id!r}")
+    if not who.may(channel_id, need):
+        have = who.role_in(channel_id)
+        raise Denied(f"{who.subject} is {have.name.lower() if have else 'not a member'} in "
+                     f"channel {channel_id!r}; this needs {need.name.lower()}")
 
 
 class Guard(grpc.aio.ServerInterceptor):
-    def __init__(self, key: bytes, limiter: RateLimiter):
-        self.key = key
+    def __init__(self, keys: KeyRing, limiter: RateLimiter, *, max_lifetime_s: int,
+                 revoked: Container[str] = frozenset(), failures: RateLimiter | None = None,
+                 max_streams: int = 8, open_methods: tuple[str, ...] = ()):
+        self.keys, self.max_lifetime_s, self.revoked = keys, max_lifetime_s, revoked
         self.limiter = limiter
+        # Failed authentications per peer address: a peer that keeps failing is refused
+        # before its token is even looked at.
+        self.failures = failures or RateLimiter(0.5, 30)
+        self.max_streams = max_streams
+        self.streams: dict[str, int] = {}  # open streams per caller
+        self.open_methods = (*OPEN_PREFIXES, *open_methods)
         # Token -> its caller: a client sends the same token with every call, and
         # checking the signature is most of the guard's cost. Expiry is checked anew.
         self.verified: OrderedDict[str, Caller] = OrderedDict()
         self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, details):
-        if details.method.startswith(OPEN_PREFIXES):
+        if details.method.startswith(self.open_methods):
             return await continuation(details)
         # A method's handler never changes: wrap it once, not on every call.
         if (wrapped := self.wrapped.get(details.method)) is None:
@@ -121,9 +139,14 @@ class Guard(grpc.aio.ServerInterceptor):
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
+        peer = _address(context.peer())
         try:
             who = self._verify(from_authorization(metadata.get("authorization")))
         except AuthError as exc:
+            if wait := self.failures.take(peer):
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"too many failed authentications from {peer}: retry in "
+                                    f"{wait:.0f} s")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         wait = self.limiter.take(who.subject)
         if wait:
@@ -135,8 +158,14 @@ class Guard(grpc.aio.ServerInterceptor):
         who = self.verified.get(token)
         if who is not None:
             self.verified.move_to_end(token)  # least recently used go first
+        if who is not None and who.jti in self.revoked:
+            raise AuthError(Reason.REVOKED, f"token {who.jti} was revoked")
+        if who is not None and self.keys.get(who.kid) is None:
+            who = None  # its key was removed: verified anew, and refused
         if who is None or who.expires_at <= datetime.now(timezone.utc):
-            who = verify(self.key, token)  # raises AuthError, expired ones included
+            # raises AuthError, expired and revoked ones included
+            who = verify(self.keys, token, max_lifetime_s=self.max_lifetime_s,
+                         revoked=self.revoked)
             self.verified[token] = who
             while len(self.verified) > VERIFIED_TOKENS:
                 self.verified.popitem(last=False)
@@ -160,13 +189,23 @@ class Guard(grpc.aio.ServerInterceptor):
 
         async def behavior(request, context):
             with _Outcome(metrics, context) as outcome:
-                _CALLER.set(await self._admit(context))
+                who = await self._admit(context)
+                _CALLER.set(who)
                 outcome.caller_known = True
+                if self.streams.get(who.subject, 0) >= self.max_streams:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        f"{who.subject} has {self.max_streams} streams open "
+                                        "already; close one first")
+                self.streams[who.subject] = self.streams.get(who.subject, 0) + 1
                 try:
                     async for response in inner(request, context):
                         yield response
                 except _REFUSALS as exc:
                     await _refuse(context, exc)
+                finally:
+                    self.streams[who.subject] -= 1
+                    if not self.streams[who.subject]:
+                        del self.streams[who.subject]
         return behavior
 
 

@@ -18,6 +18,7 @@ from google.protobuf.struct_pb2 import Struct
 from gateway import validation
 from gateway.agora.v1 import tools_pb2, tools_pb2_grpc, votes_pb2
 from gateway.convert import enum, timestamp
+from gateway.auth import Role
 from gateway.guard import caller, require_channel
 from gateway.publish import Recent, publish
 from ops.kafka import AsyncProducer
@@ -82,7 +83,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     async def RequestTool(self, request, context):
         channel = validation.channel_id(request.channel_id)
-        require_channel(channel)
+        require_channel(channel, Role.MEMBER)
         agent_id = validation.agent_id(request.agent_id)
         tools = catalog.load()
         if request.tool not in tools:

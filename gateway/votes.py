@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway import validation
 from gateway.agora.v1 import votes_pb2, votes_pb2_grpc
 from gateway.convert import enum, symbol, timestamp
+from gateway.auth import Role
 from gateway.guard import NotFound, Unavailable, caller, require_channel
 from gateway.publish import Recent, publish
 from ops.config import Settings
@@ -165,7 +166,7 @@ class VoteService(votes_pb2_grpc.VoteServiceServicer):
 
     async def StartVote(self, request, context):
         channel = validation.channel_id(request.channel_id)
-        require_channel(channel)
+        require_channel(channel, Role.MEMBER)
         if not request.title or request.title.isspace():
             raise validation.InvalidField("title", "must not be blank")
         if len(request.title) > MAX_TITLE:
@@ -201,7 +202,7 @@ class VoteService(votes_pb2_grpc.VoteServiceServicer):
     async def CastBallot(self, request, context):
         vote_id = validation.identifier(request.vote_id, "vote_id")
         channel = validation.channel_id(request.channel_id)
-        require_channel(channel)
+        require_channel(channel, Role.MEMBER)
         if not request.choice:
             raise validation.InvalidField("choice", "is required: an option of the vote, "
                                                     f"or {ABSTAIN!r}")

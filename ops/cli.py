@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import typer
 
@@ -486,12 +487,16 @@ def gateway_serve() -> None:
 
     from prometheus_client import start_http_server
 
-    from gateway.server import serve
+    from gateway.server import key_ring, serve
+    from gateway.tls import server_credentials
 
     settings = _settings()
-    if not settings.gateway_jwt_key.get_secret_value():
-        typer.echo("no signing key: set AGORA_GATEWAY_JWT_KEY (at least 32 bytes)", err=True)
-        raise typer.Exit(1)
+    try:  # no keys to verify tokens with, or no certificate: refused before starting
+        key_ring(settings)
+        server_credentials(settings)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"the gateway cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     asyncio.run(serve(settings))
@@ -501,11 +506,13 @@ def _client():
     from gateway.client import Client
 
     settings = _settings()
+    from gateway.tls import channel_credentials
+
     token = settings.gateway_token.get_secret_value()
     if not token:
         typer.echo("no token: set AGORA_GATEWAY_TOKEN (agora token issue)", err=True)
         raise typer.Exit(1)
-    return Client(settings.gateway_address, token)
+    return Client(settings.gateway_address, token, channel_credentials(settings))
 
 
 def _rpc(call):
@@ -567,35 +574,110 @@ def tail(
             pass
 
 
+def _signer():
+    from gateway.server import signer
+
+    try:
+        found = signer(_settings())
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cannot read the signing keys: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if found is None:
+        typer.echo("no signing key: set AGORA_GATEWAY_SIGNING_KEYS (a private JWKS; agora "
+                   "stack up makes one), or AGORA_GATEWAY_JWT_KEY for development", err=True)
+        raise typer.Exit(1)
+    return found
+
+
+@gateway_app.command("files")
+def gateway_files_command(directory: Path = typer.Argument(
+        ..., help="Where to put them (kept when already there).")) -> None:
+    """Make what a gateway needs for TLS and RS256 tokens: a local CA and a server
+    certificate for 127.0.0.1/localhost, a signing key (private JWKS, 0600) and its
+    public JWKS. For compose: agora gateway files ./secrets/gateway"""
+    from ops.stack.services import gateway_files
+
+    for name, path in gateway_files(directory).items():
+        typer.echo(f"{name:<8} {path}")
+
+
 @token_app.command("issue")
 def token_issue(
     subject: str = typer.Argument(..., help="Identity of the bearer, e.g. human:alice; the "
                                             "author of what it posts."),
-    channel: list[str] = typer.Option(None, "--channel", "-c",
-                                      help="A channel the bearer may use ('*': all). Repeatable."),
+    channel: list[str] = typer.Option(
+        None, "--channel", "-c", help="CHANNEL[:ROLE], role viewer, member (default) or admin; "
+                                      "'*' for every channel. Repeatable."),
+    admin: bool = typer.Option(False, "--admin", help="A workspace administrator."),
     ttl_s: int = typer.Option(None, "--ttl-s", min=1,
-                              help="Lifetime in seconds (default AGORA_GATEWAY_TOKEN_TTL_S)."),
+                              help="Lifetime in seconds (default AGORA_GATEWAY_TOKEN_TTL_S; at "
+                                   "most AGORA_GATEWAY_TOKEN_MAX_S)."),
+    refresh: bool = typer.Option(False, "--refresh",
+                                 help="Also print a refresh token (AuthService.Refresh)."),
 ) -> None:
-    """Print a bearer token for the gateway, signed with AGORA_GATEWAY_JWT_KEY."""
+    """Print an access token for the gateway (and a refresh token with --refresh)."""
     from gateway import auth
+    from gateway.sessions import Grant, TokenStore
 
     settings = _settings()
-    key = settings.gateway_jwt_key.get_secret_value()
-    if not key:
-        typer.echo("no signing key: set AGORA_GATEWAY_JWT_KEY (at least 32 bytes, e.g. "
-                   "`openssl rand -hex 32`), the same as the gateway's", err=True)
-        raise typer.Exit(1)
-    if not channel:
-        raise typer.BadParameter("give at least one --channel ('*' for all)")
+    if not channel and not admin:
+        raise typer.BadParameter("give at least one --channel ('*' for all) or --admin")
     ttl_s = ttl_s or settings.gateway_token_ttl_s
+    if ttl_s > settings.gateway_token_max_s:
+        raise typer.BadParameter(f"--ttl-s {ttl_s} is over AGORA_GATEWAY_TOKEN_MAX_S "
+                                 f"({settings.gateway_token_max_s}): use a refresh token")
     try:
-        token = auth.issue(key, subject, channel, ttl_s)
-    except ValueError as exc:  # a short key, a malformed subject or channel
+        roles = auth.parse_roles(channel or [])
+        token = auth.issue(_signer(), subject, channel or [], ttl_s, admin=admin)
+    except ValueError as exc:  # a malformed subject, channel or role
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"token for {subject} on {', '.join(sorted(set(channel)))}, valid "
-               f"{ttl_s}s", err=True)
+    shown = ", ".join(f"{c} ({r.name.lower()})" for c, r in sorted(roles.items()))
+    typer.echo(f"token for {subject}{' (admin)' if admin else ''} on {shown or 'no channel'}, "
+               f"valid {ttl_s}s", err=True)
     typer.echo(token)
+    if refresh:
+        kept, _ = TokenStore(settings.postgres_dsn).new_refresh(
+            Grant(subject, roles, admin), settings.gateway_refresh_ttl_s)
+        typer.echo(kept)
+
+
+@token_app.command("rotate-key")
+def token_rotate_key(algorithm: str = typer.Option("RS256", help="RS256 or ES256.")) -> None:
+    """Add a new signing key to AGORA_GATEWAY_SIGNING_KEYS (it signs from now on) and
+    rewrite the public JWKS next to it; tokens of the older keys stay valid."""
+    import json
+
+    from gateway import auth
+    from ops.stack import write_private
+
+    path = Path(_settings().gateway_signing_keys)
+    private = json.loads(path.read_text())
+    key = auth.new_private_jwk(algorithm)
+    private["keys"].append(key)
+    write_private(path, json.dumps(private, indent=2))
+    (path.parent / "jwks.json").write_text(json.dumps(auth.public_jwks(private), indent=2))
+    typer.echo(key["kid"])
+
+
+@token_app.command("remove-key")
+def token_remove_key(kid: str = typer.Argument(..., help="The key to retire.")) -> None:
+    """Remove a key: tokens it signed are refused from the next JWKS reload on."""
+    import json
+
+    from gateway import auth
+    from ops.stack import write_private
+
+    path = Path(_settings().gateway_signing_keys)
+    private = json.loads(path.read_text())
+    kept = [k for k in private["keys"] if k["kid"] != kid]
+    if len(kept) == len(private["keys"]):
+        raise typer.BadParameter(f"no key {kid!r}")
+    if not kept:
+        raise typer.BadParameter("that is the last key; rotate first")
+    private["keys"] = kept
+    write_private(path, json.dumps(private, indent=2))
+    (path.parent / "jwks.json").write_text(json.dumps(auth.public_jwks(private), indent=2))
 
 
 @app.command("config")

@@ -134,10 +134,48 @@ class Settings(BaseSettings):
     gateway_port: int = Field(
         0, ge=0, le=65535, description="Port of the gRPC gateway (0: a free port)."
     )
+    gateway_jwks: str = Field(
+        "",
+        description="JWKS (file path or http(s) URL) whose keys verify the gateway's bearer "
+        "tokens (RS256/ES256, by kid); add a key to rotate, remove one to retire it.",
+    )
+    gateway_signing_keys: str = Field(
+        "",
+        description="Private JWKS file (mode 0600) that signs tokens: agora token issue and "
+        "AuthService.Refresh; its last key signs.",
+    )
     gateway_jwt_key: SecretStr = Field(
         SecretStr(""),
-        description="Secret signing the gateway's bearer tokens (HS256, at least 32 bytes: "
-        "openssl rand -hex 32). Empty: no tokens can be issued or verified.",
+        description="Development only: an HS256 secret (at least 32 bytes) that signs and "
+        "verifies tokens (kid hs256-dev) when no JWKS is set up.",
+    )
+    gateway_token_max_s: int = Field(
+        900, ge=1, description="Longest lifetime (exp - iat) of an access token the gateway "
+        "accepts, in seconds.",
+    )
+    gateway_refresh_ttl_s: int = Field(
+        604800, ge=60, description="Lifetime of a refresh token, in seconds (rotated on use)."
+    )
+    gateway_tls_cert: str = Field(
+        "", description="PEM certificate chain the gateway serves TLS with."
+    )
+    gateway_tls_key: str = Field("", description="PEM private key of that certificate.")
+    gateway_tls_client_ca: str = Field(
+        "", description="PEM CA bundle: when set, clients must present a certificate it signed."
+    )
+    gateway_tls_ca: str = Field(
+        "", description="PEM CA bundle the CLI and clients trust for the gateway's certificate."
+    )
+    gateway_plaintext: bool = Field(
+        False, description="Serve and call the gateway without TLS (development behind a "
+        "trusted proxy only); otherwise a gateway without a certificate refuses to start.",
+    )
+    gateway_max_streams: int = Field(
+        8, ge=1, description="Streams (StreamChannel) one caller may hold open at once."
+    )
+    gateway_auth_failures_per_min: int = Field(
+        30, ge=1, description="Failed authentications a peer address may make per minute "
+        "before it is refused outright.",
     )
     gateway_rate_per_s: float = Field(
         20.0, gt=0, description="Requests per second each caller may sustain at the gateway."
@@ -149,7 +187,8 @@ class Settings(BaseSettings):
         262144, ge=1024, description="Largest request message the gateway accepts, in bytes."
     )
     gateway_token_ttl_s: int = Field(
-        86400, ge=1, description="Lifetime of a token from agora token issue, in seconds."
+        900, ge=1, description="Lifetime of an access token from agora token issue and "
+        "AuthService.Refresh, in seconds."
     )
     gateway_address: str = Field(
         "127.0.0.1:50051", description="Gateway the CLI's client commands (post, tail) call."

@@ -145,13 +145,14 @@ class Live:
 class Scenario:
     def __init__(self, settings: Settings, echo: Echo):
         from gateway import auth
+        from gateway.server import signer
 
         self.settings = settings
         self._echo = echo
         self.lock = threading.Lock()
-        key = settings.gateway_jwt_key.get_secret_value()
-        self.maya = auth.issue(key, "human:maya", [CHANNEL], 3600)
-        self.operator = auth.issue(key, "ops:demo", ["*"], 3600)
+        key, ttl = signer(settings), settings.gateway_token_max_s
+        self.maya = auth.issue(key, "human:maya", [f"{CHANNEL}:member"], ttl)
+        self.operator = auth.issue(key, "ops:demo", ["*:admin"], ttl)
         self.missing: list[str] = []
 
     def echo(self, text: str) -> None:
@@ -160,12 +161,14 @@ class Scenario:
 
     def play(self) -> None:
         from gateway.client import Client
+        from gateway.tls import channel_credentials
 
-        with Client(self.settings.gateway_address, self.operator) as ops:
+        tls = channel_credentials(self.settings)
+        with Client(self.settings.gateway_address, self.operator, tls) as ops:
             self._team(ops)
             processes = self._start_processes()
             try:
-                with Client(self.settings.gateway_address, self.maya) as maya:
+                with Client(self.settings.gateway_address, self.maya, tls) as maya:
                     self.echo(f"\n== following #{CHANNEL} through the gateway (StreamChannel)")
                     live = Live(maya, CHANNEL, self.lock)
                     try:

@@ -325,7 +325,7 @@ def test_a_request_id_that_is_not_a_uuid_is_dead_lettered(settings, team, worker
                          and event_id.encode() in (r["value"] or b""))
     assert "is not a UUID" in letter["reason"]
     assert not (settings.stack_dir / "victim").exists()
-    assert not (settings.stack_dir / "tool-runs" / event_id).exists()
+    assert never_ran(settings, record)
 
 
 def test_a_file_name_that_is_not_utf8_still_gives_a_result(settings, team, worker, reader):

@@ -37,8 +37,10 @@ from gateway import auth
 from gateway import cursor as cursors
 from gateway.chat import channel_event
 from gateway.client import Client
+from gateway.server import signer
 from gateway.tail import TOPICS as SHOWN_TOPICS
 from gateway.tail import Item
+from gateway.tls import channel_credentials
 from ops import kafka, migrate, smoke, stack
 from ops.stack.process import Proc, free_port, members, stop, survivors, wait_until
 from ops.topics import ensure_topics
@@ -414,9 +416,10 @@ class Follower(threading.Thread):
     """A client streaming a channel; whenever its stream ends, it reconnects with the
     last cursor it received."""
 
-    def __init__(self, address: str, token: str, channel: str):
+    def __init__(self, address: str, token: str, channel: str, credentials):
         super().__init__(daemon=True)
         self.address, self.token, self.channel = address, token, channel
+        self.credentials = credentials
         self.events: list = []
         self.sessions = 0  # streams opened (1 + reconnections)
         self.cursor: str | None = None
@@ -426,7 +429,7 @@ class Follower(threading.Thread):
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        with Client(self.address, self.token) as client:
+        with Client(self.address, self.token, self.credentials) as client:
             while not self.stopping.is_set():
                 try:
                     call = client.stream(self.channel, cursor=self.cursor)
@@ -477,16 +480,16 @@ def shown(tap: Tap) -> list[tuple[str, int, int]]:
 
 
 def test_the_gateway_stopped_while_clients_stream(ready, workers):
-    env = stack.env(ready.stack_dir)
-    address, key = env["AGORA_GATEWAY_ADDRESS"], env["AGORA_GATEWAY_JWT_KEY"]
+    address, tls = ready.gateway_address, channel_credentials(ready)
     with drilled(ready, "gateway") as (drill, tap, running):
-        token = auth.issue(key, "human:drill", [drill.channel], 3600)
+        token = auth.issue(signer(ready), "human:drill", [drill.channel],
+                           ready.gateway_token_max_s)
 
         def ask(text: str) -> str:
-            with Client(address, token) as client:
+            with Client(address, token, tls) as client:
                 return client.post(drill.channel, text, mentions=[drill.agent]).message_id
 
-        followers = [Follower(address, token, drill.channel) for _ in range(3)]
+        followers = [Follower(address, token, drill.channel, tls) for _ in range(3)]
         try:
             worker = workers("gateway-drill", **drill.env)
             for follower in followers:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -21,7 +21,7 @@ from conftest import metric, run_agora
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway import auth
+from gateway import auth, tls
 from gateway.agora.v1 import chat_pb2, chat_pb2_grpc, tools_pb2
 from gateway.client import Client
 from ops import migrate
@@ -30,8 +30,19 @@ from ops.topics import ensure_topics
 from streams.registry.profiles import Registry
 
 pytestmark = pytest.mark.stack
-KEY = secrets.token_hex(32)
 RATE_PER_S, BURST = 20, 150
+# The module's gateway: RS256 keys and a TLS certificate of its own.
+PKI = Path(tempfile.mkdtemp(prefix="agora-test-gateway-"))
+PEM = tls.local_ca(PKI / "tls")
+PRIVATE = {"keys": [auth.new_private_jwk()]}
+(PKI / "signing-keys.json").write_text(json.dumps(PRIVATE))
+(PKI / "jwks.json").write_text(json.dumps(auth.public_jwks(PRIVATE)))
+SIGNER = auth.Signer.from_jwks(PRIVATE)
+CREDENTIALS = grpc.ssl_channel_credentials(PEM["ca"].read_bytes())
+
+
+def connect(address: str, bearer: str) -> Client:
+    return Client(address, bearer, CREDENTIALS)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +53,11 @@ def gateway(settings):
     port, metrics = free_port(), free_port()
     proc = start_agora(settings.stack_dir, ["gateway", "serve"], "gateway",
                        lambda log: "gateway.ready" in log, timeout_s=60,
-                       AGORA_GATEWAY_JWT_KEY=KEY, AGORA_GATEWAY_PORT=str(port),
+                       AGORA_GATEWAY_JWKS=str(PKI / "jwks.json"),
+                       AGORA_GATEWAY_SIGNING_KEYS=str(PKI / "signing-keys.json"),
+                       AGORA_GATEWAY_TLS_CERT=str(PEM["cert"]),
+                       AGORA_GATEWAY_TLS_KEY=str(PEM["key"]), AGORA_GATEWAY_JWT_KEY="",
+                       AGORA_GATEWAY_PLAINTEXT="0", AGORA_GATEWAY_PORT=str(port),
                        AGORA_GATEWAY_RATE_PER_S=str(RATE_PER_S),
                        AGORA_GATEWAY_BURST=str(BURST), AGORA_METRICS_PORT=str(metrics))
     try:
@@ -51,8 +66,9 @@ def gateway(settings):
         stop(proc, grace_s=10)
 
 
-def token(subject: str, *channels: str, ttl_s: int = 600, now: datetime | None = None) -> str:
-    return auth.issue(KEY, subject, list(channels), ttl_s, now=now)
+def token(subject: str, *channels: str, ttl_s: int = 600, now: datetime | None = None,
+          role: str = "admin") -> str:
+    return auth.issue(SIGNER, subject, [f"{c}:{role}" for c in channels], ttl_s, now=now)
 
 
 def new_channel() -> str:
@@ -67,7 +83,7 @@ def code_of(call) -> grpc.StatusCode:
 
 def test_health_and_reflection_need_no_token(gateway):
     address, _ = gateway
-    with grpc.insecure_channel(address) as channel:
+    with grpc.secure_channel(address, CREDENTIALS) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "agora.v1.ChatService", "agora.v1.AnalyticsService"):
             assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
@@ -83,26 +99,27 @@ def test_health_and_reflection_need_no_token(gateway):
 def test_refusals_give_the_right_status_and_change_nothing(gateway, settings):
     address, metrics = gateway
     channel, other = new_channel(), new_channel()
-    with Client(address, token("human:watcher", channel, other)) as watcher:
+    with connect(address, token("human:watcher", channel, other)) as watcher:
         events = watcher.stream(channel)
         first = watcher.post(channel, "before the refusals")
         assert next(events).message.message_id == first.message_id
 
         # Unauthenticated: no token, a bad signature, an expired token.
-        with grpc.insecure_channel(address) as bare:
+        with grpc.secure_channel(address, CREDENTIALS) as bare:
             stub = chat_pb2_grpc.ChatServiceStub(bare)
             code, detail = code_of(lambda: stub.PostMessage(chat_pb2.PostMessageRequest(
                 channel_id=channel, text="hi", idempotency_key="k1")))
             assert code == grpc.StatusCode.UNAUTHENTICATED and "missing" in detail
-        forged = auth.issue(secrets.token_hex(32), "human:eve", ["*"], 600)
+        impostor = auth.Signer.from_jwks({"keys": [auth.new_private_jwk(kid=SIGNER.kid)]})
+        forged = auth.issue(impostor, "human:eve", ["*:admin"], 600)
         expired = token("human:late", channel, now=datetime.now(timezone.utc) - timedelta(hours=2))
         for bad, reason in ((forged, "bad signature"), (expired, "expired"),
                             ("not-a-jwt", "malformed")):
-            with Client(address, bad) as client:
+            with connect(address, bad) as client:
                 code, detail = code_of(lambda: client.post(channel, "hi"))
                 assert (code, reason in detail) == (grpc.StatusCode.UNAUTHENTICATED, True), detail
 
-        with Client(address, token("human:alice", channel)) as alice:
+        with connect(address, token("human:alice", channel)) as alice:
             # Outside one's channels.
             code, detail = code_of(lambda: alice.post(other, "hi"))
             assert code == grpc.StatusCode.PERMISSION_DENIED and other in detail
@@ -130,7 +147,7 @@ def test_refusals_give_the_right_status_and_change_nothing(gateway, settings):
             assert code == grpc.StatusCode.INVALID_ARGUMENT and detail.startswith("text")
 
         # The rate limit, per caller: a burst past it is refused, others still pass.
-        with Client(address, token("human:flood", channel)) as flood:
+        with connect(address, token("human:flood", channel)) as flood:
             refused = 0
             for i in range(BURST + 30):  # blank posts: each one counts, none is posted
                 try:
@@ -153,7 +170,7 @@ def test_refusals_give_the_right_status_and_change_nothing(gateway, settings):
 def test_a_retried_post_is_one_message(gateway):
     address, _ = gateway
     channel = new_channel()
-    with Client(address, token("human:retry", channel)) as client:
+    with connect(address, token("human:retry", channel)) as client:
         events = client.stream(channel)
         first = client.post(channel, "only once", idempotency_key="order-42")
         again = client.post(channel, "only once", idempotency_key="order-42")
@@ -172,7 +189,7 @@ def test_a_posted_message_is_answered_on_the_stream(gateway, settings, workers):
     channel = new_channel()
     Registry(settings).create("developer-backend", channel)
     workers("gateway")
-    with Client(address, token("human:alice", channel)) as client:
+    with connect(address, token("human:alice", channel)) as client:
         events = client.stream(channel)
         question = client.post(channel, "The API server returns 502 since the last deploy; "
                                          "which backend logs should I check?",
@@ -206,7 +223,7 @@ def test_a_posted_message_is_answered_on_the_stream(gateway, settings, workers):
 def test_a_resumed_stream_misses_and_repeats_nothing(gateway):
     address, _ = gateway
     channel = new_channel()
-    with Client(address, token("human:resume", channel)) as client:
+    with connect(address, token("human:resume", channel)) as client:
         whole = client.stream(channel)
         interrupted = client.stream(channel)
         posted = [client.post(channel, f"message {i}").message_id for i in range(12)]
@@ -229,16 +246,18 @@ def test_a_resumed_stream_misses_and_repeats_nothing(gateway):
 def test_a_hundred_subscribers_get_the_same_events(gateway):
     address, _ = gateway
     channel = new_channel()
-    bearer = (("authorization", f"Bearer {token('human:crowd', channel)}"),)
     count, posts = 100, 5
+    # One caller each: a caller may hold AGORA_GATEWAY_MAX_STREAMS streams at once.
+    bearers = [(("authorization", f"Bearer {token(f'human:crowd-{i}', channel)}"),)
+               for i in range(count)]
 
     async def run() -> list[list[str]]:
-        async with grpc.aio.insecure_channel(address) as chan:
+        async with grpc.aio.secure_channel(address, CREDENTIALS) as chan:
             stub = chat_pb2_grpc.ChatServiceStub(chan)
             ready = asyncio.Event()
             started = []
 
-            async def subscribe() -> list[str]:
+            async def subscribe(bearer) -> list[str]:
                 call = stub.StreamChannel(chat_pb2.StreamChannelRequest(channel_id=channel),
                                           metadata=bearer)
                 await call.initial_metadata()  # subscribed at the gateway
@@ -253,13 +272,13 @@ def test_a_hundred_subscribers_get_the_same_events(gateway):
                         return got
                 return got
 
-            tasks = [asyncio.create_task(subscribe()) for _ in range(count)]
+            tasks = [asyncio.create_task(subscribe(bearer)) for bearer in bearers]
             await asyncio.wait_for(ready.wait(), 60)
             sent = []
             for i in range(posts):
                 reply = await stub.PostMessage(chat_pb2.PostMessageRequest(
                     channel_id=channel, text=f"to all {i}", idempotency_key=f"all-{i}"),
-                    metadata=bearer)
+                    metadata=bearers[0])
                 sent.append(reply.message_id)
             results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
             return [sent, *results]
@@ -275,7 +294,7 @@ def test_history_pages_through_what_the_sink_stored(gateway, settings):
                        "sink-gateway", lambda log: "sink.ready" in log, timeout_s=60)
     channel = new_channel()
     try:
-        with Client(address, token("human:hist", channel)) as client:
+        with connect(address, token("human:hist", channel)) as client:
             posted = [client.post(channel, f"history {i}").message_id for i in range(7)]
             pages: list[list[str]] = []
 
@@ -306,7 +325,7 @@ def test_history_pages_through_what_the_sink_stored(gateway, settings):
 def test_the_other_services_answer_through_the_gateway(gateway, settings):
     address, _ = gateway
     channel = new_channel()
-    with Client(address, token("human:ops", channel)) as client:
+    with connect(address, token("human:ops", channel)) as client:
         tools = client.tools.ListTools(tools_pb2.ListToolsRequest()).tools
         assert {"calculator", "shell"} <= {t.name for t in tools}
 
@@ -315,7 +334,8 @@ def test_the_cli_posts_and_tails_through_the_stacks_gateway(settings):
     """`agora token issue`, `agora post` and `agora tail` against the gateway that
     `agora stack up` started (its address and key come from the stack's state)."""
     channel = new_channel()
-    issued = run_agora(settings.stack_dir, "token", "issue", "human:cli", "-c", channel)
+    issued = run_agora(settings.stack_dir, "token", "issue", "human:cli", "-c",
+                       f"{channel}:admin")
     assert issued.returncode == 0, issued.stderr
     bearer = issued.stdout.strip()
     tail = subprocess.Popen(
@@ -362,3 +382,190 @@ def test_the_cli_posts_and_tails_through_the_stacks_gateway(settings):
     finally:
         os.killpg(tail.pid, signal.SIGTERM)
         tail.wait(10)
+
+
+# --- roles, tokens and transport -------------------------------------------------------------
+
+def test_roles_decide_who_may_change_agents_post_and_read(gateway, settings):
+    from gateway.agora.v1 import agents_pb2
+
+    address, _ = gateway
+    channel = new_channel()
+    registry = Registry(settings)
+    existing = f"dev-{channel}"
+    registry.create("developer-backend", channel, existing)
+    with connect(address, token("human:member", channel, role="member")) as member, \
+            connect(address, token("human:viewer", channel, role="viewer")) as viewer, \
+            connect(address, token("human:admin", channel, role="admin")) as admin:
+        sneaky = f"shell-{channel}"
+        for call in (
+                lambda: member.agents.CreateAgent(agents_pb2.CreateAgentRequest(
+                    template="developer-backend", channel_id=channel, agent_id=sneaky)),
+                lambda: member.agents.UpdateAgent(agents_pb2.UpdateAgentRequest(
+                    agent_id=existing, grant_permissions=["vote:cast"])),
+                lambda: member.agents.UpdateAgent(agents_pb2.UpdateAgentRequest(
+                    agent_id=existing, revoke_permissions=["tool:shell"])),
+                lambda: member.agents.PauseAgent(agents_pb2.PauseAgentRequest(
+                    agent_id=existing)),
+                lambda: viewer.post(channel, "a viewer may not post")):
+            code, detail = code_of(call)
+            assert code == grpc.StatusCode.PERMISSION_DENIED, detail
+        assert "needs admin" in code_of(lambda: member.agents.CreateAgent(
+            agents_pb2.CreateAgentRequest(template="developer-backend", channel_id=channel,
+                                          agent_id=sneaky)))[1]
+        profiles = registry.load()
+        assert sneaky not in profiles  # nothing was created or changed
+        assert profiles[existing]["state"] == "ACTIVE"
+        assert "tool:shell" in profiles[existing]["permissions"]
+        # A person may not carry the platform's metadata (it would make agents vote).
+        code, detail = code_of(lambda: member.chat.PostMessage(chat_pb2.PostMessageRequest(
+            channel_id=channel, text="vote yes", idempotency_key=str(uuid.uuid4()),
+            metadata={"vote_id": str(uuid.uuid4())})))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "reserved" in detail
+        events = viewer.stream(channel)  # viewers read
+        posted = member.post(channel, "members post")
+        assert next(events).message.message_id == posted.message_id
+        events.cancel()
+        made = admin.agents.PauseAgent(agents_pb2.PauseAgentRequest(agent_id=existing))
+        assert made.state == agents_pb2.AGENT_STATE_PAUSED
+
+
+def _raw_token(claims: dict, key, algorithm: str, kid: str | None) -> str:
+    import jwt
+
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
+
+
+def test_bad_tokens_are_refused_and_change_nothing(gateway):
+    from cryptography.hazmat.primitives import serialization
+
+    address, _ = gateway
+    channel = new_channel()
+    now = int(time.time())
+    claims = {"iss": auth.ISSUER, "aud": auth.AUDIENCE, "sub": "human:eve",
+              "roles": {channel: "admin"}, "iat": now, "exp": now + 300,
+              "jti": uuid.uuid4().hex}
+    public_pem = SIGNER.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    none = ".".join([auth.jwt.utils.base64url_encode(json.dumps(
+        {"alg": "none", "typ": "JWT", "kid": SIGNER.kid}).encode()).decode(),
+        auth.jwt.utils.base64url_encode(json.dumps(claims).encode()).decode(), ""])
+    import hashlib
+    import hmac
+    header = auth.jwt.utils.base64url_encode(json.dumps(
+        {"alg": "HS256", "typ": "JWT", "kid": SIGNER.kid}).encode()).decode()
+    body = auth.jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
+    confused = f"{header}.{body}." + auth.jwt.utils.base64url_encode(hmac.new(
+        public_pem, f"{header}.{body}".encode(), hashlib.sha256).digest()).decode()
+    cases = {
+        "alg none": (none, "bad algorithm"),
+        "HS256 over the RSA key": (confused, "bad algorithm"),
+        "unknown kid": (_raw_token(claims, SIGNER.key, "RS256", "no-such-key"), "unknown key"),
+        "no kid": (_raw_token(claims, SIGNER.key, "RS256", None), "unknown key"),
+        "future nbf": (_raw_token({**claims, "nbf": now + 3600}, SIGNER.key, "RS256",
+                                  SIGNER.kid), "not yet valid"),
+        "future iat": (_raw_token({**claims, "iat": now + 3600, "exp": now + 3700},
+                                  SIGNER.key, "RS256", SIGNER.kid), "not yet valid"),
+        "100-year token": (_raw_token({**claims, "exp": now + 100 * 365 * 86400},
+                                      SIGNER.key, "RS256", SIGNER.kid), "lifetime too long"),
+    }
+    with connect(address, token("human:watcher", channel)) as watcher:
+        events = watcher.stream(channel)
+        first = watcher.post(channel, "before the bad tokens")
+        assert next(events).message.message_id == first.message_id
+        for name, (bad, reason) in cases.items():
+            with connect(address, bad) as client:
+                code, detail = code_of(lambda: client.post(channel, f"as eve: {name}"))
+                assert code == grpc.StatusCode.UNAUTHENTICATED and reason in detail, (name, detail)
+        last = watcher.post(channel, "after the bad tokens")
+        assert next(events).message.message_id == last.message_id  # nothing in between
+
+
+def test_a_revoked_token_and_a_reused_refresh_token_are_refused(gateway, settings):
+    from gateway.agora.v1 import auth_pb2
+    from gateway.sessions import Grant, TokenStore
+
+    address, _ = gateway
+    channel = new_channel()
+    store = TokenStore(settings.postgres_dsn)
+    first, _ = store.new_refresh(Grant("human:ren", auth.parse_roles([channel]), False), 3600)
+    with connect(address, "") as anonymous:
+        pair = anonymous.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first))
+    with connect(address, pair.access_token) as ren:
+        assert ren.post(channel, "refreshed").author_id == "human:ren"
+        # The spent token again: a leaked copy. The whole family goes.
+        code, detail = code_of(lambda: ren.auth.Refresh(
+            auth_pb2.RefreshRequest(refresh_token=first)))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "already used" in detail
+        code, detail = code_of(lambda: ren.auth.Refresh(
+            auth_pb2.RefreshRequest(refresh_token=pair.refresh_token)))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "revoked" in detail
+        # Revoking the access token (its jti) refuses it at once.
+        revoked = ren.auth.Revoke(auth_pb2.RevokeRequest(reason="laptop lost"))
+        code, detail = code_of(lambda: ren.post(channel, "after revocation"))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and revoked.jti in detail
+
+
+def test_a_plaintext_client_cannot_talk_to_the_tls_gateway(gateway):
+    address, _ = gateway
+    with Client(address, token("human:plain", new_channel()), None) as plain:
+        code, _ = code_of(lambda: plain.post("general", "in the clear"))
+        assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_caller_holds_a_bounded_number_of_streams(gateway, settings):
+    address, _ = gateway
+    channel = new_channel()
+    with connect(address, token("human:hoarder", channel)) as hoarder:
+        held = [hoarder.stream(channel) for _ in range(settings.gateway_max_streams)]
+        for stream in held:
+            stream.initial_metadata()
+        code, detail = code_of(lambda: next(hoarder.stream(channel)))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "streams open" in detail
+        held[0].cancel()
+        time.sleep(0.5)
+        again = hoarder.stream(channel)
+        again.initial_metadata()  # one closed, one more may open
+        again.cancel()
+        for stream in held[1:]:
+            stream.cancel()
+
+
+def test_key_rotation_keeps_old_tokens_until_their_key_is_removed(gateway):
+    address, _ = gateway
+    channel = new_channel()
+    old = token("human:old", channel)
+    newer = auth.new_private_jwk("ES256")
+    rotated = {"keys": [*PRIVATE["keys"], newer]}
+    (PKI / "jwks.json").write_text(json.dumps(auth.public_jwks(rotated)))
+    fresh = auth.issue(auth.Signer.from_jwks(rotated), "human:new", [channel], 300)
+    with connect(address, old) as by_old, connect(address, fresh) as by_new:
+        wait_until(lambda: _accepted(by_new, channel), timeout_s=30, interval_s=1.0,
+                   what="the new key accepted")
+        assert by_old.post(channel, "old key, still valid").author_id == "human:old"
+        (PKI / "jwks.json").write_text(json.dumps(auth.public_jwks({"keys": [newer]})))
+        wait_until(lambda: not _accepted(by_old, channel), timeout_s=30,
+                   interval_s=1.0, what="the removed key refused")
+        code, detail = code_of(lambda: by_old.post(channel, "old key, removed"))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "unknown key" in detail
+        assert by_new.post(channel, "new key").author_id == "human:new"
+
+
+def _accepted(client: Client, channel: str) -> bool:
+    try:
+        client.tools.ListTools(tools_pb2.ListToolsRequest())
+        return True
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, exc
+        return False
+
+
+def test_a_peer_that_keeps_failing_authentication_is_refused(gateway, settings):
+    """Last in the module: the loopback peer stays limited for a while."""
+    address, _ = gateway
+    codes = []
+    with connect(address, "not-a-jwt") as guesser:
+        for _ in range(settings.gateway_auth_failures_per_min + 5):
+            codes.append(code_of(lambda: guesser.post("general", "guess"))[0])
+    assert grpc.StatusCode.UNAUTHENTICATED in codes  # refused for its token first, then
+    assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED  # without a look at it

@@ -3,9 +3,13 @@ with their committed generated code. No servers needed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import jwt
 import pytest
@@ -13,6 +17,7 @@ from google.protobuf import descriptor_pb2
 from typer.testing import CliRunner
 
 from gateway import auth, codegen, cursor, validation
+from gateway.auth import Role
 from gateway.agora.v1 import (agents_pb2, agents_pb2_grpc, analytics_pb2, analytics_pb2_grpc,
                               chat_pb2, chat_pb2_grpc, tools_pb2, tools_pb2_grpc, votes_pb2,
                               votes_pb2_grpc)
@@ -22,23 +27,41 @@ from gateway.ratelimit import RateLimiter
 from gateway.validation import InvalidField
 from schemas import codec
 
-KEY = "k" * 64  # long enough for HS512 too, which a test signs with
+KEY = "k" * 64  # an HS256 development secret
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+PRIVATE = {"keys": [auth.new_private_jwk("RS256", kid="rsa-1"),
+                    auth.new_private_jwk("ES256", kid="ec-1")]}
+RSA, EC = auth.Signer.from_jwks({"keys": PRIVATE["keys"][:1]}), auth.Signer.from_jwks(PRIVATE)
+MAX_S = 900
 
 
-def _token(key: str = KEY, drop: str | None = None, **claims) -> str:
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory) -> auth.KeyRing:
+    path = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    path.write_text(json.dumps(auth.public_jwks(PRIVATE)))
+    return auth.KeyRing(str(path), auth.signing_key(KEY))
+
+
+def _token(signer: auth.Signer = RSA, drop: str | None = None, alg: str | None = None,
+           kid: str | None = "", **claims) -> str:
     """A token with the claims ``issue`` writes, changed by ``claims``, less ``drop``."""
     base = {"iss": auth.ISSUER, "aud": auth.AUDIENCE, "sub": "human:alice",
-            "channels": ["general"], "iat": int(NOW.timestamp()),
+            "roles": {"general": "member"}, "iat": int(NOW.timestamp()),
             "exp": int(NOW.timestamp()) + 60, "jti": "j1"}
     base.update(claims)
     base.pop(drop, None)
-    return jwt.encode(base, key, algorithm=claims.pop("alg", "HS256"))
+    kid = signer.kid if kid == "" else kid
+    return jwt.encode(base, signer.key, algorithm=alg or signer.algorithm,
+                      headers={"kid": kid} if kid else None)
 
 
-def _reason(token, key: str = KEY, now: datetime = NOW) -> Reason:
+def _verify(ring, token, now: datetime = NOW, revoked=()) -> auth.Caller:
+    return auth.verify(ring, token, max_lifetime_s=MAX_S, now=now, revoked=revoked)
+
+
+def _reason(ring, token, now: datetime = NOW, revoked=()) -> Reason:
     with pytest.raises(AuthError) as caught:
-        auth.verify(key, token, now=now)
+        _verify(ring, token, now, revoked)
     message = str(caught.value)
     assert message.startswith(f"{caught.value.reason}: ") and message != f"{caught.value.reason}: "
     return caught.value.reason
@@ -46,45 +69,70 @@ def _reason(token, key: str = KEY, now: datetime = NOW) -> Reason:
 
 # --- tokens ------------------------------------------------------------------------------
 
-def test_token_round_trip():
-    token = auth.issue(KEY, "human:alice", ["general", "ops", "general"], 3600, now=NOW)
-    caller = auth.verify(KEY, token, now=NOW + timedelta(seconds=10))
-    assert caller.subject == "human:alice"
-    assert caller.channels == {"general", "ops"}
-    assert caller.expires_at == NOW + timedelta(hours=1)
-
-    def claims(token: str) -> dict:
-        return jwt.decode(token, KEY, algorithms=["HS256"], audience=auth.AUDIENCE,
-                          options={"verify_exp": False})
-
-    assert set(claims(token)) == set(auth.CLAIMS)
-    assert claims(token)["channels"] == ["general", "ops"]
-    other = auth.issue(KEY.encode(), "human:alice", ["general"], 3600, now=NOW)
-    assert auth.verify(KEY, other, now=NOW).subject == "human:alice"
-    assert claims(other)["jti"] != claims(token)["jti"]  # unique per token
+@pytest.mark.parametrize("signer", [RSA, EC, auth.Signer.hs256(KEY)], ids=["RS256", "ES256",
+                                                                           "HS256-dev"])
+def test_token_round_trip(ring, signer):
+    token = auth.issue(signer, "human:alice", ["general", "ops:admin", "general:viewer"], 600,
+                       now=NOW)
+    caller = _verify(ring, token, now=NOW + timedelta(seconds=10))
+    assert caller.subject == "human:alice" and caller.kid == signer.kid
+    assert caller.roles == {"general": Role.MEMBER, "ops": Role.ADMIN}  # the highest kept
+    assert caller.expires_at == NOW + timedelta(minutes=10) and not caller.admin
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert set(auth.CLAIMS) <= set(claims) and claims["nbf"] == claims["iat"]
+    assert jwt.get_unverified_header(token)["kid"] == signer.kid
+    again = auth.issue(signer, "human:alice", ["general"], 60, now=NOW)
+    assert jwt.decode(again, options={"verify_signature": False})["jti"] != claims["jti"]
 
 
-def test_channel_scopes():
-    caller = auth.verify(KEY, auth.issue(KEY, "svc:bot", ["general"], 60, now=NOW), now=NOW)
-    assert caller.may_access("general") and not caller.may_access("random")
-    everything = auth.verify(KEY, auth.issue(KEY, "ops:root", ["*"], 60, now=NOW), now=NOW)
-    assert everything.may_access("general") and everything.may_access("anything-else")
+def test_roles_rank_viewer_member_admin(ring):
+    caller = _verify(ring, auth.issue(RSA, "svc:bot", ["general", "*:viewer"], 60, now=NOW))
+    assert caller.may("general", Role.MEMBER) and not caller.may("general", Role.ADMIN)
+    assert caller.may("anything", Role.VIEWER) and not caller.may("anything", Role.MEMBER)
+    admin = _verify(ring, auth.issue(RSA, "ops:root", [], 60, admin=True, now=NOW))
+    assert admin.admin and admin.may("anything", Role.ADMIN)
+    with pytest.raises(ValueError, match="unknown role"):
+        auth.issue(RSA, "human:alice", ["general:owner"], 60)
 
 
-def test_expiry_uses_the_given_now():
-    token = auth.issue(KEY, "human:alice", ["general"], 60, now=NOW)
-    assert auth.verify(KEY, token, now=NOW + timedelta(seconds=59)).subject == "human:alice"
-    assert _reason(token, now=NOW + timedelta(seconds=60)) is Reason.EXPIRED
-    assert _reason(token, now=NOW + timedelta(days=1)) is Reason.EXPIRED
+def test_expiry_uses_the_given_now(ring):
+    token = auth.issue(RSA, "human:alice", ["general"], 60, now=NOW)
+    assert _verify(ring, token, now=NOW + timedelta(seconds=59)).subject == "human:alice"
+    assert _reason(ring, token, now=NOW + timedelta(seconds=60)) is Reason.EXPIRED
+    assert _reason(ring, token, now=NOW + timedelta(days=1)) is Reason.EXPIRED
+
+
+def test_not_before_and_issued_at_in_the_future_are_refused_beyond_the_leeway(ring):
+    at = int(NOW.timestamp())
+    assert _verify(ring, _token(nbf=at + auth.LEEWAY_S)).subject
+    assert _reason(ring, _token(nbf=at + auth.LEEWAY_S + 1)) is Reason.NOT_YET_VALID
+    assert _reason(ring, _token(iat=at + 600, exp=at + 700)) is Reason.NOT_YET_VALID
+    later = NOW + timedelta(seconds=600)
+    assert _verify(ring, _token(iat=at + 600, exp=at + 700), now=later).subject
+
+
+def test_a_lifetime_over_the_maximum_is_refused(ring):
+    at = int(NOW.timestamp())
+    assert _verify(ring, _token(exp=at + MAX_S)).subject
+    assert _reason(ring, _token(exp=at + MAX_S + 1)) is Reason.TOO_LONG
+    assert _reason(ring, _token(exp=at + 100 * 365 * 86400)) is Reason.TOO_LONG
+
+
+def test_a_revoked_jti_is_refused(ring):
+    assert _reason(ring, _token(jti="gone"), revoked={"gone"}) is Reason.REVOKED
+    assert _verify(ring, _token(jti="kept"), revoked={"gone"}).jti == "kept"
 
 
 def test_missing_token():
-    assert _reason(None) is Reason.MISSING
-    assert _reason("") is Reason.MISSING
     for header in (None, "", "   "):
         with pytest.raises(AuthError) as caught:
             auth.from_authorization(header)
         assert caught.value.reason is Reason.MISSING
+
+
+def test_missing_token_verifies_as_missing(ring):
+    assert _reason(ring, None) is Reason.MISSING
+    assert _reason(ring, "") is Reason.MISSING
 
 
 def test_authorization_header():
@@ -97,59 +145,100 @@ def test_authorization_header():
 
 
 @pytest.mark.parametrize("token", ["abc", "a.b.c", "not a token at all", "eyJhbGciOi.x.y"])
-def test_malformed_token(token):
-    assert _reason(token) is Reason.MALFORMED
+def test_malformed_token(ring, token):
+    assert _reason(ring, token) is Reason.MALFORMED
 
 
-@pytest.mark.parametrize("claims", [{"channels": "general"}, {"channels": [1]},
-                                    {"channels": [""]}, {"sub": ""}, {"exp": "soon"}])
-def test_malformed_claims(claims):
-    assert _reason(_token(**claims)) is Reason.MALFORMED
+@pytest.mark.parametrize("claims", [{"roles": "general"}, {"roles": {"general": 1}},
+                                    {"roles": {"no spaces": "member"}},
+                                    {"roles": {"general": "owner"}}, {"sub": ""},
+                                    {"exp": "soon"}, {"jti": 7}])
+def test_malformed_claims(ring, claims):
+    assert _reason(ring, _token(**claims)) is Reason.MALFORMED
 
 
-def test_bad_signature():
-    assert _reason(_token(key="x" * 32)) is Reason.BAD_SIGNATURE
-    header, payload, signature = auth.issue(KEY, "human:alice", ["general"], 60, now=NOW).split(".")
-    forged = auth.issue(KEY, "human:alice", ["*"], 60, now=NOW).split(".")[1]
-    assert _reason(f"{header}.{forged}.{signature}") is Reason.BAD_SIGNATURE
-    assert _reason(_token(alg="HS512")) is Reason.BAD_SIGNATURE  # same key, other algorithm
-    unsigned = jwt.encode({"sub": "human:alice"}, None, algorithm="none")
-    assert _reason(unsigned) is Reason.BAD_SIGNATURE
+def test_bad_signature(ring):
+    impostor = auth.Signer.from_jwks({"keys": [auth.new_private_jwk(kid=RSA.kid)]})
+    assert _reason(ring, _token(impostor)) is Reason.BAD_SIGNATURE
+    header, payload, signature = auth.issue(RSA, "human:alice", ["general"], 60, now=NOW).split(".")
+    forged = auth.issue(RSA, "human:alice", ["*:admin"], 60, now=NOW).split(".")[1]
+    assert _reason(ring, f"{header}.{forged}.{signature}") is Reason.BAD_SIGNATURE
 
 
-def test_wrong_audience_and_issuer():
-    assert _reason(_token(aud="another-service")) is Reason.WRONG_AUDIENCE
-    assert _reason(_token(iss="someone-else")) is Reason.WRONG_ISSUER
+def test_algorithm_confusion_and_none_are_refused(ring):
+    from cryptography.hazmat.primitives import serialization
+
+    public = RSA.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    body = jwt.utils.base64url_encode(json.dumps(
+        {"iss": auth.ISSUER, "aud": auth.AUDIENCE, "sub": "human:eve", "roles": {"*": "admin"},
+         "iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 60, "jti": "x"}).encode())
+
+    def signed(alg: str, secret: bytes | None) -> str:
+        head = jwt.utils.base64url_encode(json.dumps({"alg": alg, "kid": RSA.kid}).encode())
+        mac = b"" if secret is None else jwt.utils.base64url_encode(
+            hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
+        return (head + b"." + body + b"." + mac).decode()
+
+    assert _reason(ring, signed("HS256", public)) is Reason.BAD_ALGORITHM
+    assert _reason(ring, signed("none", None)) is Reason.BAD_ALGORITHM
+    assert _reason(ring, _token(auth.Signer.hs256(KEY), kid=RSA.kid)) is Reason.BAD_ALGORITHM
+    assert _reason(ring, _token(RSA, alg="RS512")) is Reason.BAD_ALGORITHM
+
+
+def test_unknown_or_missing_key_ids_are_refused(ring):
+    assert _reason(ring, _token(kid="no-such-key")) is Reason.UNKNOWN_KEY
+    assert _reason(ring, _token(kid=None)) is Reason.UNKNOWN_KEY
+
+
+def test_hs256_only_when_a_development_secret_is_configured(tmp_path):
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(auth.public_jwks(PRIVATE)))
+    without = auth.KeyRing(str(path))
+    token = auth.issue(auth.Signer.hs256(KEY), "human:alice", ["general"], 60, now=NOW)
+    assert _reason(without, token) is Reason.UNKNOWN_KEY
+    with pytest.raises(ValueError, match="no keys"):
+        auth.KeyRing()
+
+
+def test_rotation_keeps_old_keys_until_they_are_removed(tmp_path, monkeypatch):
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(auth.public_jwks({"keys": PRIVATE["keys"][:1]})))
+    keys = auth.KeyRing(str(path))
+    old = auth.issue(RSA, "human:alice", ["general"], 60, now=NOW)
+    new = auth.issue(EC, "human:alice", ["general"], 60, now=NOW)
+    assert _reason(keys, new) is Reason.UNKNOWN_KEY
+    path.write_text(json.dumps(auth.public_jwks(PRIVATE)))  # rotated: a key added
+    monkeypatch.setattr(auth, "RELOAD_S", 0.0)
+    assert _verify(keys, new).kid == EC.kid and _verify(keys, old).kid == RSA.kid
+    path.write_text(json.dumps(auth.public_jwks({"keys": PRIVATE["keys"][1:]})))  # removed
+    assert _reason(keys, old) is Reason.UNKNOWN_KEY
+    assert _verify(keys, new).subject == "human:alice"
 
 
 @pytest.mark.parametrize("claim", auth.CLAIMS)
-def test_missing_claims(claim):
+def test_missing_claims(ring, claim):
     with pytest.raises(AuthError) as caught:
-        auth.verify(KEY, _token(drop=claim), now=NOW)
+        _verify(ring, _token(drop=claim))
     assert caught.value.reason is Reason.MISSING_CLAIMS and repr(claim) in str(caught.value)
 
 
-def test_short_keys_are_refused():
-    token = auth.issue(KEY, "human:alice", ["general"], 60, now=NOW)
+def test_short_hs256_keys_are_refused():
     for short in ("k" * 31, b"k" * 31, ""):
         with pytest.raises(ValueError, match="at least 32 bytes"):
-            auth.issue(short, "human:alice", ["general"], 60)
-        with pytest.raises(ValueError, match="at least 32 bytes"):
-            auth.verify(short, token)
+            auth.Signer.hs256(short)
     assert auth.signing_key("é" * 16) == ("é" * 16).encode()  # bytes, not characters
-    exact = "k" * 32
-    assert auth.verify(exact, auth.issue(exact, "human:alice", ["general"], 60)).subject
 
 
 def test_issue_checks_its_input():
     with pytest.raises(ValueError, match="at least one channel"):
-        auth.issue(KEY, "human:alice", [], 60)
-    with pytest.raises(InvalidField, match=r"^channels\[1\]"):
-        auth.issue(KEY, "human:alice", ["general", "no spaces"], 60)
+        auth.issue(RSA, "human:alice", [], 60)
+    with pytest.raises(InvalidField, match=r"^roles\[1\]"):
+        auth.issue(RSA, "human:alice", ["general", "no spaces"], 60)
     with pytest.raises(InvalidField, match="^subject"):
-        auth.issue(KEY, "alice@example.com", ["general"], 60)
+        auth.issue(RSA, "alice@example.com", ["general"], 60)
     with pytest.raises(ValueError, match="ttl_s"):
-        auth.issue(KEY, "human:alice", ["general"], 0)
+        auth.issue(RSA, "human:alice", ["general"], 0)
 
 
 # --- rate limit --------------------------------------------------------------------------
@@ -353,7 +442,7 @@ def test_generated_code_is_up_to_date(tmp_path):
     committed_dir = codegen.OUTPUT_ROOT / codegen.PACKAGE_DIR
     committed = {p.name: p.read_text()
                  for pattern in codegen.GENERATED for p in committed_dir.glob(pattern)}
-    assert len(fresh) == 3 * len(codegen.protos()) == 15
+    assert len(fresh) == 3 * len(codegen.protos()) == 18
     differ = sorted(n for n in fresh.keys() | committed.keys() if fresh.get(n) != committed.get(n))
     assert not differ, f"gateway/agora/v1 is stale, run `python -m gateway.codegen`: {differ}"
 
@@ -570,38 +659,64 @@ def cli(monkeypatch, tmp_path):
     return lambda *args, **env: runner.invoke(commands.app, list(args), env=env)
 
 
-def test_token_issue_prints_a_token_that_verifies(cli):
-    result = cli("token", "issue", "human:alice", "--channel", "general", "-c", "ops",
-                 "--ttl-s", "120", AGORA_GATEWAY_JWT_KEY=KEY)
+@pytest.fixture
+def keys_file(tmp_path) -> Path:
+    path = tmp_path / "signing-keys.json"
+    path.write_text(json.dumps(PRIVATE))
+    return path
+
+
+def test_token_issue_prints_a_token_that_verifies(cli, keys_file, ring):
+    result = cli("token", "issue", "human:alice", "--channel", "general", "-c", "ops:admin",
+                 "--ttl-s", "120", AGORA_GATEWAY_SIGNING_KEYS=str(keys_file))
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
     assert "\n" not in token  # stdout is the token alone; the summary goes to stderr
-    assert "human:alice" in result.stderr and "general, ops" in result.stderr
-    caller = auth.verify(KEY, token)
-    assert (caller.subject, caller.channels) == ("human:alice", {"general", "ops"})
+    assert "human:alice" in result.stderr and "general (member), ops (admin)" in result.stderr
+    caller = auth.verify(ring, token, max_lifetime_s=MAX_S)
+    assert (caller.subject, caller.kid) == ("human:alice", EC.kid)  # the last key signs
+    assert caller.roles == {"general": Role.MEMBER, "ops": Role.ADMIN}
     remaining = caller.expires_at - datetime.now(timezone.utc)
     assert timedelta(seconds=100) < remaining <= timedelta(seconds=120)
 
 
-def test_token_issue_defaults_its_lifetime_from_the_settings(cli):
-    result = cli("token", "issue", "svc:dashboard", "-c", "*", AGORA_GATEWAY_JWT_KEY=KEY,
+def test_token_issue_defaults_its_lifetime_from_the_settings(cli, ring):
+    result = cli("token", "issue", "svc:dashboard", "-c", "*:viewer", AGORA_GATEWAY_JWT_KEY=KEY,
                  AGORA_GATEWAY_TOKEN_TTL_S="600")
-    caller = auth.verify(KEY, result.stdout.strip())
-    assert caller.may_access("any-channel")
+    caller = auth.verify(ring, result.stdout.strip(), max_lifetime_s=MAX_S)
+    assert caller.may_access("any-channel") and caller.kid == auth.DEV_KID
     remaining = caller.expires_at - datetime.now(timezone.utc)
     assert timedelta(seconds=590) < remaining <= timedelta(seconds=600)
 
 
-def test_token_issue_errors(cli):
+def test_token_issue_errors(cli, keys_file):
     no_key = cli("token", "issue", "human:alice", "-c", "general")
-    assert no_key.exit_code == 1 and "AGORA_GATEWAY_JWT_KEY" in no_key.stderr
+    assert no_key.exit_code == 1 and "AGORA_GATEWAY_SIGNING_KEYS" in no_key.stderr
     assert not no_key.stdout
     short = cli("token", "issue", "human:alice", "-c", "general", AGORA_GATEWAY_JWT_KEY="short")
     assert short.exit_code == 1 and "at least 32 bytes" in short.stderr
-    bad_channel = cli("token", "issue", "human:alice", "-c", "a b", AGORA_GATEWAY_JWT_KEY=KEY)
-    assert bad_channel.exit_code == 1 and "channels[0]" in bad_channel.stderr
-    no_channel = cli("token", "issue", "human:alice", AGORA_GATEWAY_JWT_KEY=KEY)
+    keys = {"AGORA_GATEWAY_SIGNING_KEYS": str(keys_file)}
+    bad_channel = cli("token", "issue", "human:alice", "-c", "a b", **keys)
+    assert bad_channel.exit_code == 1 and "roles[0]" in bad_channel.stderr
+    no_channel = cli("token", "issue", "human:alice", **keys)
     assert no_channel.exit_code == 2 and "--channel" in no_channel.output
+    too_long = cli("token", "issue", "human:alice", "-c", "general", "--ttl-s", "3600", **keys)
+    assert too_long.exit_code == 2 and "AGORA_GATEWAY_TOKEN_MAX_S" in too_long.output
+
+
+def test_rotate_and_remove_keys(cli, keys_file):
+    keys = {"AGORA_GATEWAY_SIGNING_KEYS": str(keys_file)}
+    added = cli("token", "rotate-key", **keys)
+    assert added.exit_code == 0, added.output
+    kid = added.stdout.strip()
+    private = json.loads(keys_file.read_text())
+    assert [k["kid"] for k in private["keys"]] == [RSA.kid, EC.kid, kid]
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    public = json.loads((keys_file.parent / "jwks.json").read_text())
+    assert [k["kid"] for k in public["keys"]] == [RSA.kid, EC.kid, kid]
+    assert not any("d" in k for k in public["keys"])  # no private part is published
+    assert cli("token", "remove-key", RSA.kid, **keys).exit_code == 0
+    assert [k["kid"] for k in json.loads(keys_file.read_text())["keys"]] == [EC.kid, kid]
 
 
 def test_vote_start_refuses_an_unknown_type(cli):

@@ -47,10 +47,12 @@ from streams.sinks.postgres_rows import rows as postgres_rows
 from streams.tools import catalog
 
 KEY = "k" * 64
+KEYS = auth.KeyRing(hs256_secret=auth.signing_key(KEY))
 
 
-def who(subject: str, *channels: str) -> auth.Caller:
-    return auth.verify(KEY, auth.issue(KEY, subject, list(channels), 600))
+def who(subject: str, *channels: str, role: str = "admin") -> auth.Caller:
+    token = auth.issue(auth.Signer.hs256(KEY), subject, [f"{c}:{role}" for c in channels], 600)
+    return auth.verify(KEYS, token, max_lifetime_s=900)
 
 
 def call(method, request, caller: auth.Caller):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -43,7 +44,15 @@ def test_up_status_env_idempotent_repair_down(own_stack: Path):
     assert exports["AGORA_POSTGRES_DSN"].startswith("postgresql://postgres@127.0.0.1:")
     assert exports["AGORA_CLICKHOUSE_URL"] == f"chdb://{own_stack.resolve()}/clickhouse"
     assert exports["AGORA_GATEWAY_ADDRESS"].startswith("127.0.0.1:")
-    assert len(exports["AGORA_GATEWAY_JWT_KEY"]) == 64  # agora token issue finds it
+    # agora token issue and the CLI's client find the keys and the CA; private files,
+    # and the state naming them, are the owner's alone.
+    signing = Path(exports["AGORA_GATEWAY_SIGNING_KEYS"])
+    assert json.loads(signing.read_text())["keys"][0]["alg"] == "RS256"
+    assert "BEGIN CERTIFICATE" in Path(exports["AGORA_GATEWAY_TLS_CA"]).read_text()
+    assert Path(exports["AGORA_GATEWAY_JWKS"]).exists()
+    for private in (signing, own_stack / "stack.json", own_stack / "gateway" / "gateway-key.pem"):
+        assert private.stat().st_mode & 0o077 == 0, private
+    assert "AGORA_GATEWAY_JWT_KEY" not in exports  # no shared secret in the stack
 
     # Up again: nothing restarts.
     pids = {n: r["proc"]["pid"] for n, r in stack.read_state(own_stack)["services"].items()

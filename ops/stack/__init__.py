@@ -54,11 +54,19 @@ def read_state(stack_dir: Path) -> dict:
         return {}
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically (a crash never leaves it torn) with a file only its
+    owner can read: the state names key files and addresses."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o600)  # an older copy may have been made with other bits
+    os.replace(tmp, path)
+
+
 def _write_state(stack_dir: Path, state: dict) -> None:
-    path = _state_path(stack_dir)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)  # atomic: a crash never leaves a torn state file
+    write_private(_state_path(stack_dir), json.dumps(state, indent=2))
 
 
 @contextmanager

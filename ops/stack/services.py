@@ -8,6 +8,7 @@ the stack keeps in its state file.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pwd
 import signal
@@ -278,33 +279,54 @@ class Embedded(Service):
 
 class Gateway(Service):
     """``agora gateway serve`` against the services above (it reads their settings from
-    the stack's state, so it starts last). Its address and signing key are published
-    like the others' settings: ``agora token issue`` and ``agora post`` find them."""
+    the stack's state, so it starts last), over TLS with a certificate of a local CA,
+    verifying RS256 tokens of a key made here. The keys and certificate live in
+    ``gateway/`` of the stack (private files 0600) and are kept across restarts, so
+    issued tokens stay valid; the address, the CA and the key files are published like
+    the others' settings: ``agora token issue`` and ``agora post`` find them."""
 
     name = "gateway"
-    describe = "Agora gRPC gateway (agora.v1, health, reflection)"
+    describe = "Agora gRPC gateway (agora.v1, health, reflection; TLS, RS256 tokens)"
 
     def start(self, stack_dir: Path, stack_id: str, previous: Record | None = None) -> Record:
-        import secrets
-
         port = free_port(_port(previous.address) if previous else None)
-        key = (previous.env if previous else {}).get("AGORA_GATEWAY_JWT_KEY") or \
-            secrets.token_hex(32)  # kept across restarts: issued tokens stay valid
+        pem = gateway_files(stack_dir / "gateway")
         address = f"127.0.0.1:{port}"
+        published = {"AGORA_GATEWAY_ADDRESS": address, "AGORA_GATEWAY_JWKS": str(pem["jwks"]),
+                     "AGORA_GATEWAY_SIGNING_KEYS": str(pem["signing"]),
+                     "AGORA_GATEWAY_TLS_CA": str(pem["ca"])}
         command, env = agora_command(stack_dir, ["gateway", "serve"],
                                      AGORA_GATEWAY_HOST="127.0.0.1", AGORA_GATEWAY_PORT=str(port),
-                                     AGORA_GATEWAY_JWT_KEY=key)
+                                     AGORA_GATEWAY_TLS_CERT=str(pem["cert"]),
+                                     AGORA_GATEWAY_TLS_KEY=str(pem["key"]), **published)
         proc = launch(command, log=stack_dir / "logs" / "gateway.log", env=env,
-                      ready=lambda: _gateway_serving(address), what="gateway", timeout_s=60)
-        return Record(self.name, address, {"AGORA_GATEWAY_ADDRESS": address,
-                                           "AGORA_GATEWAY_JWT_KEY": key}, proc)
+                      ready=lambda: _gateway_serving(address, pem["ca"]), what="gateway",
+                      timeout_s=60)
+        return Record(self.name, address, published, proc)
 
 
-def _gateway_serving(address: str) -> bool:
+def gateway_files(home: Path) -> dict[str, Path]:
+    """What a gateway needs, made in ``home`` unless there already: a local CA and its
+    server certificate (ca, cert, key) and an RS256 signing key (signing, private,
+    0600) with its public JWKS (jwks)."""
+    from gateway import auth, tls
+
+    from ops.stack import write_private
+
+    files = {**tls.local_ca(home), "signing": home / "signing-keys.json",
+             "jwks": home / "jwks.json"}
+    if not files["signing"].exists():
+        write_private(files["signing"], json.dumps({"keys": [auth.new_private_jwk()]}, indent=2))
+    files["jwks"].write_text(json.dumps(
+        auth.public_jwks(json.loads(files["signing"].read_text())), indent=2))
+    return files
+
+
+def _gateway_serving(address: str, ca: Path) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with grpc.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes())) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
                                                               timeout=2)
