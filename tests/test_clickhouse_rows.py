@@ -21,8 +21,9 @@ from schemas.topics import STORED_EVENTS
 from streams.sinks.clickhouse_rows import (COLUMNS, KEY_SQL, event_ids, rows,
                                           stored_keys_query)
 
-MIGRATION = (Path(__file__).resolve().parents[1] / "ops" / "migrations" / "clickhouse"
-             / "0001_events.sql")
+MIGRATIONS = sorted((Path(__file__).resolve().parents[1] / "ops" / "migrations"
+                     / "clickhouse").glob("*.sql"))
+MIGRATION = MIGRATIONS[0]  # the tables; later files alter them
 AGGREGATES = {"messages_per_minute", "relevance_per_minute", "tool_runs_per_minute"}
 
 
@@ -35,9 +36,9 @@ def all_rows() -> dict[str, list[tuple]]:
     return out
 
 
-def statements() -> list[str]:
-    """The migration's statements, split as the runner splits them."""
-    chunks = MIGRATION.read_text().split(";\n")
+def statements(path: Path = MIGRATION) -> list[str]:
+    """A migration's statements, split as the runner splits them."""
+    chunks = path.read_text().split(";\n")
     assert not chunks[-1].strip(), "the file must end with ';' and a newline"
     return [chunk.strip() for chunk in chunks[:-1]]
 
@@ -55,6 +56,13 @@ def created_tables() -> dict[str, list[str]]:
         if m:
             found[m.group(1)] = [line.split()[0] for line in m.group(2).splitlines()
                                  if line.strip()]
+    for path in MIGRATIONS[1:]:  # columns added later, where they are added
+        for stmt in statements(path):
+            m = re.match(r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) .* AFTER (\w+)$",
+                         comment_free(stmt).strip())
+            if m:
+                table, column, after = m.groups()
+                found[table].insert(found[table].index(after) + 1, column)
     return found
 
 
@@ -200,7 +208,7 @@ def chdb_client(tmp_path_factory):
         client.command("CREATE DATABASE IF NOT EXISTS agora")
         client.command("USE agora")
         for _ in range(2):  # a second run changes nothing
-            for stmt in statements():
+            for stmt in (s for path in MIGRATIONS for s in statements(path)):
                 client.command(stmt)
         for _ in range(2):
             for table, table_rows in all_rows().items():

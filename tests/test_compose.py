@@ -470,3 +470,14 @@ def test_grafana_provisions_prometheus_and_the_clickhouse_plugin(services):
     dashboards_dir = mounts["./ops/grafana/dashboards"]["target"]
     providers = _load_yaml(DASHBOARDS_YML)["providers"]
     assert [p["options"]["path"] for p in providers if p["type"] == "file"] == [dashboards_dir]
+
+
+def test_no_service_runs_without_a_seccomp_profile(services):
+    for name, svc in services.items():
+        for option in svc.get("security_opt") or []:
+            assert option != "seccomp=unconfined", f"{name} turns seccomp off"
+            if option.startswith("seccomp="):
+                profile = json.loads((REPO / option.removeprefix("seccomp=")).read_text())
+                denied = {n for rule in profile["syscalls"] for n in rule["names"]
+                          if rule["action"] == "SCMP_ACT_ERRNO"}
+                assert {"ptrace", "keyctl", "bpf", "io_uring_setup", "kexec_load"} <= denied

@@ -539,6 +539,13 @@ def test_key_rotation_keeps_old_tokens_until_their_key_is_removed(gateway):
     rotated = {"keys": [*PRIVATE["keys"], newer]}
     (PKI / "jwks.json").write_text(json.dumps(auth.public_jwks(rotated)))
     fresh = auth.issue(auth.Signer.from_jwks(rotated), "human:new", [channel], 300)
+    try:
+        _rotate_and_remove(address, channel, old, fresh, newer)
+    finally:  # the module's key verifies again for the tests after this one
+        (PKI / "jwks.json").write_text(json.dumps(auth.public_jwks(PRIVATE)))
+
+
+def _rotate_and_remove(address: str, channel: str, old: str, fresh: str, newer: dict) -> None:
     with connect(address, old) as by_old, connect(address, fresh) as by_new:
         wait_until(lambda: _accepted(by_new, channel), timeout_s=30, interval_s=1.0,
                    what="the new key accepted")
@@ -569,3 +576,40 @@ def test_a_peer_that_keeps_failing_authentication_is_refused(gateway, settings):
             codes.append(code_of(lambda: guesser.post("general", "guess"))[0])
     assert grpc.StatusCode.UNAUTHENTICATED in codes  # refused for its token first, then
     assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED  # without a look at it
+
+
+def test_client_certificates_are_required_when_a_client_ca_is_set(settings, tmp_path):
+    """Mutual TLS: a second gateway that requires certificates signed by a client CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "clients")])
+    ca = tls._certificate("clients", ca_key.public_key(), ca_name, ca_key, 1, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = tls._certificate("human:mtls", key.public_key(), ca_name, ca_key, 1, ca=False,
+                            client=True)
+    (tmp_path / "clients.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "me.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "me-key.pem").write_bytes(tls._pem_key(key))
+    port = free_port()
+    proc = start_agora(settings.stack_dir, ["gateway", "serve"], "gateway-mtls",
+                       lambda log: "gateway.ready" in log, timeout_s=60,
+                       AGORA_GATEWAY_JWKS=str(PKI / "jwks.json"),
+                       AGORA_GATEWAY_TLS_CERT=str(PEM["cert"]),
+                       AGORA_GATEWAY_TLS_KEY=str(PEM["key"]),
+                       AGORA_GATEWAY_TLS_CLIENT_CA=str(tmp_path / "clients.pem"),
+                       AGORA_GATEWAY_JWT_KEY="", AGORA_GATEWAY_PORT=str(port))
+    address, bearer = f"127.0.0.1:{port}", token("human:mtls", new_channel())
+    try:
+        with Client(address, bearer, CREDENTIALS) as anonymous:
+            code, _ = code_of(lambda: anonymous.tools.ListTools(tools_pb2.ListToolsRequest()))
+            assert code == grpc.StatusCode.UNAVAILABLE  # the handshake fails
+        with_cert = grpc.ssl_channel_credentials(
+            PEM["ca"].read_bytes(), (tmp_path / "me-key.pem").read_bytes(),
+            (tmp_path / "me.pem").read_bytes())
+        with Client(address, bearer, with_cert) as known:
+            assert known.tools.ListTools(tools_pb2.ListToolsRequest()).tools
+    finally:
+        stop(proc, grace_s=10)

@@ -52,6 +52,7 @@ RELEASED_FINGERPRINTS = {
     ("VoteDeadline", 1): "6c76086001304aa6",
     ("VoteProposal", 1): "4d230d1ab88d6d7f",
     ("VoteResult", 1): "c5ce34cdea23ade0",
+    ("VoteResult", 2): "7e240a50e751bab3",
 }
 UTC = dt.timezone.utc
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")

@@ -41,7 +41,8 @@ TABLES = {
 @pytest.fixture(scope="module")
 def migrated(settings):
     ensure_topics(settings)
-    assert migrate.postgres(settings) in ([], ["0001"])
+    applied = migrate.postgres(settings)  # earlier tests of the session may have run it
+    assert applied == sorted(applied) and set(applied) <= {"0001", "0002", "0003"}
     assert migrate.postgres(settings) == []  # idempotent
     return settings
 

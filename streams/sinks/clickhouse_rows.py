@@ -64,7 +64,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "vote_results": (
         "event_id", "vote_id", "channel_id", "vote_type", "strategy", "outcome",
         "winning_option", "tally", "ballots_counted", "eligible_count", "reason", "closed_at",
-        "tool_request_id"),
+        "tool_request_id", "request_sha256"),
     "ballot_rejections": (
         "event_id", "vote_id", "voter_id", "ballot_event_id", "reason", "detail",
         "rejected_at", "channel_id"),
@@ -283,7 +283,8 @@ def _vote_result(r: dict) -> Rows:
         winning_option=_opt_text(r.get("winning_option")), tally=_float_map(r.get("tally")),
         ballots_counted=int(r["ballots_counted"]), eligible_count=int(r["eligible_count"]),
         reason=_text(r["reason"]), closed_at=_time(r["closed_at"]),
-        tool_request_id=_opt_text(r.get("tool_request_id")))]
+        tool_request_id=_opt_text(r.get("tool_request_id")),
+        request_sha256=_opt_text(r.get("request_sha256")))]
 
 
 def _ballot_rejected(r: dict) -> Rows:

@@ -152,10 +152,10 @@ ON CONFLICT (vote_id) DO NOTHING""",
     "vote_result": """
 INSERT INTO vote_results
     (event_id, vote_id, channel_id, vote_type, strategy, outcome, winning_option, tally,
-     ballots_counted, eligible_count, reason, closed_at, tool_request_id)
+     ballots_counted, eligible_count, reason, closed_at, tool_request_id, request_sha256)
 VALUES (%(event_id)s, %(vote_id)s, %(channel_id)s, %(vote_type)s, %(strategy)s, %(outcome)s,
         %(winning_option)s, %(tally)s::jsonb, %(ballots_counted)s, %(eligible_count)s,
-        %(reason)s, %(closed_at)s, %(tool_request_id)s)
+        %(reason)s, %(closed_at)s, %(tool_request_id)s, %(request_sha256)s)
 ON CONFLICT DO NOTHING""",
     # Closes the vote from the stored result (the first one kept), when the vote is there.
     "vote_close": """
@@ -365,7 +365,7 @@ def _vote_result(r: dict) -> list[tuple[str, dict]]:
         winning_option=r.get("winning_option"), tally=_json(r.get("tally") or {}),
         ballots_counted=r["ballots_counted"], eligible_count=r["eligible_count"],
         reason=r["reason"], closed_at=r["closed_at"],
-        tool_request_id=r.get("tool_request_id"))),
+        tool_request_id=r.get("tool_request_id"), request_sha256=r.get("request_sha256"))),
         ("vote_close", _params(vote_id=r["vote_id"]))]
 
 
