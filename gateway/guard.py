@@ -139,10 +139,10 @@ class Guard(grpc.aio.ServerInterceptor):
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
-        peer = _address(context.peer())
         try:
             who = self._verify(from_authorization(metadata.get("authorization")))
         except AuthError as exc:
+            peer = _address(context.peer())
             if wait := self.failures.take(peer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     f"too many failed authentications from {peer}: retry in "
