@@ -637,9 +637,38 @@ def token_issue(
                f"valid {ttl_s}s", err=True)
     typer.echo(token)
     if refresh:
-        kept, _ = TokenStore(settings.postgres_dsn).new_refresh(
-            Grant(subject, roles, admin), settings.gateway_refresh_ttl_s)
+        import psycopg
+
+        try:
+            kept, _ = TokenStore(settings.postgres_dsn).new_refresh(
+                Grant(subject, roles, admin), settings.gateway_refresh_ttl_s)
+        except psycopg.Error as exc:
+            typer.echo(f"cannot store the refresh token ({exc.__class__.__name__}: "
+                       f"{str(exc).splitlines()[0]}); is Postgres up and `agora db migrate` "
+                       "done?", err=True)
+            raise typer.Exit(1) from None
         typer.echo(kept)
+
+
+@token_app.command("refresh")
+def token_refresh(refresh_token: str = typer.Argument(
+        ..., help="A refresh token (from agora token issue --refresh or a previous refresh); "
+                  "'-' reads it from stdin.")) -> None:
+    """Redeem a refresh token at the gateway (AuthService.Refresh): prints the new access
+    token, then the new refresh token. The one given is spent."""
+    from gateway.agora.v1 import auth_pb2
+    from gateway.client import Client
+    from gateway.tls import channel_credentials
+
+    settings = _settings()
+    token = sys.stdin.readline().strip() if refresh_token == "-" else refresh_token
+    with Client(settings.gateway_address, "", channel_credentials(settings)) as client:
+        pair = _rpc(lambda: client.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=token),
+                                                timeout=30))
+    typer.echo(f"access token valid until {pair.access_expires_at.ToDatetime():%c} UTC",
+               err=True)
+    typer.echo(pair.access_token)
+    typer.echo(pair.refresh_token)
 
 
 @token_app.command("rotate-key")

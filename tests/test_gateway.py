@@ -334,10 +334,18 @@ def test_the_cli_posts_and_tails_through_the_stacks_gateway(settings):
     """`agora token issue`, `agora post` and `agora tail` against the gateway that
     `agora stack up` started (its address and key come from the stack's state)."""
     channel = new_channel()
+    migrate.postgres(settings)  # refresh tokens live in Postgres
     issued = run_agora(settings.stack_dir, "token", "issue", "human:cli", "-c",
-                       f"{channel}:admin")
+                       f"{channel}:admin", "--refresh")
     assert issued.returncode == 0, issued.stderr
-    bearer = issued.stdout.strip()
+    _, refresh = issued.stdout.split()
+    # The refresh token gets the next pair from the stack's gateway (and is spent).
+    renewed = run_agora(settings.stack_dir, "token", "refresh", refresh)
+    assert renewed.returncode == 0, renewed.stderr
+    bearer, next_refresh = renewed.stdout.split()
+    assert next_refresh != refresh
+    spent = run_agora(settings.stack_dir, "token", "refresh", refresh)
+    assert spent.returncode == 2 and spent.stderr.startswith("UNAUTHENTICATED")
     tail = subprocess.Popen(
         [str(Path(sys.executable).parent / "agora"), "tail", channel, "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
