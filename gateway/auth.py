@@ -19,6 +19,7 @@ here.
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.request
 import uuid
@@ -29,11 +30,13 @@ from enum import IntEnum, StrEnum
 from pathlib import Path
 
 import jwt
+import structlog
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from gateway import validation
 
+log = structlog.get_logger("agora.gateway")
 ALGORITHMS = ("RS256", "ES256")
 DEV_ALGORITHM = "HS256"
 DEV_KID = "hs256-dev"
@@ -208,6 +211,7 @@ class KeyRing:
                              "development only, AGORA_GATEWAY_JWT_KEY)")
 
     def reload(self) -> None:
+        self._loaded_at = time.monotonic()  # a failed read is retried after RELOAD_S, not per call
         if self.source.startswith(("http://", "https://")):
             with urllib.request.urlopen(self.source, timeout=5) as answer:  # noqa: S310
                 data = json.load(answer)
@@ -218,7 +222,7 @@ class KeyRing:
             if "kid" not in jwk:
                 raise ValueError(f"{self.source}: every key needs a kid")
             keys[jwk["kid"]] = (_algorithm(jwk), _key_of(jwk))
-        self.keys, self._loaded_at = keys, time.monotonic()
+        self.keys = keys
 
     def get(self, kid: str) -> tuple[str, object] | None:
         if kid == DEV_KID and self.hs256_secret is not None:
@@ -227,7 +231,12 @@ class KeyRing:
         remote = self.source.startswith(("http://", "https://"))
         if self.source and (age >= (RELOAD_URL_S if remote else RELOAD_S) or
                             (kid not in self.keys and age >= RELOAD_S)):
-            self.reload()  # a rotation added or removed a key since
+            try:
+                self.reload()  # a rotation added or removed a key since
+            except (OSError, ValueError) as exc:  # the last good keys stay
+                if not self.keys:
+                    raise
+                log.warning("gateway.jwks_unreadable", source=self.source, error=str(exc))
         return self.keys.get(kid)
 
 
@@ -290,7 +299,8 @@ def _header(token: str, keys: KeyRing) -> tuple[str, str, object]:
 
 def _time(claims: dict, name: str) -> float:
     value = claims[name]
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+            not math.isfinite(value):
         raise AuthError(Reason.MALFORMED, f"the {name!r} claim must be a number")
     return float(value)
 

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 log = structlog.get_logger("agora.globaltable")
 V = TypeVar("V")
 FETCH_WAIT_MS = 100
+CAUGHT_UP_S = 10.0  # past this the caller fails (a dead letter), never hangs
 
 
 class GlobalTable(Generic[V]):
@@ -97,7 +98,8 @@ class GlobalTable(Generic[V]):
         await asyncio.sleep(FETCH_WAIT_MS * 2 / 1000)
         async with self._idle:
             target = self._empty_fetches + 1
-            await self._idle.wait_for(lambda: self._empty_fetches >= target)
+            await asyncio.wait_for(
+                self._idle.wait_for(lambda: self._empty_fetches >= target), CAUGHT_UP_S)
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:

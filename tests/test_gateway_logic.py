@@ -722,3 +722,17 @@ def test_rotate_and_remove_keys(cli, keys_file):
 def test_vote_start_refuses_an_unknown_type(cli):
     result = cli("vote", "start", "Ship it?", "-c", "general", "--type", "POLL")
     assert result.exit_code == 2 and "RESOURCE_ALLOCATION" in result.output
+
+
+def test_times_that_are_not_finite_are_malformed(ring):
+    assert _reason(ring, _token(iat=float("nan"), exp=2.5e11)) is Reason.MALFORMED
+    assert _reason(ring, _token(exp=float("inf"))) is Reason.MALFORMED
+
+
+def test_an_unreadable_jwks_keeps_the_last_good_keys(tmp_path, monkeypatch):
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(auth.public_jwks(PRIVATE)))
+    keys = auth.KeyRing(str(path))
+    path.write_text("{ not json")
+    monkeypatch.setattr(auth, "RELOAD_S", 0.0)
+    assert _verify(keys, _token()).kid == RSA.kid

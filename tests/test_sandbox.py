@@ -272,3 +272,4 @@ def test_a_run_directory_stays_under_the_runs_root(tmp_path, run_id):
         sandbox.run_dir(tmp_path, run_id)
     fine = str(uuid.uuid4())
     assert sandbox.run_dir(tmp_path, fine) == tmp_path / fine
+

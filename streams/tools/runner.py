@@ -41,6 +41,7 @@ from pathlib import Path
 
 TOOL_UID = TOOL_GID = 65534  # nobody / nogroup
 MAX_ARTIFACTS = 20
+RESULT_FD = [-1]  # pid 1's copy of the original stdout, closed in the tool process
 ROOT_SIZE = "4m"  # the tmpfs that only holds mount points and symlinks
 
 # Landlock ABI (include/uapi/linux/landlock.h); the syscall numbers are the same on
@@ -394,7 +395,11 @@ def supervise(spec: dict, tool) -> dict:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        # The host's run directory and the result stream stay with pid 1: tool code
+        # could otherwise reach outside its root through them.
         os.close(read_end)
+        os.close(out_fd)
+        os.close(RESULT_FD[0])
         try:
             _tool_process(spec, tool, root, write_end)
         finally:
@@ -424,6 +429,7 @@ def supervise(spec: dict, tool) -> dict:
 def main() -> int:
     spec = json.loads(sys.stdin.read())
     result_out = os.fdopen(os.dup(1), "w")
+    RESULT_FD[0] = result_out.fileno()
     os.dup2(2, 1)  # stray prints go to stderr, never into the result
     try:
         module, _, function = spec["entrypoint"].partition(":")
