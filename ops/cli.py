@@ -678,14 +678,13 @@ def token_rotate_key(algorithm: str = typer.Option("RS256", help="RS256 or ES256
     import json
 
     from gateway import auth
-    from ops.stack import write_private
+    from ops.stack.services import save_signing_keys
 
     path = Path(_settings().gateway_signing_keys)
     private = json.loads(path.read_text())
     key = auth.new_private_jwk(algorithm)
     private["keys"].append(key)
-    write_private(path, json.dumps(private, indent=2))
-    (path.parent / "jwks.json").write_text(json.dumps(auth.public_jwks(private), indent=2))
+    save_signing_keys(path, private)
     typer.echo(key["kid"])
 
 
@@ -694,8 +693,7 @@ def token_remove_key(kid: str = typer.Argument(..., help="The key to retire.")) 
     """Remove a key: tokens it signed are refused from the next JWKS reload on."""
     import json
 
-    from gateway import auth
-    from ops.stack import write_private
+    from ops.stack.services import save_signing_keys
 
     path = Path(_settings().gateway_signing_keys)
     private = json.loads(path.read_text())
@@ -705,8 +703,7 @@ def token_remove_key(kid: str = typer.Argument(..., help="The key to retire.")) 
     if not kept:
         raise typer.BadParameter("that is the last key; rotate first")
     private["keys"] = kept
-    write_private(path, json.dumps(private, indent=2))
-    (path.parent / "jwks.json").write_text(json.dumps(auth.public_jwks(private), indent=2))
+    save_signing_keys(path, private)
 
 
 @app.command("config")

@@ -311,15 +311,22 @@ def gateway_files(home: Path) -> dict[str, Path]:
     0600) with its public JWKS (jwks)."""
     from gateway import auth, tls
 
-    from ops.stack import write_private
-
     files = {**tls.local_ca(home), "signing": home / "signing-keys.json",
              "jwks": home / "jwks.json"}
-    if not files["signing"].exists():
-        write_private(files["signing"], json.dumps({"keys": [auth.new_private_jwk()]}, indent=2))
-    files["jwks"].write_text(json.dumps(
-        auth.public_jwks(json.loads(files["signing"].read_text())), indent=2))
+    private = json.loads(files["signing"].read_text()) if files["signing"].exists() else \
+        {"keys": [auth.new_private_jwk()]}
+    save_signing_keys(files["signing"], private)
     return files
+
+
+def save_signing_keys(path: Path, private: dict) -> None:
+    """Write a private JWKS (0600) and its public half as jwks.json beside it."""
+    from gateway import auth
+
+    from ops.stack import write_private
+
+    write_private(path, json.dumps(private, indent=2))
+    (path.parent / "jwks.json").write_text(json.dumps(auth.public_jwks(private), indent=2))
 
 
 def _gateway_serving(address: str, ca: Path) -> bool:
