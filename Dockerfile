@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The image of every Agora process (init jobs, workers, sinks, gateway):
 #   docker build -t agora .          docker run --rm agora worker relevance
-# Configuration comes only from AGORA_* variables (ops/config.py).
+# Configuration comes only from AGORA_* variables (ops/core/config.py).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

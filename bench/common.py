@@ -9,12 +9,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository and its test helpers (tests/support), when run as `python bench/NAME.py`.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from ops import stack  # noqa: E402
-from ops.config import Settings  # noqa: E402
+from ops import devstack as stack
+from ops.core.config import Settings
 from schemas import codec  # noqa: E402
 
 

@@ -18,12 +18,13 @@ import time
 import uuid
 
 import grpc
-from common import local_stack
 
+from common import local_stack
 from gateway import auth, tls
-from gateway.agora.v1 import chat_pb2
 from gateway.server import signer
-from ops.stack.process import free_port, start_agora, stop
+from ops.core.net import free_port
+from ops.devstack.process import start_agora, stop
+from schemas.agora.v1 import chat_pb2
 
 POST = "/agora.v1.ChatService/PostMessage"
 ECHO = "/bench.Echo/Echo"

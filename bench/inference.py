@@ -31,7 +31,6 @@ import uuid
 from datetime import datetime, timezone
 
 from common import local_stack
-
 from inference.client import InferenceClient
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -181,8 +180,8 @@ def long_text(bare: Bare, tokens: int, seed: str) -> str:
 
 def agent_prompts(n: int) -> tuple[list[str], dict]:
     """A channel's consecutive prompts for one agent, as the responder builds them."""
-    from streams.registry.profiles import new_profile
-    from streams.responder.actions import action_schema, build_prompt
+    from streams.domain.registry import new_profile
+    from streams.domain.responder.actions import action_schema, build_prompt
 
     agent = new_profile("developer-backend", ["incidents"])
     history, prompts = [], []

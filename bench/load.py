@@ -43,21 +43,26 @@ from pathlib import Path
 import grpc
 import yaml
 from aiokafka.partitioner import murmur2
-from common import local_stack, rate
 from confluent_kafka import TopicPartition
 
+from common import local_stack, rate
 from gateway import auth
-from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
+from gateway.registry import Registry
 from gateway.server import signer
 from gateway.tls import channel_credentials
-from ops import kafka, migrate, smoke, stack
-from ops.config import Settings
-from ops.stack.process import Proc, free_port, members, start_agora, stop
-from ops.topics import ensure_topics
+from ops import devstack as stack
+from ops.core import kafka
+from ops.core.config import Settings
+from ops.core.net import free_port
+from ops.core.topics import ensure_topics
+from ops.devstack import smoke
+from ops.devstack.process import Proc, members, start_agora, start_worker, stop
+from ops.store import migrate
 from schemas import codec
+from schemas.agora.v1 import chat_pb2, chat_pb2_grpc
 from schemas.topics import ALL, CHAT_MESSAGES, RELEVANCE_DECISIONS, REPLY_CHUNKS
-from streams.registry.profiles import Registry
-from streams.worker import start_process
+from streams.domain.relevance.scoring import DEFAULT_CONFIG_PATH
+from support.kafka import TopicReader, publish_events, start_at_ends
 
 TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
         "researcher-tech", "creative-writer")
@@ -205,8 +210,8 @@ async def send_via_kafka(settings: Settings, planned: list[dict], per_s: float,
     try:
         async def post(_i: int, message: dict) -> None:
             started = time.time()
-            await producer.send(CHAT_MESSAGES.name, message["channel_id"], "ChatMessage",
-                                message)
+            await producer.send(CHAT_MESSAGES.name, message["channel_id"],
+                                codec.encode("ChatMessage", message))
             sent[message["event_id"]] = started
             if message["mentions"]:
                 mentioned.add(message["event_id"])
@@ -227,7 +232,7 @@ async def paced(planned: list[dict], per_s: float, post) -> None:
 
 def relevance_only(settings: Settings) -> str:
     """A relevance config whose threshold only a mention passes."""
-    config = yaml.safe_load(settings.relevance_config.read_text())
+    config = yaml.safe_load((settings.relevance_config or DEFAULT_CONFIG_PATH).read_text())
     config["threshold"] = 1.0
     path = Path(tempfile.mkdtemp()) / "relevance.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -236,7 +241,7 @@ def relevance_only(settings: Settings) -> str:
 
 def load(settings: Settings, args, rooms: list[str], config: str) -> float:
     port = free_port()
-    worker = start_process(settings, "load", AGORA_RELEVANCE_CONFIG=config,
+    worker = start_worker(settings, "load", AGORA_RELEVANCE_CONFIG=config,
                            AGORA_METRICS_PORT=str(port))
     sink = start_agora(settings.stack_dir, ["sink", "postgres"], "sink-load",
                        lambda log: "sink.ready" in log, timeout_s=60)
@@ -309,10 +314,10 @@ def caught_up(settings: Settings, rooms: list[str]) -> None:
     """Once a marker posted to every channel is decided, the group has read all before
     (a channel's messages share a partition, in order)."""
     markers = [smoke.chat_message(room, "marker", author_id="human:bench") for room in rooms]
-    kafka.publish(settings, CHAT_MESSAGES.name, [("ChatMessage", m["channel_id"], m)
+    publish_events(settings, CHAT_MESSAGES.name, [("ChatMessage", m["channel_id"], m)
                                                  for m in markers])
     ids = {m["event_id"] for m in markers}
-    reader = kafka.TopicReader(settings, RELEVANCE_DECISIONS.name)
+    reader = TopicReader(settings, RELEVANCE_DECISIONS.name)
     try:
         reader.wait(lambda _name, r: r["message_id"] in ids, count=len(ids), timeout_s=600)
     finally:
@@ -324,11 +329,11 @@ def drain_rate(settings: Settings, rooms: list[str], backlog: int, config: str,
     group = f"agora-scale-{workers}-{uuid.uuid4().hex[:6]}"
     # From the topics' ends: a new group would otherwise replay all before it (the
     # load's inference tasks among them) while being measured.
-    kafka.start_at_ends(settings, group, [t.name for t in ALL])
+    start_at_ends(settings, group, [t.name for t in ALL])
     procs = []
     # A session timeout long enough that a busy event loop on 2 shared cores does not
     # miss it: a rebalance in the middle would measure the group's pause, not its pace.
-    threads = [threading.Thread(target=lambda n=n: procs.append(start_process(
+    threads = [threading.Thread(target=lambda n=n: procs.append(start_worker(
         settings, f"scale-{workers}-{n}", AGORA_RELEVANCE_CONFIG=config, AGORA_APP_ID=group,
         AGORA_SESSION_TIMEOUT_S="10"))) for n in range(workers)]
     try:
@@ -378,7 +383,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with local_stack(fresh=True) as settings:
-        ensure_topics(settings)
+        ensure_topics(settings, ALL)
         migrate.postgres(settings)
         rooms = spread("load", args.channels, settings.partitions)
         registry = Registry(settings)

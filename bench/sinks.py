@@ -17,13 +17,12 @@ import time
 from datetime import datetime, timezone
 
 from common import Settings, local_stack
-
-from ops import smoke
+from ops.devstack import smoke
+from ops.store.clickhouse import ClickHouseStore
+from ops.store.clickhouse_rows import COLUMNS, rows
+from ops.store.postgres import PostgresStore
+from ops.store.sink import Event
 from schemas import codec
-from streams.sinks.clickhouse import ClickHouseStore
-from streams.sinks.clickhouse_rows import COLUMNS, rows
-from streams.sinks.consumer import Event
-from streams.sinks.postgres import PostgresStore
 
 CH_BATCH, PG_BATCH = 2000, 500
 
@@ -88,7 +87,7 @@ def postgres(settings: Settings, batch: list[Event], rounds: int) -> tuple[float
     import psycopg
     from psycopg.types.json import Jsonb
 
-    from ops import migrate
+    from ops.store import migrate
 
     migrate.postgres(settings)
     columns = ["event_id", "channel_id", "thread_id", "reply_to", "author_id", "author_kind",

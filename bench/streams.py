@@ -20,16 +20,17 @@ import time
 from pathlib import Path
 
 import yaml
-from common import Settings, local_stack, rate
 
+from common import Settings, local_stack, rate
+from gateway.registry import Registry
 from inference.client import InferenceClient
-from ops import kafka, smoke
-from ops.stack.process import Proc, spawn, stop
-from ops.topics import ensure_topics
+from ops.core import kafka
+from ops.core.topics import ensure_topics
+from ops.devstack import smoke
+from ops.devstack.process import Proc, spawn, start_worker, stop
 from schemas import codec
 from schemas.topics import ALL, CHAT_MESSAGES, RELEVANCE_DECISIONS, Topic
-from streams.registry.profiles import Registry
-from streams.worker import start_process
+from streams.domain.relevance.scoring import DEFAULT_CONFIG_PATH
 
 TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
         "researcher-tech", "creative-writer")
@@ -79,11 +80,11 @@ def main() -> None:
         producer.flush(30)
         print(f"backlog of {args.messages} messages produced", flush=True)
 
-        config = yaml.safe_load(settings.relevance_config.read_text())
+        config = yaml.safe_load((settings.relevance_config or DEFAULT_CONFIG_PATH).read_text())
         config["threshold"] = 1.0
         path = Path(tempfile.mkdtemp()) / "relevance.yaml"
         path.write_text(yaml.safe_dump(config))
-        worker = start_process(settings, "bench", AGORA_RELEVANCE_CONFIG=str(path))
+        worker = start_worker(settings, "bench", AGORA_RELEVANCE_CONFIG=str(path))
         relevance = rate_of(worker, settings, RELEVANCE_DECISIONS.name, args.messages)
         print(f"  relevance (embed + score + memory + send): {relevance:8.1f} messages/s",
               flush=True)

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401 - puts the repository first on sys.path
-
-from streams.tools import catalog, sandbox  # noqa: E402
+from streams.domain.tools import catalog
+from streams.tools import sandbox
 
 BARE = ("import json, sys; from pathlib import Path; from {module} import {function}; "
         "print(json.dumps({function}(json.loads(sys.argv[1]), Path('.'))))")

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from confluent_kafka import KafkaException
 
 from gateway import validation
-from gateway.agora.v1 import agents_pb2, agents_pb2_grpc
 from gateway.auth import Caller, Role
-from gateway.convert import enum, timestamp
 from gateway.guard import AlreadyExists, Denied, NotFound, Unavailable, caller, require_channel
+from gateway.registry import Registry
 from inference.client import InferenceError
-from ops.config import Settings
-from streams.registry.profiles import (AgentExists, Registry, UnknownAgent, templates,
-                                       with_permissions)
+from ops.core.config import Settings
+from schemas.agora.v1 import agents_pb2, agents_pb2_grpc
+from schemas.convert import enum, timestamp
+from streams.domain.registry import AgentExists, UnknownAgent, templates, with_permissions
 
 MAX_NAME = 128
 

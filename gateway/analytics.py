@@ -1,4 +1,4 @@
-"""AnalyticsService: the predefined ClickHouse queries of ops/analytics, for "*" tokens.
+"""AnalyticsService: the predefined ClickHouse queries of ops/store/analytics, for "*" tokens.
 
 Parameters arrive typed and are checked against their declared ClickHouse types, then
 bound by ClickHouse (never spliced into the SQL). Each call opens its own client in a
@@ -22,13 +22,13 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from gateway import validation
-from gateway.agora.v1 import analytics_pb2, analytics_pb2_grpc
 from gateway.auth import ALL_CHANNELS, Role
-from gateway.convert import timestamp
 from gateway.guard import Denied, NotFound, Unavailable, caller
-from ops import analytics
-from ops.config import Settings
-from streams.sinks.clickhouse import open_client
+from ops.core.config import Settings
+from ops.store import analytics
+from ops.store.clickhouse import open_client
+from schemas.agora.v1 import analytics_pb2, analytics_pb2_grpc
+from schemas.convert import timestamp
 
 MAX_ROWS = 10_000  # rows per answer; more are cut and flagged as truncated
 INT64 = range(-2**63, 2**63)

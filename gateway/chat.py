@@ -19,19 +19,19 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway import cursor as cursors
 from gateway import validation
-from gateway.agora.v1 import chat_pb2, chat_pb2_grpc
-from gateway.convert import enum, timestamp
 from gateway.auth import Role
 from gateway.guard import NotFound, caller, require_channel
 from gateway.publish import Recent, publish
 from gateway.tail import Item, Tail
 from gateway.tools import tool_result
 from gateway.votes import postgres_errors, vote_update
-from ops.kafka import AsyncProducer
+from ops.core.kafka import AsyncProducer
+from ops.store.postgres_rows import MESSAGE_COLUMNS
+from schemas.agora.v1 import chat_pb2, chat_pb2_grpc
 from schemas.codec import epoch_ms, from_epoch_ms
+from schemas.convert import enum, timestamp
 from schemas.ids import derived_id
 from schemas.topics import CHAT_MESSAGES
-from streams.sinks.postgres_rows import MESSAGE_COLUMNS
 
 COLUMNS = ", ".join(MESSAGE_COLUMNS)
 PARENT_TIMEOUT_S = 2  # a post waits no longer for a connection to look up its parent

@@ -20,9 +20,16 @@ from datetime import datetime
 
 import grpc
 
-from gateway.agora.v1 import (agents_pb2_grpc, analytics_pb2_grpc, auth_pb2_grpc, chat_pb2,
-                              chat_pb2_grpc, tools_pb2_grpc, votes_pb2_grpc)
-from gateway.convert import timestamp
+from schemas.agora.v1 import (
+    agents_pb2_grpc,
+    analytics_pb2_grpc,
+    auth_pb2_grpc,
+    chat_pb2,
+    chat_pb2_grpc,
+    tools_pb2_grpc,
+    votes_pb2_grpc,
+)
+from schemas.convert import timestamp
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

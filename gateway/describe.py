@@ -7,8 +7,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 
-from gateway.agora.v1 import chat_pb2, tools_pb2, votes_pb2
-
+from schemas.agora.v1 import chat_pb2, tools_pb2, votes_pb2
 
 # The factors a reason ends with, which explain() shows in columns already.
 _FACTORS = re.compile(r" \((score [\d.]+; )?expertise [\d.]+, workload [^)]*\)$")

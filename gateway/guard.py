@@ -28,7 +28,7 @@ from prometheus_client import Counter, Histogram
 from gateway.auth import AuthError, Caller, KeyRing, Reason, Role, from_authorization, verify
 from gateway.ratelimit import RateLimiter
 from gateway.validation import InvalidField
-from ops.kafka import MissingTopic
+from ops.core.kafka import MissingTopic
 
 log = structlog.get_logger("agora.gateway")
 REQUESTS = Counter("agora_gateway_requests_total", "Gateway calls by method and status",

@@ -18,7 +18,8 @@ from confluent_kafka import KafkaException
 from google.protobuf.message import Message
 
 from gateway.guard import Conflict, Unavailable
-from ops.kafka import AsyncProducer
+from ops.core.kafka import AsyncProducer
+from schemas import codec
 
 RECENT = 10_000  # answers kept per service for retries
 
@@ -72,7 +73,7 @@ async def publish(producer: AsyncProducer, recent: Recent, request: Message, eve
         if (earlier := recent.get(event_id, request)) is not None:
             return earlier
         try:
-            await producer.send(topic, key, name, record)
+            await producer.send(topic, key, codec.encode(name, record))
         except (KafkaException, BufferError) as exc:  # BufferError: the local queue is full
             raise Unavailable(f"Kafka: {exc}") from exc
         recent.put(event_id, request, answer)

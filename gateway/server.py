@@ -19,9 +19,6 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.agents import AgentService
-from gateway.agora.v1 import (agents_pb2, agents_pb2_grpc, analytics_pb2, analytics_pb2_grpc,
-                              auth_pb2, auth_pb2_grpc, chat_pb2, chat_pb2_grpc, tools_pb2,
-                              tools_pb2_grpc, votes_pb2, votes_pb2_grpc)
 from gateway.analytics import AnalyticsService
 from gateway.auth import KeyRing, Signer, signing_key
 from gateway.chat import ChatService
@@ -32,12 +29,27 @@ from gateway.tail import Tail
 from gateway.tls import server_credentials
 from gateway.tools import ToolService
 from gateway.votes import VoteService
-from ops import analytics
-from ops.config import Settings
-from ops.kafka import AsyncProducer
-from ops.topics import ensure_topics
-from streams.registry.profiles import templates
-from streams.tools import catalog
+from ops.core.config import Settings
+from ops.core.kafka import AsyncProducer
+from ops.core.topics import ensure_topics
+from ops.store import analytics
+from schemas.agora.v1 import (
+    agents_pb2,
+    agents_pb2_grpc,
+    analytics_pb2,
+    analytics_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    chat_pb2,
+    chat_pb2_grpc,
+    tools_pb2,
+    tools_pb2_grpc,
+    votes_pb2,
+    votes_pb2_grpc,
+)
+from schemas.topics import ALL
+from streams.domain.registry import templates
+from streams.domain.tools import catalog
 
 log = structlog.get_logger("agora.gateway")
 GRACE_S = 5.0
@@ -66,7 +78,7 @@ def signer(settings: Settings) -> Signer | None:
 async def serve(settings: Settings) -> None:
     keys = key_ring(settings)  # refuses a weak or missing key
     credentials = server_credentials(settings)  # refuses to serve plaintext unless told
-    await asyncio.to_thread(ensure_topics, settings)  # the tail follows every partition
+    await asyncio.to_thread(ensure_topics, settings, ALL)  # the tail follows every partition
     tail = Tail(settings)
     await asyncio.to_thread(tail.start)
     producer = AsyncProducer(settings)

@@ -22,10 +22,10 @@ import grpc
 import psycopg
 import structlog
 
-from gateway.agora.v1 import auth_pb2, auth_pb2_grpc
 from gateway.auth import AuthError, Reason, Role, Signer, issue, parse_roles
-from gateway.convert import timestamp
 from gateway.guard import Denied, Unavailable, caller
+from schemas.agora.v1 import auth_pb2, auth_pb2_grpc
+from schemas.convert import timestamp
 
 log = structlog.get_logger("agora.gateway")
 RELOAD_S = 2.0

@@ -31,11 +31,17 @@ from datetime import datetime
 import structlog
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from ops import kafka
-from ops.config import Settings
+from ops.core import kafka
+from ops.core.config import Settings
 from schemas import codec
-from schemas.topics import (CHAT_MESSAGES, RELEVANCE_DECISIONS, REPLY_CHUNKS, TOOL_RESULTS,
-                            VOTE_RESULTS, VOTES)
+from schemas.topics import (
+    CHAT_MESSAGES,
+    RELEVANCE_DECISIONS,
+    REPLY_CHUNKS,
+    TOOL_RESULTS,
+    VOTE_RESULTS,
+    VOTES,
+)
 
 log = structlog.get_logger("agora.gateway")
 _SHOWN = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, TOOL_RESULTS, VOTES, VOTE_RESULTS)

@@ -9,7 +9,6 @@ Clients trust ``AGORA_GATEWAY_TLS_CA``. Plaintext happens only when
 from __future__ import annotations
 
 import ipaddress
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ops.config import Settings
+from ops.core.config import Settings
+from ops.core.files import write_atomic
 
 CA_DAYS, CERT_DAYS = 3650, 825
 
@@ -51,12 +51,6 @@ def channel_credentials(settings: Settings, cert: str = "", key: str = ""
         root_certificates=Path(ca).read_bytes() if ca else None,
         private_key=Path(key).read_bytes() if key else None,
         certificate_chain=Path(cert).read_bytes() if cert else None)
-
-
-def _write(path: Path, data: bytes, private: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def _pem_key(key) -> bytes:
@@ -102,7 +96,7 @@ def local_ca(directory: Path) -> dict[str, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _certificate("agora-gateway", key.public_key(), ca_name, ca_key, CERT_DAYS, ca=False,
                         hosts=("127.0.0.1", "localhost"))
-    _write(files["key"], _pem_key(key), private=True)
-    _write(files["cert"], cert.public_bytes(serialization.Encoding.PEM), private=False)
-    _write(files["ca"], ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
+    write_atomic(files["key"], _pem_key(key))
+    write_atomic(files["cert"], cert.public_bytes(serialization.Encoding.PEM), private=False)
+    write_atomic(files["ca"], ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
     return files

@@ -16,16 +16,16 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
 from gateway import validation
-from gateway.agora.v1 import tools_pb2, tools_pb2_grpc, votes_pb2
-from gateway.convert import enum, timestamp
 from gateway.auth import Role
 from gateway.guard import caller, require_channel
 from gateway.publish import Recent, publish
-from ops.kafka import AsyncProducer
+from ops.core.kafka import AsyncProducer
+from schemas.agora.v1 import tools_pb2, tools_pb2_grpc, votes_pb2
+from schemas.convert import enum, timestamp
 from schemas.ids import derived_id
 from schemas.topics import TOOL_REQUESTS
-from streams.tools import catalog
-from streams.tools.records import new_request
+from streams.domain.tools import catalog
+from streams.domain.tools.records import new_request
 
 
 def _struct(value: dict) -> Struct:

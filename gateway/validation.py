@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from streams.notices import RESERVED_METADATA
-from streams.relevance import messages
+from streams.domain.notices import RESERVED_METADATA
+from streams.domain.relevance import messages
 
 
 class InvalidField(ValueError):

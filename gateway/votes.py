@@ -18,17 +18,17 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from gateway import validation
-from gateway.agora.v1 import votes_pb2, votes_pb2_grpc
-from gateway.convert import enum, symbol, timestamp
 from gateway.auth import Role
 from gateway.guard import NotFound, Unavailable, caller, require_channel
 from gateway.publish import Recent, publish
-from ops.config import Settings
-from ops.kafka import AsyncProducer
+from ops.core.config import Settings
+from ops.core.kafka import AsyncProducer
+from schemas.agora.v1 import votes_pb2, votes_pb2_grpc
+from schemas.convert import enum, symbol, timestamp
 from schemas.ids import derived_id
 from schemas.topics import VOTES
-from streams.votes.records import new_ballot, new_proposal
-from streams.votes.tally import ABSTAIN, STRATEGIES
+from streams.domain.votes.records import new_ballot, new_proposal
+from streams.domain.votes.tally import ABSTAIN, STRATEGIES
 
 MAX_TITLE = 200
 MAX_DEADLINE = timedelta(days=30)

@@ -30,7 +30,8 @@ import tritonclient.grpc.aio as aio
 from prometheus_client import Counter, Gauge, Histogram
 from tritonclient.utils import InferenceServerException
 
-from inference.resilience import OUTAGE, TRANSIENT, CircuitBreaker, backoff_s
+from inference.resilience import OUTAGE, TRANSIENT, CircuitBreaker
+from ops.core.retry import Retry, after
 
 EMBEDDER, GENERATOR = "embedder", "generator"
 EMBEDDING_DIM = 384
@@ -135,7 +136,7 @@ class InferenceClient:
         self.address = address
         self.timeout_s = timeout_s
         self.embed_batch, self.embed_delay_s = embed_batch, embed_delay_s
-        self.retries, self.backoff_base_s, self.backoff_cap_s = retries, backoff_base_s, backoff_cap_s
+        self.retry = Retry(backoff_base_s, backoff_cap_s, after(retries + 1))
         self.breaker = breaker or CircuitBreaker()
         # Reconnect quickly once Triton is back (gRPC's default backoff grows to 2 min).
         self._triton = aio.InferenceServerClient(address, channel_args=[
@@ -201,10 +202,10 @@ class InferenceClient:
                 BREAKER.set(self.breaker.state)
                 if code == "DEADLINE_EXCEEDED" and deadline - time.monotonic() <= 0:
                     raise InferenceTimeout(f"{op}: deadline exceeded", code) from exc
-                if code not in TRANSIENT or attempt > self.retries or not may_retry():
+                if code not in TRANSIENT or self.retry.gives_up(attempt) or not may_retry():
                     kind = InferenceUnavailable if code in OUTAGE else InferenceError
                     raise kind(f"{op} failed ({code}): {exc}", code) from exc
-                await asyncio.sleep(min(backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s),
+                await asyncio.sleep(min(self.retry.delay_s(attempt),
                                         max(deadline - time.monotonic(), 0)))
                 continue
             self.breaker.success()

@@ -1,12 +1,12 @@
 """Decisions the inference client makes about failures, as plain logic.
 
-Which gRPC codes are worth a retry, how long to back off, and when to stop calling
-a server that is down (a circuit breaker), all without I/O so they test in ms.
+Which gRPC codes are worth a retry and when to stop calling a server that is down (a
+circuit breaker), without I/O so they test in ms; how long to back off is the one retry
+policy's (``ops.core.retry``).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -15,12 +15,6 @@ from enum import IntEnum
 TRANSIENT = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"})
 # Codes that mean the server is unreachable or unresponsive: they trip the breaker.
 OUTAGE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
-
-
-def backoff_s(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random
-              ) -> float:
-    """Delay before retry number ``attempt`` (1-based): full-jitter exponential backoff."""
-    return rand() * min(cap_s, base_s * 2 ** (attempt - 1))
 
 
 class BreakerState(IntEnum):

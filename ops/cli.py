@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shlex
 import sys
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import grpc
+import psycopg
 import typer
+from google.protobuf.json_format import MessageToJson
+from prometheus_client import start_http_server
 
-from ops import stack as local_stack
-from ops.config import Settings, documented
-from ops.logs import configure
+from gateway import auth
+from gateway.client import Client
+from gateway.describe import Transcript
+from gateway.registry import Registry
+from gateway.server import key_ring, serve, signer
+from gateway.sessions import Grant, TokenStore
+from gateway.tls import channel_credentials, server_credentials
+from ops import devstack as local_stack
+from ops.core.config import Settings, documented
+from ops.core.kafka import publish
+from ops.core.logs import configure
+from ops.core.topics import ensure_topics
+from ops.devstack import demo as scenario
+from ops.devstack.services import gateway_files, save_signing_keys
+from ops.store import analytics as queries
+from ops.store import migrate
+from ops.store.clickhouse import ClickHouseStore, open_client
+from ops.store.postgres import PostgresStore
+from schemas import codec
+from schemas.agora.v1 import agents_pb2, auth_pb2, votes_pb2
+from schemas.convert import enum, symbol
+from schemas.topics import ALL, TOOL_REQUESTS, VOTES
+from streams import sinks as consumer
+from streams.domain.registry import templates
+from streams.domain.responder.actions import VOTE_TYPES
+from streams.domain.tools.catalog import load
+from streams.domain.tools.records import new_request
+from streams.domain.votes.records import new_ballot, new_proposal
+from streams.domain.votes.tally import STRATEGIES
+from streams.worker import run
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Agora: a streaming backend for channels shared by AI agents and people.")
@@ -89,23 +123,19 @@ def stack_down() -> None:
 @topics_app.command("create")
 def topics_create() -> None:
     """Create every topic with its partition count and cleanup policy (idempotent)."""
-    from ops.topics import ensure_topics
 
-    for t in ensure_topics(_settings()):
+    for t in ensure_topics(_settings(), ALL):
         typer.echo(f"{t.name:<28} partitions={t.partitions} {t.action}")
 
 
 @app.command("worker")
 def worker() -> None:
     """Run a worker: relevance and responder agents (workers form one consumer group)."""
-    from streams.worker import run
 
     run(_settings())
 
 
 def _registry():
-    from streams.registry.profiles import Registry
-
     return Registry(_settings())
 
 
@@ -118,8 +148,6 @@ def _through_gateway():
 
 def _profile(agent) -> dict:
     """An agents.v1 Agent in the registry's profile shape, for the same output."""
-    from gateway.agora.v1 import agents_pb2
-    from gateway.convert import symbol
 
     return {"agent_id": agent.agent_id, "name": agent.name, "template": agent.template,
             "state": symbol(agents_pb2.AgentState, agent.state),
@@ -136,8 +164,6 @@ def agents_create(
 ) -> None:
     """Create an agent from a template (or add a channel to an existing one)."""
     if client := _through_gateway():
-        from gateway.agora.v1 import agents_pb2
-
         with client:
             profile, action = _profile(_rpc(lambda: client.agents.CreateAgent(
                 agents_pb2.CreateAgentRequest(template=template, channel_id=channel,
@@ -154,10 +180,8 @@ def agents_create(
 @agents_app.command("list")
 def agents_list() -> None:
     """Every agent with its state, channels and tools."""
-    from streams.registry.profiles import templates
 
     if client := _through_gateway():
-        from gateway.agora.v1 import agents_pb2
 
         profiles, page_token = {}, None
         with client:
@@ -177,8 +201,6 @@ def agents_list() -> None:
 
 def _set_state(agent_id: str, state: str, reason: str | None) -> None:
     if client := _through_gateway():
-        from gateway.agora.v1 import agents_pb2
-
         with client:
             profile = _profile(_rpc(
                 lambda: client.agents.PauseAgent(agents_pb2.PauseAgentRequest(
@@ -220,8 +242,6 @@ def agents_revoke(agent_id: str, permissions: list[str] = typer.Argument(...)) -
 
 def _change_permissions(agent_id: str, permissions: list[str], revoke: bool) -> None:
     if client := _through_gateway():
-        from gateway.agora.v1 import agents_pb2
-
         change = {"revoke_permissions" if revoke else "grant_permissions": permissions}
         with client:
             profile = _profile(_rpc(lambda: client.agents.UpdateAgent(
@@ -239,7 +259,6 @@ def _change_permissions(agent_id: str, permissions: list[str], revoke: bool) -> 
 @tools_app.command("list")
 def tools_list() -> None:
     """Every tool: category, whether it needs a vote, limits and description."""
-    from streams.tools.catalog import load
 
     for tool in load().values():
         vote = f"vote {tool.vote_strategy.lower()}" if tool.needs_vote else "no vote"
@@ -257,11 +276,7 @@ def tools_request(
     reason: str = typer.Option("requested from the CLI", "--reason", help="Why."),
 ) -> None:
     """Ask to run a tool for an agent; prints the request id (results: agora.tool.results)."""
-    import json
 
-    from ops.kafka import publish
-    from schemas.topics import TOOL_REQUESTS
-    from streams.tools.records import new_request
 
     try:
         parsed = json.loads(arguments)
@@ -291,11 +306,6 @@ def vote_start(
     deadline_s: float = typer.Option(None, "--deadline-s", help="Default AGORA_VOTE_DEADLINE_S."),
 ) -> None:
     """Open a vote; prints its id (results: agora.vote.results and the channel)."""
-    from ops.kafka import publish
-    from schemas.topics import VOTES
-    from streams.responder.actions import VOTE_TYPES
-    from streams.votes.records import new_proposal
-    from streams.votes.tally import STRATEGIES
 
     if vote_type == "TOOL_USAGE":
         raise typer.BadParameter("tool-usage votes are opened by tool requests")
@@ -309,10 +319,7 @@ def vote_start(
         raise typer.BadParameter("--weight takes VOTER=NUMBER") from None
     settings = _settings()
     if client := _through_gateway():
-        import uuid
 
-        from gateway.agora.v1 import votes_pb2
-        from gateway.convert import enum
 
         request = votes_pb2.StartVoteRequest(
             channel_id=channel, title=title, options=option or [],
@@ -328,7 +335,7 @@ def vote_start(
     proposal = new_proposal(channel, proposer, title, vote_type=vote_type, strategy=strategy,
                             options=option, eligible_voters=voter, weights=weights,
                             quorum=quorum, deadline_s=deadline_s or settings.vote_deadline_s)
-    publish(settings, VOTES.name, [("VoteProposal", proposal["vote_id"], proposal)])
+    publish(settings, VOTES.name, [(proposal["vote_id"], codec.encode("VoteProposal", proposal))])
     typer.echo(proposal["vote_id"])
 
 
@@ -342,14 +349,9 @@ def vote_cast(
     rationale: str = typer.Option("", "--rationale"),
 ) -> None:
     """Cast a ballot; a rejected one gets a BallotRejected on agora.vote.results."""
-    from ops.kafka import publish
-    from schemas.topics import VOTES
-    from streams.votes.records import new_ballot
 
     if client := _through_gateway():
-        import uuid
 
-        from gateway.agora.v1 import votes_pb2
 
         with client:
             cast = _rpc(lambda: client.votes.CastBallot(votes_pb2.CastBallotRequest(
@@ -368,8 +370,6 @@ def vote_cast(
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations (tracked, idempotent) and refresh reference data."""
-    from ops import migrate
-    from streams.sinks.clickhouse import open_client
 
     settings = _settings()
 
@@ -401,7 +401,6 @@ def sink_postgres(
     until_idle_s: float = UNTIL_IDLE,
 ) -> None:
     """Consume every topic into Postgres: batched, idempotent, commits after the DB."""
-    from streams.sinks.postgres import PostgresStore
 
     _sink("postgres", PostgresStore, batch_size, batch_wait_s, until_idle_s)
 
@@ -415,17 +414,12 @@ def sink_clickhouse(
     """Consume every topic into ClickHouse (chdb or HTTP): batched by size and time,
     replays dropped, offsets committed after the insert. Applies the ClickHouse
     migrations itself, since with chdb it owns the database directory."""
-    from streams.sinks.clickhouse import ClickHouseStore
 
     _sink("clickhouse", ClickHouseStore, batch_size, batch_wait_s, until_idle_s)
 
 
 def _sink(name: str, store_type, batch_size: int, batch_wait_s: float,
           until_idle_s: float | None) -> None:
-    from prometheus_client import start_http_server
-
-    from streams.sinks import consumer
-
     settings = _settings()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
@@ -439,11 +433,8 @@ def analytics(
     param: list[str] = typer.Option(None, "--param", "-p", help="NAME=VALUE (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per row."),
 ) -> None:
-    """Run a predefined ClickHouse query (ops/analytics/*.sql) as a table or JSON."""
-    import json
+    """Run a predefined ClickHouse query (ops/store/analytics/*.sql) as a table or JSON."""
 
-    from ops import analytics as queries
-    from streams.sinks.clickhouse import open_client
 
     if name is None:
         for query in queries.load().values():
@@ -483,12 +474,8 @@ def analytics(
 @gateway_app.command("serve")
 def gateway_serve() -> None:
     """Serve the agora.v1 API on AGORA_GATEWAY_HOST:AGORA_GATEWAY_PORT until SIGTERM."""
-    import asyncio
 
-    from prometheus_client import start_http_server
 
-    from gateway.server import key_ring, serve
-    from gateway.tls import server_credentials
 
     settings = _settings()
     try:  # no keys to verify tokens with, or no certificate: refused before starting
@@ -503,10 +490,7 @@ def gateway_serve() -> None:
 
 
 def _client():
-    from gateway.client import Client
-
     settings = _settings()
-    from gateway.tls import channel_credentials
 
     token = settings.gateway_token.get_secret_value()
     if not token:
@@ -517,7 +501,6 @@ def _client():
 
 def _rpc(call):
     """Run a gateway call; a refusal prints its status and message, exit 2."""
-    import grpc
 
     try:
         return call()
@@ -552,9 +535,7 @@ def tail(
 ) -> None:
     """Follow a channel live through the gateway: messages, agents' replies as they are
     written, decisions, tool results, votes."""
-    from google.protobuf.json_format import MessageToJson
 
-    from gateway.describe import Transcript
 
     since = since.replace(tzinfo=timezone.utc) if since and since.tzinfo is None else since
     transcript = Transcript((lambda _decision: True) if explain else None)
@@ -575,8 +556,6 @@ def tail(
 
 
 def _signer():
-    from gateway.server import signer
-
     try:
         found = signer(_settings())
     except (OSError, ValueError) as exc:
@@ -595,7 +574,6 @@ def gateway_files_command(directory: Path = typer.Argument(
     """Make what a gateway needs for TLS and RS256 tokens: a local CA and a server
     certificate for 127.0.0.1/localhost, a signing key (private JWKS, 0600) and its
     public JWKS. For compose: agora gateway files ./secrets/gateway"""
-    from ops.stack.services import gateway_files
 
     for name, path in gateway_files(directory).items():
         typer.echo(f"{name:<8} {path}")
@@ -616,8 +594,6 @@ def token_issue(
                                  help="Also print a refresh token (AuthService.Refresh)."),
 ) -> None:
     """Print an access token for the gateway (and a refresh token with --refresh)."""
-    from gateway import auth
-    from gateway.sessions import Grant, TokenStore
 
     settings = _settings()
     if not channel and not admin:
@@ -637,7 +613,6 @@ def token_issue(
                f"valid {ttl_s}s", err=True)
     typer.echo(token)
     if refresh:
-        import psycopg
 
         try:
             kept, _ = TokenStore(settings.postgres_dsn).new_refresh(
@@ -656,9 +631,6 @@ def token_refresh(refresh_token: str = typer.Argument(
                   "'-' reads it from stdin.")) -> None:
     """Redeem a refresh token at the gateway (AuthService.Refresh): prints the new access
     token, then the new refresh token. The one given is spent."""
-    from gateway.agora.v1 import auth_pb2
-    from gateway.client import Client
-    from gateway.tls import channel_credentials
 
     settings = _settings()
     token = sys.stdin.readline().strip() if refresh_token == "-" else refresh_token
@@ -675,10 +647,7 @@ def token_refresh(refresh_token: str = typer.Argument(
 def token_rotate_key(algorithm: str = typer.Option("RS256", help="RS256 or ES256.")) -> None:
     """Add a new signing key to AGORA_GATEWAY_SIGNING_KEYS (it signs from now on) and
     rewrite the public JWKS next to it; tokens of the older keys stay valid."""
-    import json
 
-    from gateway import auth
-    from ops.stack.services import save_signing_keys
 
     path = Path(_settings().gateway_signing_keys)
     private = json.loads(path.read_text())
@@ -691,9 +660,7 @@ def token_rotate_key(algorithm: str = typer.Option("RS256", help="RS256 or ES256
 @token_app.command("remove-key")
 def token_remove_key(kid: str = typer.Argument(..., help="The key to retire.")) -> None:
     """Remove a key: tokens it signed are refused from the next JWKS reload on."""
-    import json
 
-    from ops.stack.services import save_signing_keys
 
     path = Path(_settings().gateway_signing_keys)
     private = json.loads(path.read_text())
@@ -718,7 +685,6 @@ def config() -> None:
 @app.command("demo")
 def demo(keep: bool = typer.Option(False, "--keep", help="Leave the stack running.")) -> None:
     """Start the embedded stack and exercise every service once."""
-    from ops import demo as scenario
 
     scenario.run(_settings(), typer.echo, keep=keep)
 

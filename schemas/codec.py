@@ -75,6 +75,11 @@ def epoch_ms(moment: dt.datetime) -> int:
     return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
+def safe_text(text: str) -> str:
+    """Text an Avro string can hold: lone surrogates (undecodable bytes) become U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def from_epoch_ms(ms: int) -> dt.datetime:
     """The aware UTC datetime of ``epoch_ms`` (exact, unlike ``fromtimestamp(ms / 1000)``)."""
     return _EPOCH + dt.timedelta(milliseconds=ms)

@@ -14,9 +14,9 @@ import faust
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 
-from ops import kafka
-from ops.config import Settings
-from ops.stack.process import free_port
+from ops.core import kafka
+from ops.core.config import Settings
+from ops.core.net import free_port
 from schemas import codec
 from schemas.topics import Topic
 

@@ -9,11 +9,11 @@ import asyncio
 from collections import defaultdict
 
 from inference.client import InferenceClient
-from ops.config import Settings
+from ops.core.config import Settings
+from ops.store.memory import Memory
 from schemas import codec
 from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
 from streams.globaltable import GlobalTable
-from streams.memory import Memory
 
 
 def _decoder(event: str):

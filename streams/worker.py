@@ -10,17 +10,13 @@ from __future__ import annotations
 import faust
 from prometheus_client import start_http_server
 
-from ops.config import Settings
-from ops.logs import configure
-from ops.stack.process import Proc, start_agora
+from ops.core.config import Settings
+from ops.core.logs import configure
+from streams.agents import relevance, responder, tools, votes
 from streams.app import create_app
+from streams.domain.relevance.scoring import load_config
 from streams.lag import LagGauge
-from streams.relevance import agent as relevance
-from streams.relevance.scoring import load_config
-from streams.responder import agent as responder
 from streams.services import Services
-from streams.tools import agent as tools
-from streams.votes import agent as votes
 
 
 def build(settings: Settings) -> faust.App:
@@ -63,11 +59,3 @@ def run(settings: Settings) -> None:
     level = {"DEBUG": "debug", "INFO": "warn"}.get(settings.log_level.upper(), "info")
     worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
-
-
-def start_process(settings: Settings, name: str, timeout_s: float = 90,
-                  **env: str) -> Proc:
-    """`agora worker` in its own process group, returned once its tables are loaded."""
-    return start_agora(settings.stack_dir, ["worker"], f"worker-{name}",
-                       lambda log: log.count("globaltable.ready") >= 3, timeout_s=timeout_s,
-                       AGORA_WORKER_ID=name, **env)

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ops import stack
-from ops.config import Settings
-from ops.kafka import TopicReader
-from ops.stack.process import Proc, members, stop, survivors
-from streams.worker import start_process
+from ops import devstack as stack
+from ops.core.config import Settings
+from ops.devstack.process import Proc, members, start_worker, stop, survivors
+from support.kafka import TopicReader
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +74,7 @@ def workers(settings: Settings):
     started: list[tuple[Proc, dict[int, int], Path]] = []
 
     def start(name: str, **env: str) -> Proc:
-        proc = start_process(settings, name, **env)
+        proc = start_worker(settings, name, **env)
         log = settings.stack_dir / "logs" / f"worker-{name}.log"
         started.append((proc, members(proc), log))
         return proc

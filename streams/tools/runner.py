@@ -32,12 +32,15 @@ import os
 import platform
 import resource
 import signal
+import socket
 import stat
 import struct
 import sys
 import sysconfig
 import traceback
 from pathlib import Path
+
+from streams.tools.builtin import LimitExceeded, ToolError
 
 TOOL_UID = TOOL_GID = 65534  # nobody / nogroup
 MAX_ARTIFACTS = 20
@@ -309,8 +312,6 @@ def truncate(text: str, limit: int) -> str:
 def _tool_process(spec: dict, tool, root: Path, result_fd: int) -> None:
     """In the forked child: enter the root, drop everything, run the tool and write
     its result (JSON) to ``result_fd``."""
-    from streams.tools.builtin import LimitExceeded, ToolError
-
     workdir, limits = Path(spec["workdir"]), spec["limits"]
     try:
         nested = spec["identity"] == "userns"
@@ -452,8 +453,6 @@ def main() -> int:
 def probe(arguments: dict, workdir: Path) -> dict:
     """The sandbox's self-check (``sandbox.unavailable``): who the tool runs as, and
     whether it can open a socket."""
-    import socket
-
     try:
         socket.socket(socket.AF_UNIX).close()
         sockets = "sockets allowed"
@@ -463,7 +462,7 @@ def probe(arguments: dict, workdir: Path) -> dict:
 
 
 def safe_text(text: str) -> str:
-    """Text made valid UTF-8: lone surrogates (undecodable bytes) become U+FFFD."""
+    """``schemas.codec.safe_text``: the sandbox imports nothing beyond this package."""
     return text.encode("utf-8", "replace").decode("utf-8")
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from streams.tools.catalog import Limits, Tool
+from streams.domain.tools.catalog import Limits, Tool
 from streams.tools.runner import landlock_abi, seccomp_unsupported
 
 STDERR_KEPT = 4096

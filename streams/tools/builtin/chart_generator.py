@@ -38,7 +38,7 @@ def run(arguments: dict, workdir: pathlib.Path) -> dict:
     os.environ["MPLCONFIGDIR"] = str(workdir)  # font cache must stay inside the sandbox
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # numpy's BLAS threads would count against the process limit
-    import matplotlib
+    import matplotlib  # heavy: loaded when a chart is drawn, once MPLCONFIGDIR is set
     matplotlib.use("Agg")
     from matplotlib.figure import Figure  # no pyplot: no global figure state
 

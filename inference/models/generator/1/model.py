@@ -12,7 +12,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from inference.engine import FINISH_CANCELLED, Engine, EngineConfig, Outcome, Request, Sink
-from ops.config import Settings
+from ops.core.config import Settings
 
 
 def _scalar(request, name, default):

@@ -1,1 +1,0 @@
-"""Generated gRPC code of the gateway's proto packages (see gateway/codegen.py)."""

@@ -1,0 +1,157 @@
+"""Kafka clients configured the way every Agora producer must be, and the one way to
+find where a partition ends. Bytes in, bytes out: records are encoded by their owners
+(``schemas.codec``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from ops.core.config import Settings
+
+log = structlog.get_logger("agora.kafka")
+
+
+def producer(settings: Settings, **conf) -> Producer:
+    """A confluent-kafka producer that partitions like Faust, aiokafka and Java clients.
+
+    librdkafka hashes keys with CRC32 by default, the others with murmur2: with mixed
+    partitioners one channel's messages would land on two partitions, losing their
+    order and splitting the channel's table state. Any external producer must use
+    murmur2 too (the Java default).
+    """
+    return Producer({"bootstrap.servers": settings.broker, "acks": "all",
+                     "partitioner": "murmur2_random", **conf})
+
+
+def publish(settings: Settings, topic: str, records: Iterable[tuple[str, bytes]],
+            timeout_s: float = 10) -> None:
+    """Produce ``(key, value)`` pairs; returns once all are acknowledged."""
+    out = producer(settings)
+    for key, value in records:
+        out.produce(topic, key=key.encode(), value=value)
+    if out.flush(timeout_s):
+        raise TimeoutError(f"the broker did not acknowledge {topic} records in {timeout_s}s")
+
+
+def consumer(settings: Settings, group: str, **conf) -> Consumer:
+    """A consumer for readers that assign partitions and track positions themselves
+    (the group commits nothing)."""
+    return Consumer({"bootstrap.servers": settings.broker, "group.id": group,
+                     "enable.auto.commit": False, **conf})
+
+
+class MissingTopic(RuntimeError):
+    """A topic Agora needs does not exist yet."""
+
+
+def read_past(broker: str, reported: dict[tuple[str, int], int | None],
+              timeout_s: float = 30) -> dict[tuple[str, int], int | None]:
+    """The offset after the last record of each partition, found by reading past
+    ``reported``, its end offset as the broker reports it. Tansu reports the base offset
+    of a partition's last batch + 1 (it counts batches), short of the rest of that batch;
+    on Kafka the answer is the reported end, for one fetch per partition."""
+    found = dict(reported)
+    waiting = {tp for tp, end in found.items() if end and end > 0}
+    if not waiting:
+        return found
+    reader = Consumer({"bootstrap.servers": broker, "group.id": "agora-ends",
+                       "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        reader.assign([TopicPartition(t, p, found[(t, p)] - 1) for t, p in waiting])
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no end found in {timeout_s}s for {sorted(waiting)}")
+            record = reader.poll(0.2)
+            if record is None:
+                continue
+            tp = (record.topic(), record.partition())
+            if record.error() is None:
+                found[tp] = max(found[tp], record.offset() + 1)
+            elif record.error().code() == KafkaError._PARTITION_EOF:
+                waiting.discard(tp)
+        return found
+    finally:
+        reader.close()
+
+
+def ends(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The offset after the last record of every partition of ``topics``."""
+    reader = consumer(settings, "agora-ends")
+    try:
+        reported = {(t, p): reader.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                    for t, p in partitions(reader, topics)}
+    finally:
+        reader.close()
+    return read_past(settings.broker, reported)
+
+
+def partitions(reader: Consumer, topics: Iterable[str], timeout_s: float = 10
+               ) -> list[tuple[str, int]]:
+    """Every (topic, partition) of ``topics``, in order."""
+    found = []
+    for topic in topics:
+        meta = reader.list_topics(topic, timeout=timeout_s).topics[topic]
+        if meta.error:
+            raise MissingTopic(f"{topic}: {meta.error} (run `agora topics create`)")
+        found += [(topic, p) for p in sorted(meta.partitions)]
+    return found
+
+
+def _settle(outcomes: list[tuple[asyncio.Future, object]]) -> None:
+    for future, error in outcomes:
+        if future.done():  # the sender was cancelled
+            continue
+        if error:
+            future.set_exception(KafkaException(error))
+        else:
+            future.set_result(None)
+
+
+class AsyncProducer:
+    """``producer()`` for asyncio code: ``await send(...)`` returns once the broker has
+    acknowledged the record. A thread serves librdkafka's delivery callbacks and hands
+    each poll's outcomes to the event loop at once (one wake-up, not one per record),
+    so many sends in flight share batches (linger) and wake-ups. A record not
+    acknowledged within DELIVERY_TIMEOUT_MS fails (librdkafka would wait 5 minutes),
+    so a caller learns of a broker outage while its client still waits."""
+
+    DELIVERY_TIMEOUT_MS = 10_000
+
+    def __init__(self, settings: Settings):
+        self._producer = producer(settings, **{"linger.ms": 2,
+                                               "delivery.timeout.ms": self.DELIVERY_TIMEOUT_MS})
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the senders
+        self._outcomes: list[tuple[asyncio.Future, object]] = []  # the delivery thread's
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="kafka-delivery", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._producer.poll(0.1)
+                if self._outcomes:
+                    outcomes, self._outcomes = self._outcomes, []
+                    self._loop.call_soon_threadsafe(_settle, outcomes)
+            except Exception:  # a dead delivery thread would leave every send waiting
+                log.exception("kafka.delivery_failed")
+
+    async def send(self, topic: str, key: str, value: bytes) -> None:
+        self._loop = self._loop or asyncio.get_running_loop()
+        done = self._loop.create_future()
+        self._producer.produce(
+            topic, key=key.encode(), value=value,
+            on_delivery=lambda error, _: self._outcomes.append((done, error)))
+        await done
+
+    def close(self, timeout_s: float = 10) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._producer.flush(timeout_s)  # what is still in flight; its senders are gone

@@ -1,0 +1,1 @@
+"""Generated gRPC code of the gateway's proto packages (see schemas/codegen.py)."""

@@ -1,0 +1,222 @@
+"""The relevance Faust agent: which agents answer each chat message, and why.
+
+Messages are taken in batches so one embedder request covers many of them. Each
+message gets one RelevanceDecision (every eligible agent's score and factors) and one
+InferenceTask per selected agent, with ids derived from the message id, so a replay
+after a crash produces the same events and the sinks drop the copies. The batch's
+offsets are committed by Faust after every send of the batch is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from datetime import datetime, timedelta, timezone
+from weakref import ref
+
+import faust
+import numpy as np
+import structlog
+from faust.streams import _current_event
+from prometheus_client import Counter, Histogram
+
+from inference.client import InferenceTimeout, InferenceUnavailable
+from ops.core.retry import Retry, forever, retrying
+from schemas import codec
+from schemas.codec import epoch_ms
+from schemas.ids import derived_id
+from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE_DECISIONS
+from streams.app import topic
+from streams.deadletter import dead_letter_on_failure, send_dead_letter
+from streams.domain import channels
+from streams.domain.relevance.messages import validate
+from streams.domain.relevance.scoring import Candidate, Decision, Message, RelevanceConfig, decide
+from streams.services import Services
+
+log = structlog.get_logger("agora.relevance")
+HISTORY_KEPT = 50
+TASK_DEADLINE = timedelta(minutes=5)
+
+MESSAGES = Counter("agora_relevance_messages_total", "Chat messages decided", ["outcome"])
+SELECTED = Counter("agora_relevance_selected_total", "Agents selected", ["agent_id"])
+BATCH = Histogram("agora_relevance_batch_size", "Messages per relevance batch",
+                  buckets=(1, 2, 4, 8, 16, 32, 64))
+LATENCY = Histogram("agora_relevance_batch_seconds", "Time to decide a batch",
+                    buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+
+
+def register(app: faust.App, services: Services, state: faust.TableT, config: RelevanceConfig,
+             batch_size: int = 64, batch_within_s: float = 0.02) -> faust.types.AgentT:
+    chat = topic(app, CHAT_MESSAGES)
+    decisions, tasks = topic(app, RELEVANCE_DECISIONS), topic(app, INFERENCE_TASKS)
+    deadletter = topic(app, DEADLETTER)
+    vectors: dict[str, tuple[str, np.ndarray]] = {}  # agent_id -> (expertise text, vector)
+
+    async def expertise_vectors() -> dict[str, np.ndarray]:
+        """Expertise vectors of all agents: from Qdrant, computed once when missing."""
+        profiles = dict(services.registry.data)  # the registry may change while we await
+        stale = [a for a, p in profiles.items() if vectors.get(a, ("",))[0] != p["expertise"]]
+        if stale:
+            stored = await asyncio.to_thread(services.memory.expertise, stale)
+            for agent_id, (text, vector) in stored.items():
+                if text == profiles[agent_id]["expertise"]:
+                    vectors[agent_id] = (text, vector)
+            missing = [a for a in stale if a not in vectors
+                       or vectors[a][0] != profiles[a]["expertise"]]
+            if missing:
+                computed = await patiently([profiles[a]["expertise"] for a in missing])
+                for agent_id, vector in zip(missing, computed):
+                    text = profiles[agent_id]["expertise"]
+                    await asyncio.to_thread(services.memory.put_expertise, agent_id, text,
+                                            vector)
+                    vectors[agent_id] = (text, vector)
+        return {a: v for a, (_, v) in vectors.items() if a in profiles}
+
+    def candidates(channel: dict, message: dict, expertise: dict[str, np.ndarray],
+                   open_tasks: dict[str, int]) -> list[Candidate]:
+        return [Candidate(
+            agent_id=agent_id, state=profile["state"], channels=tuple(profile["channels"]),
+            expertise=expertise.get(agent_id), performance_score=profile["performance_score"],
+            open_tasks=open_tasks.get(agent_id, 0),
+            last_spoke_ms=channel["spoke"].get(agent_id),
+            last_exchange_with_author_ms=channels.last_exchange(channel, agent_id,
+                                                                message["author_id"]),
+        ) for agent_id, profile in services.registry.data.items()]
+
+    def records(message: dict, decision: Decision, history: list[dict], now: datetime
+                ) -> tuple[dict, list[dict]]:
+        decision_id = derived_id(message["event_id"], "decision")
+        record = {
+            "event_id": decision_id, "message_id": message["event_id"],
+            "channel_id": message["channel_id"], "thread_id": message["thread_id"],
+            "thread_depth": message["thread_depth"], "decided_at": now,
+            "scores": [{"agent_id": s.agent_id, "score": s.score, "selected": s.selected,
+                        "reason": s.reason, **vars(s.factors)} for s in decision.scores],
+            "selected": list(decision.selected), "skip_reason": decision.skip_reason,
+            "config_version": config.version,
+        }
+        task_records = [{
+            "event_id": derived_id(message["event_id"], "task", agent_id),
+            "decision_id": decision_id, "message_id": message["event_id"],
+            "channel_id": message["channel_id"], "thread_id": message["thread_id"],
+            "thread_depth": message["thread_depth"], "agent_id": agent_id,
+            "context_message_ids": [h["id"] for h in history[-services.settings.history_size:]],
+            "created_at": now, "deadline_at": now + TASK_DEADLINE,
+        } for agent_id in decision.selected]
+        return record, task_records
+
+    async def admit(events: list) -> list[tuple[faust.EventT, dict]]:
+        """Decoded, valid messages of a batch; the others are dead-lettered."""
+        good = []
+        for event in events:
+            try:
+                _, message = codec.decode(event.message.value, expected="ChatMessage")
+                validate(message)
+                good.append((event, message))
+            except ValueError as exc:  # CodecError and InvalidMessage
+                MESSAGES.labels("dead_letter").inc()
+                log.warning("relevance.dead_letter", offset=event.message.offset,
+                            partition=event.message.partition, reason=str(exc))
+                await send_dead_letter(deadletter, event.message, "relevance", exc)
+        return good
+
+    async def decide_batch(good: list[tuple[faust.EventT, dict]], embeddings: np.ndarray
+                           ) -> None:
+        """Score, remember and publish a batch; returns once every send is durable."""
+        expertise = await expertise_vectors()
+        open_tasks = services.open_tasks()  # one view of the workload for the batch
+        remembered = asyncio.create_task(asyncio.to_thread(
+            services.memory.remember, [m for _, m in good], embeddings))
+        pending = []
+        for (event, message), embedding in zip(good, embeddings):
+            async with dead_letter_on_failure(deadletter, event.message, "relevance"):
+                pending += await decide_one(event, message, embedding, expertise, open_tasks)
+        for fut in pending:
+            await fut
+        await remembered
+
+    async def decide_one(event: faust.EventT, message: dict, embedding: np.ndarray,
+                         expertise: dict, open_tasks: dict) -> list:
+        """Decide one message; returns the sends under way (its decision and tasks)."""
+        pending = []
+        channel = state.get(message["channel_id"]) or channels.empty()
+        decision = decide(Message(
+            message_id=message["event_id"], channel_id=message["channel_id"],
+            author_id=message["author_id"], author_kind=message["author_kind"],
+            mentions=tuple(message["mentions"]),
+            reply_to_author=channels.author_of(channel, message["reply_to"]),
+            thread_depth=message["thread_depth"],
+            created_ms=epoch_ms(message["created_at"]),
+            embedding=embedding,
+            vote_call=message["metadata"].get("kind") == "vote_call"),
+            candidates(channel, message, expertise, open_tasks),
+            config)
+        # Table writes go to the changelog partition of the current event: in a
+        # batch, make it this message's event.
+        _current_event.set(ref(event))
+        now = datetime.now(timezone.utc)
+        updated = channels.remember(
+            channel, message, HISTORY_KEPT, now_ms=epoch_ms(now),
+            pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None)
+        state[message["channel_id"]] = updated
+        decision_record, task_records = records(message, decision, updated["history"], now)
+        key = message["channel_id"].encode()
+        pending.append(await decisions.send(
+            key=key, value=codec.encode("RelevanceDecision", decision_record)))
+        for task in task_records:
+            pending.append(await tasks.send(key=key,
+                                            value=codec.encode("InferenceTask", task)))
+        MESSAGES.labels("selected" if decision.selected else "none").inc()
+        for agent_id in decision.selected:
+            SELECTED.labels(agent_id).inc()
+        return pending
+
+    async def patiently(texts: list[str], started: Awaitable[np.ndarray] | None = None
+                        ) -> np.ndarray:
+        """Embeddings of ``texts`` (``started``: the call already under way). While
+        Triton is down the batch waits, and the stream behind it (its offsets
+        uncommitted), instead of failing the agent: Faust would restart it without the
+        batch, whose messages would then go undecided."""
+        first = iter([started] if started else [])
+        return await retrying(lambda: next(first, None) or services.inference.embed(texts),
+                              Retry(stop=forever()), (InferenceUnavailable, InferenceTimeout),
+                              "relevance.inference_retry", texts=len(texts))
+
+    @app.agent(chat, name="relevance")
+    async def relevance(stream):
+        """Two stages: while Triton embeds one batch, the previous one is decided.
+
+        Acks are manual: a batch's offsets may be committed only once its decisions,
+        tasks and memories are durable, and batches finish in order.
+        """
+        await services.ready()
+        batches: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+        async def finish() -> None:
+            while True:
+                events, good, embedding = await batches.get()
+                started = time.perf_counter()
+                if good:
+                    await decide_batch(good, await patiently([m["text"] for _, m in good],
+                                                             embedding))
+                for event in events:
+                    await stream.ack(event)
+                LATENCY.observe(time.perf_counter() - started)
+
+        finisher = asyncio.get_running_loop().create_task(finish())
+        try:
+            async for events in stream.noack().take_events(batch_size, within=batch_within_s):
+                BATCH.observe(len(events))
+                good = await admit(events)
+                embedding = asyncio.ensure_future(
+                    services.inference.embed([m["text"] for _, m in good]))
+                put = asyncio.ensure_future(batches.put((events, good, embedding)))
+                await asyncio.wait([put, finisher], return_when=asyncio.FIRST_COMPLETED)
+                if finisher.done():
+                    put.cancel()
+                    finisher.result()  # a failed batch fails the agent: Faust restarts it
+        finally:
+            finisher.cancel()
+
+    return relevance

@@ -1,0 +1,138 @@
+"""The tools Faust agent: check, gate and run tool requests.
+
+A request is checked against the catalog, the agent's permissions and the channel's
+policy (a denial runs nothing), then its arguments against the tool's schema. A tool
+that needs a vote opens a TOOL_USAGE vote and waits: the votes agent sends the
+request back on ``agora.tool.approved`` if the vote passes, or rejects it. A record
+there runs only when a PASSED VoteResult of its vote exists and the request hashes to
+what was voted on; otherwise it is dead-lettered (a forged or swapped approval).
+Everything else runs in the sandbox, and the outcome goes out as a ToolResult plus a
+notice in the channel. Ids derive from the request id, so a replayed request yields
+the same events. Any failure while handling a record becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import faust
+import structlog
+from prometheus_client import Counter, Histogram
+
+from schemas import codec
+from schemas.ids import derived_id
+from schemas.topics import (
+    CHAT_MESSAGES,
+    DEADLETTER,
+    TOOL_APPROVED,
+    TOOL_REQUESTS,
+    TOOL_RESULTS,
+    VOTES,
+)
+from streams.app import send_all, topic
+from streams.deadletter import dead_letter_on_failure
+from streams.domain.tools import catalog, permissions
+from streams.domain.tools.records import request_digest, result_events, vote_id_of
+from streams.domain.votes.records import new_proposal
+from streams.services import Services
+from streams.tools import sandbox
+
+log = structlog.get_logger("agora.tools")
+RESULTS = Counter("agora_tool_results_total", "Tool requests by outcome", ["tool", "status"])
+RUN_SECONDS = Histogram("agora_tool_run_seconds", "Sandboxed run time", ["tool"],
+                        buckets=(.1, .25, .5, 1, 2, 5, 10, 20, 60))
+
+
+def proposal(request: dict, tool: catalog.Tool, deadline_s: float) -> dict:
+    return new_proposal(
+        request["channel_id"], request["agent_id"],
+        f"Allow {request['agent_id']} to run {tool.name}?", vote_type="TOOL_USAGE",
+        strategy=tool.vote_strategy, quorum=tool.vote_quorum, deadline_s=deadline_s,
+        description=f"{request['reason']}\n\nArguments: {request['arguments_json']}",
+        vote_id=vote_id_of(request["event_id"]),
+        event_id=derived_id(request["event_id"], "proposal"),
+        tool_request_id=request["event_id"])
+
+
+class Unapproved(ValueError):
+    """A record on the approvals topic that no passed vote backs."""
+
+
+def register(app: faust.App, services: Services) -> faust.types.AgentT:
+    settings = services.settings
+    tools = catalog.load()
+    policy = permissions.load_policy(settings.tool_policies)
+    runs = settings.stack_dir / "tool-runs"
+    source = app.topic(TOOL_REQUESTS.name, TOOL_APPROVED.name, key_type=bytes,
+                       value_type=bytes, internal=False)
+    votes = topic(app, VOTES)  # vote records are keyed by the vote, the rest by the channel
+    routes = {"ToolResult": (topic(app, TOOL_RESULTS), False),
+              "ChatMessage": (topic(app, CHAT_MESSAGES), False),
+              "ToolRequest": (votes, True), "VoteProposal": (votes, True)}
+    deadletter = topic(app, DEADLETTER)
+
+    async def check_approval(request: dict) -> None:
+        """Raise Unapproved unless a PASSED vote approved exactly this request."""
+        vote_id = vote_id_of(request["event_id"])
+        if vote_id not in services.approvals.data:
+            await services.approvals.caught_up()  # the result is written before the approval
+        approval = services.approvals.get(vote_id)
+        if approval is None:
+            raise Unapproved(f"no passed tool-usage vote {vote_id} for request "
+                             f"{request['event_id']}: an approval needs its vote")
+        if approval["tool_request_id"] != request["event_id"] or \
+                approval["request_sha256"] != request_digest(request):
+            raise Unapproved(f"request {request['event_id']} differs from the one vote "
+                             f"{vote_id} approved")
+
+    async def handle(request: dict, approved: bool) -> list[tuple[str, dict]]:
+        now = datetime.now(timezone.utc)
+        if approved:
+            await check_approval(request)
+        tool = tools.get(request["tool"])
+        if tool is None:
+            return result_events(request, "FAILED", now, error=f"unknown tool {request['tool']!r}; "
+                                 f"tools: {', '.join(sorted(tools))}")
+        vote_id = vote_id_of(request["event_id"]) if approved else None
+        denied = permissions.denial(tool, services.registry.get(request["agent_id"]),
+                                    request["agent_id"], request["channel_id"], policy)
+        if denied:  # checked again after a vote: the agent or policy may have changed
+            return result_events(request, "DENIED", now, error=denied, vote_id=vote_id)
+        try:
+            arguments = catalog.arguments(tool, request["arguments_json"])
+        except catalog.InvalidArguments as exc:
+            return result_events(request, "FAILED", now, error=str(exc), vote_id=vote_id)
+        if tool.needs_vote and not approved:
+            return [("ToolRequest", request),
+                    ("VoteProposal", proposal(request, tool, settings.vote_deadline_s))]
+        log.info("tools.sandbox_run", request=request["event_id"], tool=tool.name)
+        try:
+            run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request["event_id"]))
+        except OSError as exc:  # the sandbox could not even start: the request fails
+            log.exception("tools.sandbox_error", request=request["event_id"])
+            run = sandbox.Run("FAILED", error=f"the sandbox could not start: {exc}")
+        RUN_SECONDS.labels(tool.name).observe(run.duration_ms / 1000)
+        error = "\n".join(filter(None, [run.error, *run.notes])) or None
+        return result_events(request, run.status, datetime.now(timezone.utc), output=run.output,
+                             error=error, artifacts=run.artifacts, vote_id=vote_id,
+                             started_at=now, duration_ms=run.duration_ms)
+
+    @app.agent(source, name="tools", concurrency=settings.tool_concurrency)
+    async def tool_requests(stream):
+        await services.ready()
+        async for event in stream.events():
+            async with dead_letter_on_failure(deadletter, event.message, "tools"):
+                _, request = codec.decode(event.message.value, expected="ToolRequest")
+                produced = await handle(request,
+                                        approved=event.message.topic == TOOL_APPROVED.name)
+                vote_id = vote_id_of(request["event_id"])
+                # Durable before the request's offset is committed.
+                await send_all((routes[name][0],
+                                vote_id if routes[name][1] else record["channel_id"], name,
+                                record) for name, record in produced)
+                status = next((r["status"] for n, r in produced if n == "ToolResult"), "VOTING")
+                RESULTS.labels(request["tool"], status).inc()
+                log.info("tools.request", request=request["event_id"], tool=request["tool"],
+                         agent=request["agent_id"], status=status)
+
+    return tool_requests

@@ -1,0 +1,106 @@
+"""The tool registry: one YAML definition per tool in ``catalog/``.
+
+A definition names the tool's entry point, the JSON schema of its arguments (which
+also constrains the generator when an agent calls it), the permissions it needs,
+whether it needs a vote, and its sandbox limits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from streams.domain.votes.tally import STRATEGIES
+
+CATALOG = Path(__file__).resolve().parent / "catalog"
+CATEGORIES = ("math", "text", "data", "code", "visualization", "analytics", "system")
+LIMIT_KEYS = ("cpu_s", "memory_mb", "wall_s", "output_kb", "processes", "file_mb",
+              "disk_mb")
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_s: int
+    memory_mb: int
+    wall_s: float
+    output_kb: int
+    processes: int
+    file_mb: int
+    disk_mb: int  # the run directory is a tmpfs of this size
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    category: str
+    description: str
+    entrypoint: str  # module:function, imported by the sandbox runner
+    parameters: dict  # JSON schema of the arguments object
+    permissions: tuple[str, ...]
+    needs_vote: bool
+    network: bool
+    limits: Limits
+    vote_strategy: str = "SIMPLE_MAJORITY"  # how a tool-usage vote is counted
+    vote_quorum: float = 0.5
+
+
+class InvalidArguments(ValueError):
+    """Arguments that do not match the tool's schema; the message names the field."""
+
+
+def parse(data: dict, source: str = "<tool>") -> Tool:
+    missing = {"name", "category", "description", "entrypoint", "parameters", "limits"} - set(data)
+    if missing:
+        raise ValueError(f"{source}: missing {', '.join(sorted(missing))}")
+    if data["category"] not in CATEGORIES:
+        raise ValueError(f"{source}: category {data['category']!r} not in {CATEGORIES}")
+    Draft202012Validator.check_schema(data["parameters"])
+    limits, vote = data["limits"], data.get("vote") or {}
+    if vote.get("strategy", "SIMPLE_MAJORITY") not in STRATEGIES:
+        raise ValueError(f"{source}: vote strategy {vote['strategy']!r} not in {STRATEGIES}")
+    if not isinstance(limits, dict) or set(limits) != set(LIMIT_KEYS) or not all(
+            isinstance(limits[k], (int, float)) and not isinstance(limits[k], bool)
+            and limits[k] > 0 for k in LIMIT_KEYS):
+        raise ValueError(f"{source}: limits need positive {', '.join(LIMIT_KEYS)}")
+    if not 0 <= float(vote.get("quorum", 0.5)) <= 1:
+        raise ValueError(f"{source}: vote quorum must be in [0, 1]")
+    if not isinstance(data.get("permissions", []), list):
+        raise ValueError(f"{source}: permissions must be a list")
+    return Tool(name=data["name"], category=data["category"],
+                description=" ".join(data["description"].split()),
+                entrypoint=data["entrypoint"], parameters=data["parameters"],
+                permissions=tuple(data.get("permissions", [f"tool:{data['name']}"])),
+                needs_vote=bool(data.get("needs_vote", False)),
+                network=bool(data.get("network", False)), limits=Limits(**limits),
+                vote_strategy=vote.get("strategy", "SIMPLE_MAJORITY"),
+                vote_quorum=float(vote.get("quorum", 0.5)))
+
+
+@lru_cache(maxsize=4)
+def load(directory: Path = CATALOG) -> dict[str, Tool]:
+    tools = {}
+    for path in sorted(directory.glob("*.yaml")):
+        tool = parse(yaml.safe_load(path.read_text()), str(path))
+        if tool.name != path.stem:
+            raise ValueError(f"{path}: name {tool.name!r} differs from the file name")
+        tools[tool.name] = tool
+    return tools
+
+
+def arguments(tool: Tool, arguments_json: str) -> dict:
+    """The request's arguments, parsed and checked against the tool's schema."""
+    try:
+        value = json.loads(arguments_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidArguments(f"arguments are not JSON: {exc}") from None
+    error = best_match(Draft202012Validator(tool.parameters).iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "arguments"
+        raise InvalidArguments(f"invalid {where}: {error.message}")
+    return value
