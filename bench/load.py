@@ -53,8 +53,8 @@ from gateway.tls import channel_credentials
 from ops import devstack as stack
 from ops.core import kafka
 from ops.core.config import Settings
+from ops.core.kafka import ensure_topics
 from ops.core.net import free_port
-from ops.core.topics import ensure_topics
 from ops.devstack import smoke
 from ops.devstack.process import Proc, members, start_agora, start_worker, stop
 from ops.store import migrate

@@ -25,7 +25,7 @@ from common import Settings, local_stack, rate
 from gateway.registry import Registry
 from inference.client import InferenceClient
 from ops.core import kafka
-from ops.core.topics import ensure_topics
+from ops.core.kafka import ensure_topics
 from ops.devstack import smoke
 from ops.devstack.process import Proc, spawn, start_worker, stop
 from schemas import codec

@@ -16,10 +16,11 @@ from confluent_kafka import KafkaException
 
 from gateway import validation
 from gateway.auth import Caller, Role
-from gateway.guard import AlreadyExists, Denied, NotFound, Unavailable, caller, require_channel
+from gateway.guard import caller, require_channel
 from gateway.registry import Registry
 from inference.client import InferenceError
 from ops.core.config import Settings
+from ops.core.errors import AlreadyExists, Denied, NotFound, Unavailable
 from schemas.agora.v1 import agents_pb2, agents_pb2_grpc
 from schemas.convert import enum, timestamp
 from streams.domain.registry import AgentExists, UnknownAgent, templates, with_permissions

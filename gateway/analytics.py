@@ -23,8 +23,9 @@ from clickhouse_connect.driver.exceptions import OperationalError
 
 from gateway import validation
 from gateway.auth import ALL_CHANNELS, Role
-from gateway.guard import Denied, NotFound, Unavailable, caller
+from gateway.guard import caller
 from ops.core.config import Settings
+from ops.core.errors import Denied, NotFound, Unavailable
 from ops.store import analytics
 from ops.store.clickhouse import open_client
 from schemas.agora.v1 import analytics_pb2, analytics_pb2_grpc

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from gateway import validation
+from ops.core.errors import Unauthenticated
 
 log = structlog.get_logger("agora.gateway")
 ALGORITHMS = ("RS256", "ES256")
@@ -72,7 +73,7 @@ class Reason(StrEnum):
     MISSING_CLAIMS = "missing claims"
 
 
-class AuthError(Exception):
+class AuthError(Unauthenticated):
     """A token that does not authenticate its bearer; ``reason`` says why, briefly."""
 
     def __init__(self, reason: Reason, detail: str):

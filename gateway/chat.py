@@ -20,11 +20,12 @@ from psycopg_pool import AsyncConnectionPool
 from gateway import cursor as cursors
 from gateway import validation
 from gateway.auth import Role
-from gateway.guard import NotFound, caller, require_channel
+from gateway.guard import caller, require_channel
 from gateway.publish import Recent, publish
 from gateway.tail import Item, Tail
 from gateway.tools import tool_result
 from gateway.votes import postgres_errors, vote_update
+from ops.core.errors import NotFound
 from ops.core.kafka import AsyncProducer
 from ops.store.postgres_rows import MESSAGE_COLUMNS
 from schemas.agora.v1 import chat_pb2, chat_pb2_grpc

@@ -8,13 +8,14 @@ from collections import deque
 from collections.abc import Callable
 
 from schemas.agora.v1 import chat_pb2, tools_pb2, votes_pb2
+from schemas.convert import symbol
 
 # The factors a reason ends with, which explain() shows in columns already.
 _FACTORS = re.compile(r" \((score [\d.]+; )?expertise [\d.]+, workload [^)]*\)$")
 
 
-def _enum(enum, value: int, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix)
+def _enum(kind, value: int) -> str:
+    return symbol(kind, value) or "UNSPECIFIED"
 
 
 def _when(event: chat_pb2.ChannelEvent) -> str:
@@ -43,7 +44,7 @@ def line(event: chat_pb2.ChannelEvent) -> str:
                 f"{chosen or 'nobody: ' + (r.skip_reason or 'no agent above the threshold')}")
     if kind == "tool_result":
         t = event.tool_result
-        status = _enum(tools_pb2.ToolStatus, t.status, "TOOL_STATUS_")
+        status = _enum(tools_pb2.ToolStatus, t.status)
         return f"{when} tool {t.tool} for {t.agent_id}: {status} {t.output or t.error}".rstrip()
     update = event.vote_update
     change = update.WhichOneof("update")
@@ -55,10 +56,10 @@ def line(event: chat_pb2.ChannelEvent) -> str:
         return f"{when} ballot {b.vote_id[:8]} {b.voter_id}: {b.choice}"
     if change == "ballot_rejected":
         b = update.ballot_rejected
-        reason = _enum(votes_pb2.BallotRejectReason, b.reason, "BALLOT_REJECT_REASON_")
+        reason = _enum(votes_pb2.BallotRejectReason, b.reason)
         return f"{when} ballot rejected {b.vote_id[:8]} {b.voter_id}: {reason} {b.detail}"
     c = update.closed
-    outcome = _enum(votes_pb2.VoteOutcome, c.outcome, "VOTE_OUTCOME_")
+    outcome = _enum(votes_pb2.VoteOutcome, c.outcome)
     return (f"{when} vote closed {c.vote_id[:8]}: {outcome} {c.winning_option} "
             f"({c.ballots_counted}/{c.eligible_count} counted)").rstrip()
 

@@ -5,8 +5,9 @@ handler runs, the bearer token is verified (UNAUTHENTICATED; a peer address that
 failing is refused outright, RESOURCE_EXHAUSTED), revoked tokens and removed keys are
 refused, and the caller's rate and open streams are checked (RESOURCE_EXHAUSTED); the
 caller is then in a context variable for the handler (``caller()``), whose role per
-channel ``require_channel`` checks. Handlers report refusals by raising the exceptions below (or
-``InvalidField``), which the wrapper turns into status codes with their message, so
+channel ``require_channel`` checks. Handlers report refusals by raising Agora's errors
+(``ops.core.errors``), which the wrapper turns into status codes (``STATUS``) with their
+message, so
 the services hold no gRPC plumbing. Health and reflection stay open, as load
 balancers and grpcurl expect. Request sizes are bounded by the server's
 ``grpc.max_receive_message_length`` (RESOURCE_EXHAUSTED before any handler runs).
@@ -27,8 +28,15 @@ from prometheus_client import Counter, Histogram
 
 from gateway.auth import AuthError, Caller, KeyRing, Reason, Role, from_authorization, verify
 from gateway.ratelimit import RateLimiter
-from gateway.validation import InvalidField
-from ops.core.kafka import MissingTopic
+from ops.core.errors import (
+    AlreadyExists,
+    Conflict,
+    Denied,
+    Invalid,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = structlog.get_logger("agora.gateway")
 REQUESTS = Counter("agora_gateway_requests_total", "Gateway calls by method and status",
@@ -42,28 +50,10 @@ VERIFIED_TOKENS = 10_000
 _CALLER: ContextVar[Caller] = ContextVar("agora_gateway_caller")
 
 
-class Denied(Exception):
-    """PERMISSION_DENIED: the caller may not do this (outside its channels...)."""
-
-
-class NotFound(Exception):
-    """NOT_FOUND: the agent, vote, message... does not exist."""
-
-
-class Conflict(Exception):
-    """FAILED_PRECONDITION: the request is valid but the state forbids it."""
-
-
-class AlreadyExists(Exception):
-    """ALREADY_EXISTS: what the call would create exists already, differently."""
-
-
-class Unavailable(Exception):
-    """UNAVAILABLE: a backend (Kafka, Postgres, ClickHouse) cannot answer now; retry."""
-
-
-_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
+# The one table from Agora's errors (ops.core.errors) to gRPC status codes.
+STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (Invalid, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (Denied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
@@ -71,7 +61,6 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     # Reads of Kafka (a stream's catch-up, the registry) failing on their own.
     (KafkaException, grpc.StatusCode.UNAVAILABLE),
-    (MissingTopic, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -209,11 +198,11 @@ class Guard(grpc.aio.ServerInterceptor):
         return behavior
 
 
-_REFUSALS = tuple(kind for kind, _ in _CODES)
+_REFUSALS = tuple(kind for kind, _ in STATUS)
 
 
 async def _refuse(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-    code = next(code for kind, code in _CODES if isinstance(exc, kind))
+    code = next(code for kind, code in STATUS if isinstance(exc, kind))
     await context.abort(code, f"Kafka: {exc}" if isinstance(exc, KafkaException) else str(exc))
 
 

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from confluent_kafka import KafkaException
 from google.protobuf.message import Message
 
-from gateway.guard import Conflict, Unavailable
+from ops.core.errors import Conflict, Unavailable
 from ops.core.kafka import AsyncProducer
 from schemas import codec
 

@@ -12,6 +12,7 @@ from confluent_kafka import TopicPartition
 from inference.client import InferenceClient
 from ops.core import kafka
 from ops.core.config import Settings
+from ops.core.errors import Invalid
 from ops.store.memory import Memory
 from schemas import codec
 from schemas.topics import AGENTS
@@ -124,5 +125,5 @@ class Registry:
 
     def set_state(self, agent_id: str, state: str, reason: str | None = None) -> dict:
         if state not in STATES:
-            raise ValueError(f"unknown state {state!r}; states: {', '.join(STATES)}")
+            raise Invalid(f"unknown state {state!r}; states: {', '.join(STATES)}")
         return self.update(agent_id, lambda p: {"state": state, "state_reason": reason})

@@ -30,8 +30,7 @@ from gateway.tls import server_credentials
 from gateway.tools import ToolService
 from gateway.votes import VoteService
 from ops.core.config import Settings
-from ops.core.kafka import AsyncProducer
-from ops.core.topics import ensure_topics
+from ops.core.kafka import AsyncProducer, ensure_topics
 from ops.store import analytics
 from schemas.agora.v1 import (
     agents_pb2,

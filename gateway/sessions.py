@@ -23,7 +23,8 @@ import psycopg
 import structlog
 
 from gateway.auth import AuthError, Reason, Role, Signer, issue, parse_roles
-from gateway.guard import Denied, Unavailable, caller
+from gateway.guard import caller
+from ops.core.errors import Denied, Unavailable
 from schemas.agora.v1 import auth_pb2, auth_pb2_grpc
 from schemas.convert import timestamp
 

@@ -15,7 +15,7 @@ next offset of every topic partition (the cursor), so:
   from its own cursor, then live again. Nothing is lost or repeated either way.
 
 Only records someone follows are decoded. On the topics keyed by channel id the
-Kafka key says whose a record is before decoding it; DESIGN.md asks every producer to
+Kafka key says whose a record is before decoding it; docs/ARCHITECTURE.md asks every producer to
 key so (a channel's order and its worker's state depend on it), and a record keyed
 otherwise does not reach streams.
 """

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from ops.core.errors import Invalid
 from streams.domain.notices import RESERVED_METADATA
 from streams.domain.relevance import messages
 
 
-class InvalidField(ValueError):
+class InvalidField(Invalid):
     """A request field that fails its check: ``field`` is its path, ``reason`` what is wrong."""
 
     def __init__(self, field: str, reason: str):

@@ -19,9 +19,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway import validation
 from gateway.auth import Role
-from gateway.guard import NotFound, Unavailable, caller, require_channel
+from gateway.guard import caller, require_channel
 from gateway.publish import Recent, publish
 from ops.core.config import Settings
+from ops.core.errors import NotFound, Unavailable
 from ops.core.kafka import AsyncProducer
 from schemas.agora.v1 import votes_pb2, votes_pb2_grpc
 from schemas.convert import enum, symbol, timestamp

@@ -31,6 +31,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from tritonclient.utils import InferenceServerException
 
 from inference.resilience import OUTAGE, TRANSIENT, CircuitBreaker
+from ops.core.errors import AgoraError, Unavailable
 from ops.core.retry import Retry, after
 
 EMBEDDER, GENERATOR = "embedder", "generator"
@@ -48,7 +49,7 @@ IN_FLIGHT = Gauge("agora_inference_in_flight", "Requests in flight to Triton")
 BREAKER = Gauge("agora_inference_breaker_state", "0 closed, 1 half-open, 2 open")
 
 
-class InferenceError(Exception):
+class InferenceError(AgoraError):
     """An inference call failed; ``code`` is the gRPC status name (or our own)."""
 
     def __init__(self, message: str, code: str = "UNKNOWN"):
@@ -56,7 +57,7 @@ class InferenceError(Exception):
         self.code = code
 
 
-class InferenceUnavailable(InferenceError):
+class InferenceUnavailable(InferenceError, Unavailable):
     """Triton cannot be reached, or answered that it cannot serve now."""
 
 

@@ -25,9 +25,9 @@ from gateway.sessions import Grant, TokenStore
 from gateway.tls import channel_credentials, server_credentials
 from ops import devstack as local_stack
 from ops.core.config import Settings, documented
-from ops.core.kafka import publish
+from ops.core.errors import AgoraError, Invalid
+from ops.core.kafka import ensure_topics, publish
 from ops.core.logs import configure
-from ops.core.topics import ensure_topics
 from ops.devstack import demo as scenario
 from ops.devstack.services import gateway_files, save_signing_keys
 from ops.store import analytics as queries
@@ -171,8 +171,11 @@ def agents_create(
     else:
         try:
             profile, action = _registry().create(template, channel, agent_id, name)
-        except ValueError as exc:
+        except Invalid as exc:  # an unknown template
             raise typer.BadParameter(str(exc)) from None
+        except AgoraError as exc:  # the id is taken by another template
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
     typer.echo(f"{profile['agent_id']} {action}: {profile['name']} in "
                f"{', '.join(profile['channels'])}")
 
@@ -180,9 +183,7 @@ def agents_create(
 @agents_app.command("list")
 def agents_list() -> None:
     """Every agent with its state, channels and tools."""
-
     if client := _through_gateway():
-
         profiles, page_token = {}, None
         with client:
             while page_token != "":
@@ -209,8 +210,8 @@ def _set_state(agent_id: str, state: str, reason: str | None) -> None:
     else:
         try:
             profile = _registry().set_state(agent_id, state, reason)
-        except KeyError as exc:
-            typer.echo(exc.args[0], err=True)
+        except AgoraError as exc:  # an unknown agent, state or permission
+            typer.echo(str(exc), err=True)
             raise typer.Exit(1) from None
     typer.echo(f"{profile['agent_id']} is {profile['state']}")
 
@@ -249,8 +250,8 @@ def _change_permissions(agent_id: str, permissions: list[str], revoke: bool) -> 
     else:
         try:
             profile = _registry().grant(agent_id, permissions, revoke=revoke)
-        except KeyError as exc:
-            typer.echo(exc.args[0], err=True)
+        except AgoraError as exc:  # an unknown agent, state or permission
+            typer.echo(str(exc), err=True)
             raise typer.Exit(1) from None
     typer.echo(f"{agent_id}: permissions={','.join(profile['permissions'])} "
                f"tools={','.join(profile['tools'])}")
@@ -277,13 +278,12 @@ def tools_request(
 ) -> None:
     """Ask to run a tool for an agent; prints the request id (results: agora.tool.results)."""
 
-
     try:
         parsed = json.loads(arguments)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--args is not JSON: {exc}") from None
     request = new_request(agent_id, channel, tool, parsed, reason)
-    publish(_settings(), TOOL_REQUESTS.name, [("ToolRequest", channel, request)])
+    publish(_settings(), TOOL_REQUESTS.name, [(channel, codec.encode("ToolRequest", request))])
     typer.echo(request["event_id"])
 
 
@@ -319,8 +319,6 @@ def vote_start(
         raise typer.BadParameter("--weight takes VOTER=NUMBER") from None
     settings = _settings()
     if client := _through_gateway():
-
-
         request = votes_pb2.StartVoteRequest(
             channel_id=channel, title=title, options=option or [],
             vote_type=enum(votes_pb2.VoteType, vote_type),
@@ -351,8 +349,6 @@ def vote_cast(
     """Cast a ballot; a rejected one gets a BallotRejected on agora.vote.results."""
 
     if client := _through_gateway():
-
-
         with client:
             cast = _rpc(lambda: client.votes.CastBallot(votes_pb2.CastBallotRequest(
                 vote_id=vote_id, channel_id=channel, choice=choice, rationale=rationale,
@@ -363,7 +359,7 @@ def vote_cast(
         raise typer.BadParameter("--voter is required without a gateway token")
 
     ballot = new_ballot(vote_id, channel, voter, choice, rationale)
-    publish(_settings(), VOTES.name, [("Ballot", vote_id, ballot)])
+    publish(_settings(), VOTES.name, [(vote_id, codec.encode("Ballot", ballot))])
     typer.echo(ballot["event_id"])
 
 
@@ -435,7 +431,6 @@ def analytics(
 ) -> None:
     """Run a predefined ClickHouse query (ops/store/analytics/*.sql) as a table or JSON."""
 
-
     if name is None:
         for query in queries.load().values():
             params = " ".join(f"{p.name}={p.default!r}" for p in query.params)
@@ -474,9 +469,6 @@ def analytics(
 @gateway_app.command("serve")
 def gateway_serve() -> None:
     """Serve the agora.v1 API on AGORA_GATEWAY_HOST:AGORA_GATEWAY_PORT until SIGTERM."""
-
-
-
     settings = _settings()
     try:  # no keys to verify tokens with, or no certificate: refused before starting
         key_ring(settings)
@@ -535,7 +527,6 @@ def tail(
 ) -> None:
     """Follow a channel live through the gateway: messages, agents' replies as they are
     written, decisions, tool results, votes."""
-
 
     since = since.replace(tzinfo=timezone.utc) if since and since.tzinfo is None else since
     transcript = Transcript((lambda _decision: True) if explain else None)
@@ -648,7 +639,6 @@ def token_rotate_key(algorithm: str = typer.Option("RS256", help="RS256 or ES256
     """Add a new signing key to AGORA_GATEWAY_SIGNING_KEYS (it signs from now on) and
     rewrite the public JWKS next to it; tokens of the older keys stay valid."""
 
-
     path = Path(_settings().gateway_signing_keys)
     private = json.loads(path.read_text())
     key = auth.new_private_jwk(algorithm)
@@ -660,7 +650,6 @@ def token_rotate_key(algorithm: str = typer.Option("RS256", help="RS256 or ES256
 @token_app.command("remove-key")
 def token_remove_key(kid: str = typer.Argument(..., help="The key to retire.")) -> None:
     """Remove a key: tokens it signed are refused from the next JWKS reload on."""
-
 
     path = Path(_settings().gateway_signing_keys)
     private = json.loads(path.read_text())

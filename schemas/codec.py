@@ -45,6 +45,8 @@ from fastavro.schema import fingerprint as _schema_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from ops.core.errors import Invalid
+
 __all__ = [
     "EVENT_NAMES",
     "SCHEMA_ROOT",
@@ -77,7 +79,13 @@ def epoch_ms(moment: dt.datetime) -> int:
 
 def safe_text(text: str) -> str:
     """Text an Avro string can hold: lone surrogates (undecodable bytes) become U+FFFD."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    if text.isascii():  # the common case, checked without encoding
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def from_epoch_ms(ms: int) -> dt.datetime:
@@ -94,7 +102,7 @@ HEADER_SIZE = len(MARKER) + FINGERPRINT_SIZE
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-class CodecError(ValueError):
+class CodecError(Invalid):
     """Base class of every error this codec raises for bad data."""
 
 

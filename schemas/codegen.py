@@ -10,7 +10,7 @@ but would publish ``schemas/agora/v1/chat.proto`` as the API's file names (what
 reflection serves and clients import), a Python layout leaking into the contract.
 
 The generated files are committed, so the gateway needs no protoc at run time;
-``tests/test_gateway_logic.py`` regenerates them and fails when they differ, so they
+``tests/unit/test_gateway_logic.py`` regenerates them and fails when they differ, so they
 are never edited by hand and never go stale.
 """
 

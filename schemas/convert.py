@@ -1,7 +1,7 @@
 """Small conversions between decoded Avro records and the agora.v1 messages.
 
 The proto enums mirror the Avro enums with a prefix (``ACTIVE`` is
-``AGENT_STATE_ACTIVE`` of ``AgentState``; tests/test_gateway_logic.py keeps them in
+``AGENT_STATE_ACTIVE`` of ``AgentState``; tests/unit/test_gateway_logic.py keeps them in
 step), so one pair of functions maps every enum both ways.
 """
 

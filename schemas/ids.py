@@ -1,4 +1,4 @@
-"""Deterministic ids of derived events (DESIGN.md, delivery semantics)."""
+"""Deterministic ids of derived events (docs/ARCHITECTURE.md, delivery semantics)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Kafka topics of DESIGN.md: name, key, the events each carries, retention.
+"""The Kafka topics of docs/ARCHITECTURE.md: name, key, the events each carries, retention.
 
 The chat, relevance and inference topics share ``AGORA_PARTITIONS`` so that a
 channel's records land on the same partition number in each and so meet in the same

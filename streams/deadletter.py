@@ -34,7 +34,7 @@ async def send_dead_letter(topic: faust.TopicT, message: faust.types.Message, st
     record = dead_letter(message.topic, message.partition, message.offset, message.key,
                          message.value, stage, str(error) or type(error).__name__,
                          type(error).__name__)
-    # Keyed by source topic (DESIGN.md); durable before the bad record's offset is committed.
+    # Keyed by source topic (docs/ARCHITECTURE.md); durable before the bad record's offset is committed.
     await send_all([(topic, message.topic, "DeadLetter", record)])
 
 

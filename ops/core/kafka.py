@@ -8,11 +8,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from ops.core.config import Settings
+from ops.core.errors import Conflict, Unavailable
 
 log = structlog.get_logger("agora.kafka")
 
@@ -46,7 +49,7 @@ def consumer(settings: Settings, group: str, **conf) -> Consumer:
                      "enable.auto.commit": False, **conf})
 
 
-class MissingTopic(RuntimeError):
+class MissingTopic(Unavailable):
     """A topic Agora needs does not exist yet."""
 
 
@@ -155,3 +158,45 @@ class AsyncProducer:
         self._stop.set()
         self._thread.join()
         self._producer.flush(timeout_s)  # what is still in flight; its senders are gone
+
+
+@dataclass
+class TopicState:
+    name: str
+    partitions: int
+    action: str  # created | exists
+
+
+class TopicMismatch(Conflict):
+    """A topic exists with another partition count than configured."""
+
+
+def ensure_topics(settings: Settings, topics, timeout_s: float = 15) -> list[TopicState]:
+    """Create ``topics`` (``schemas.topics.Topic``s: name, config) where missing."""
+    admin = AdminClient({"bootstrap.servers": settings.broker})
+    wanted = {t.name: NewTopic(t.name, num_partitions=settings.partitions,
+                               replication_factor=settings.replication_factor,
+                               config=dict(t.config)) for t in topics}
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [nt for name, nt in wanted.items() if name not in existing]
+    created = set()
+    for name, future in (admin.create_topics(missing, request_timeout=timeout_s).items()
+                         if missing else []):
+        try:
+            future.result(timeout=timeout_s)
+            created.add(name)
+        except KafkaException as exc:
+            # Another process created it between our listing and our request.
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    metadata = admin.list_topics(timeout=timeout_s).topics
+    states = []
+    for name in wanted:
+        count = len(metadata[name].partitions)
+        if count != settings.partitions:
+            # Kafka cannot shrink a topic, and growing it would move channels to
+            # other partitions: an operator has to decide, so say it clearly.
+            raise TopicMismatch(f"topic {name} has {count} partitions, configuration says "
+                                f"{settings.partitions} (AGORA_PARTITIONS)")
+        states.append(TopicState(name, count, "created" if name in created else "exists"))
+    return states

@@ -30,7 +30,7 @@ from gateway.server import signer
 from gateway.tls import channel_credentials
 from ops import devstack as stack
 from ops.core.config import Settings
-from ops.core.topics import ensure_topics
+from ops.core.kafka import ensure_topics
 from ops.devstack import smoke
 from ops.devstack.process import agora_command, spawn, start_agora, start_worker, stop, wait_until
 from ops.store import migrate

@@ -331,10 +331,9 @@ def gateway_files(home: Path) -> dict[str, Path]:
 
 def save_signing_keys(path: Path, private: dict) -> None:
     """Write a private JWKS (0600) and its public half as jwks.json beside it."""
-
-
     write_atomic(path, json.dumps(private, indent=2))
-    (path.parent / "jwks.json").write_text(json.dumps(auth.public_jwks(private), indent=2))
+    write_atomic(path.parent / "jwks.json", json.dumps(auth.public_jwks(private), indent=2),
+                 private=False)
 
 
 def _gateway_serving(address: str, ca: Path) -> bool:

@@ -23,15 +23,13 @@ values) are base64 text. Floats are kept as they are, NaN included.
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 import re
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any, Callable
 
-from schemas.codec import from_epoch_ms
+from ops.store.values import arguments, b64
+from schemas.codec import from_epoch_ms, safe_text
 
 __all__ = ["COLUMNS", "KEY_SQL", "event_ids", "rows", "stored_keys_query"]
 
@@ -100,23 +98,12 @@ _ORDER = {table: (frozenset(columns), itemgetter(*columns)) for table, columns i
 
 # --- value conversion ---------------------------------------------------------------
 
-def _text(value: str) -> str:
-    """``value`` encodable as UTF-8 (lone surrogates become U+FFFD)."""
-    if value.isascii():  # the common case, checked without encoding
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return value
-
-
 def _opt_text(value: str | None) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else safe_text(value)
 
 
 def _texts(values: Any) -> list[str]:
-    return [_text(v) for v in (values or [])]
+    return [safe_text(v) for v in (values or [])]
 
 
 def _time(value: datetime | int) -> datetime:
@@ -134,37 +121,12 @@ def _opt_time(value: datetime | int | None) -> datetime | None:
     return None if value is None else _time(value)
 
 
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(bytes(data)).decode("ascii")
-
-
 def _string_map(values: Any) -> dict[str, str]:
-    return {_text(str(k)): _text(v) for k, v in (values or {}).items()}
+    return {safe_text(str(k)): safe_text(v) for k, v in (values or {}).items()}
 
 
 def _float_map(values: Any) -> dict[str, float]:
-    return {_text(str(k)): float(v) for k, v in (values or {}).items()}
-
-
-def _jsonable(value: Any) -> Any:
-    """Parsed JSON made strict: non-finite floats (Python's json reads NaN) become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _arguments(arguments_json: str) -> tuple[str, bool]:
-    """(valid JSON text, whether ``arguments_json`` was JSON): the parsed value
-    re-serialised, or the raw text as a JSON string."""
-    text = _text(arguments_json)
-    try:
-        return json.dumps(_jsonable(json.loads(text)), ensure_ascii=False, allow_nan=False), True
-    except (ValueError, TypeError, RecursionError):
-        return json.dumps(text, ensure_ascii=False), False
+    return {safe_text(str(k)): float(v) for k, v in (values or {}).items()}
 
 
 def _row(table: str, **values: Any) -> tuple[str, tuple]:
@@ -181,11 +143,11 @@ Rows = list[tuple[str, tuple]]
 
 
 def _chat_message(r: dict) -> Rows:
-    text = _text(r["text"])
+    text = safe_text(r["text"])
     return [_row(
-        "chat_messages", event_id=r["event_id"], channel_id=_text(r["channel_id"]),
+        "chat_messages", event_id=r["event_id"], channel_id=safe_text(r["channel_id"]),
         thread_id=r["thread_id"], reply_to=_opt_text(r.get("reply_to")),
-        author_id=_text(r["author_id"]), author_kind=r.get("author_kind", "SYSTEM"),
+        author_id=safe_text(r["author_id"]), author_kind=r.get("author_kind", "SYSTEM"),
         text=text, text_length=len(text), mentions=_texts(r.get("mentions")),
         thread_depth=int(r["thread_depth"]), created_at=_time(r["created_at"]),
         task_id=_opt_text(r.get("task_id")), metadata=_string_map(r.get("metadata")))]
@@ -193,8 +155,8 @@ def _chat_message(r: dict) -> Rows:
 
 def _relevance_decision(r: dict) -> Rows:
     decided_at = _time(r["decided_at"])
-    channel_id = _text(r["channel_id"])
-    config_version = _text(r["config_version"])
+    channel_id = safe_text(r["channel_id"])
+    config_version = safe_text(r["config_version"])
     selected = _texts(r.get("selected"))
     scores = list(r.get("scores") or [])
     out = [_row(
@@ -207,7 +169,7 @@ def _relevance_decision(r: dict) -> Rows:
         rank.setdefault(agent_id, i)
     seen = set()
     for s in scores:
-        agent_id = _text(s["agent_id"])
+        agent_id = safe_text(s["agent_id"])
         # (decision, agent) is the row's key: a second score for the same agent would
         # collide with the first; the first one is kept.
         if agent_id in seen:
@@ -220,26 +182,26 @@ def _relevance_decision(r: dict) -> Rows:
             workload=float(s["workload"]), social=float(s["social"]),
             timing=float(s["timing"]), quality=float(s["quality"]),
             selected=bool(s["selected"]), selected_rank=rank.get(agent_id, 0),
-            reason=_text(s["reason"]), config_version=config_version))
+            reason=safe_text(s["reason"]), config_version=config_version))
     return out
 
 
 def _inference_task(r: dict) -> Rows:
     return [_row(
         "inference_tasks", event_id=r["event_id"], decision_id=r["decision_id"],
-        message_id=r["message_id"], channel_id=_text(r["channel_id"]),
+        message_id=r["message_id"], channel_id=safe_text(r["channel_id"]),
         thread_id=r["thread_id"], thread_depth=int(r["thread_depth"]),
-        agent_id=_text(r["agent_id"]),
+        agent_id=safe_text(r["agent_id"]),
         context_message_ids=_texts(r.get("context_message_ids")),
         created_at=_time(r["created_at"]), deadline_at=_opt_time(r.get("deadline_at")))]
 
 
 def _tool_request(r: dict) -> Rows:
-    arguments, valid = _arguments(r["arguments_json"])
+    text, valid = arguments(r["arguments_json"])
     return [_row(
-        "tool_requests", event_id=r["event_id"], channel_id=_text(r["channel_id"]),
-        agent_id=_text(r["agent_id"]), tool=_text(r["tool"]), arguments=arguments,
-        arguments_valid=valid, reason=_text(r["reason"]),
+        "tool_requests", event_id=r["event_id"], channel_id=safe_text(r["channel_id"]),
+        agent_id=safe_text(r["agent_id"]), tool=safe_text(r["tool"]), arguments=text,
+        arguments_valid=valid, reason=safe_text(r["reason"]),
         source_message_id=_opt_text(r.get("source_message_id")),
         requested_at=_time(r["requested_at"]))]
 
@@ -247,8 +209,8 @@ def _tool_request(r: dict) -> Rows:
 def _tool_result(r: dict) -> Rows:
     return [_row(
         "tool_results", event_id=r["event_id"], request_id=r["request_id"],
-        channel_id=_text(r["channel_id"]), agent_id=_text(r["agent_id"]),
-        tool=_text(r["tool"]), status=r.get("status", "FAILED"), output=_text(r["output"]),
+        channel_id=safe_text(r["channel_id"]), agent_id=safe_text(r["agent_id"]),
+        tool=safe_text(r["tool"]), status=r.get("status", "FAILED"), output=safe_text(r["output"]),
         error=_opt_text(r.get("error")), artifacts=_texts(r.get("artifacts")),
         vote_id=_opt_text(r.get("vote_id")), started_at=_opt_time(r.get("started_at")),
         finished_at=_time(r["finished_at"]), duration_ms=int(r["duration_ms"]))]
@@ -257,10 +219,10 @@ def _tool_result(r: dict) -> Rows:
 def _vote_proposal(r: dict) -> Rows:
     return [_row(
         "vote_proposals", event_id=r["event_id"], vote_id=r["vote_id"],
-        channel_id=_text(r["channel_id"]), proposer_id=_text(r["proposer_id"]),
+        channel_id=safe_text(r["channel_id"]), proposer_id=safe_text(r["proposer_id"]),
         vote_type=r.get("vote_type", "PROJECT_DECISION"),
-        strategy=r.get("strategy", "CONSENSUS"), title=_text(r["title"]),
-        description=_text(r["description"]), options=_texts(r.get("options", ["yes", "no"])),
+        strategy=r.get("strategy", "CONSENSUS"), title=safe_text(r["title"]),
+        description=safe_text(r["description"]), options=_texts(r.get("options", ["yes", "no"])),
         eligible_voters=_texts(r.get("eligible_voters")),
         weights=_float_map(r.get("weights")), quorum=float(r["quorum"]),
         deadline_at=_time(r["deadline_at"]), created_at=_time(r["created_at"]),
@@ -270,19 +232,19 @@ def _vote_proposal(r: dict) -> Rows:
 def _ballot(r: dict) -> Rows:
     return [_row(
         "ballots", event_id=r["event_id"], vote_id=r["vote_id"],
-        channel_id=_text(r["channel_id"]), voter_id=_text(r["voter_id"]),
-        choice=_text(r["choice"]), rationale=_text(r["rationale"]),
+        channel_id=safe_text(r["channel_id"]), voter_id=safe_text(r["voter_id"]),
+        choice=safe_text(r["choice"]), rationale=safe_text(r["rationale"]),
         cast_at=_time(r["cast_at"]))]
 
 
 def _vote_result(r: dict) -> Rows:
     return [_row(
         "vote_results", event_id=r["event_id"], vote_id=r["vote_id"],
-        channel_id=_text(r["channel_id"]), vote_type=r.get("vote_type", "PROJECT_DECISION"),
+        channel_id=safe_text(r["channel_id"]), vote_type=r.get("vote_type", "PROJECT_DECISION"),
         strategy=r.get("strategy", "CONSENSUS"), outcome=r.get("outcome", "FAILED"),
         winning_option=_opt_text(r.get("winning_option")), tally=_float_map(r.get("tally")),
         ballots_counted=int(r["ballots_counted"]), eligible_count=int(r["eligible_count"]),
-        reason=_text(r["reason"]), closed_at=_time(r["closed_at"]),
+        reason=safe_text(r["reason"]), closed_at=_time(r["closed_at"]),
         tool_request_id=_opt_text(r.get("tool_request_id")),
         request_sha256=_opt_text(r.get("request_sha256")))]
 
@@ -290,16 +252,16 @@ def _vote_result(r: dict) -> Rows:
 def _ballot_rejected(r: dict) -> Rows:
     return [_row(
         "ballot_rejections", event_id=r["event_id"], vote_id=r["vote_id"],
-        voter_id=_text(r["voter_id"]), ballot_event_id=r["ballot_event_id"],
-        reason=r.get("reason", "INVALID_CHOICE"), detail=_text(r["detail"]),
+        voter_id=safe_text(r["voter_id"]), ballot_event_id=r["ballot_event_id"],
+        reason=r.get("reason", "INVALID_CHOICE"), detail=safe_text(r["detail"]),
         rejected_at=_time(r["rejected_at"]), channel_id=_opt_text(r.get("channel_id")))]
 
 
 def _agent_profile(r: dict) -> Rows:
     return [_row(
-        "agent_profiles", event_id=r["event_id"], agent_id=_text(r["agent_id"]),
-        name=_text(r["name"]), template=_text(r["template"]), persona=_text(r["persona"]),
-        system_prompt=_text(r["system_prompt"]), expertise=_text(r["expertise"]),
+        "agent_profiles", event_id=r["event_id"], agent_id=safe_text(r["agent_id"]),
+        name=safe_text(r["name"]), template=safe_text(r["template"]), persona=safe_text(r["persona"]),
+        system_prompt=safe_text(r["system_prompt"]), expertise=safe_text(r["expertise"]),
         tools=_texts(r.get("tools")), channels=_texts(r.get("channels")),
         permissions=_texts(r.get("permissions")), state=r.get("state", "PAUSED"),
         state_reason=_opt_text(r.get("state_reason")),
@@ -309,20 +271,20 @@ def _agent_profile(r: dict) -> Rows:
 
 def _agent_status(r: dict) -> Rows:
     return [_row(
-        "agent_status", event_id=r["event_id"], agent_id=_text(r["agent_id"]),
-        worker_id=_text(r["worker_id"]), state=r.get("state", "ERROR"),
+        "agent_status", event_id=r["event_id"], agent_id=safe_text(r["agent_id"]),
+        worker_id=safe_text(r["worker_id"]), state=r.get("state", "ERROR"),
         open_tasks=int(r["open_tasks"]), finished_tasks=int(r["finished_tasks"]),
         last_error=_opt_text(r.get("last_error")), updated_at=_time(r["updated_at"]))]
 
 
 def _dead_letter(r: dict) -> Rows:
     return [_row(
-        "dead_letters", event_id=r["event_id"], source_topic=_text(r["source_topic"]),
+        "dead_letters", event_id=r["event_id"], source_topic=safe_text(r["source_topic"]),
         source_partition=int(r["partition"]), source_offset=int(r["offset"]),
-        key=_b64(r.get("key")), value=_b64(r.get("value")),
-        headers={_text(str(k)): _b64(v) for k, v in (r.get("headers") or {}).items()},
-        source_timestamp=_opt_time(r.get("source_timestamp")), reason=_text(r["reason"]),
-        error_type=_text(r["error_type"]), stage=_text(r["stage"]),
+        key=b64(r.get("key")), value=b64(r.get("value")),
+        headers={safe_text(str(k)): b64(v) for k, v in (r.get("headers") or {}).items()},
+        source_timestamp=_opt_time(r.get("source_timestamp")), reason=safe_text(r["reason"]),
+        error_type=safe_text(r["error_type"]), stage=safe_text(r["stage"]),
         attempts=int(r["attempts"]), failed_at=_time(r["failed_at"]))]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from ops.core.config import Settings
+from ops.core.errors import Conflict
 from ops.store.postgres_rows import STATEMENTS, reference_rows
 from streams.domain.registry import templates
 from streams.domain.tools.catalog import load
@@ -27,7 +28,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LOCK_ID = 0x61676F7261  # "agora": one advisory lock for every migrating process
 
 
-class MigrationError(RuntimeError):
+class MigrationError(Conflict):
     """A migration cannot be applied; the message says which and why."""
 
 
@@ -54,8 +55,6 @@ def _pending(kind: str, done: dict[str, str], progress: Callable[[str], None]):
 def postgres(settings: Settings, progress: Callable[[str], None] = lambda line: None
              ) -> list[str]:
     """Apply the pending Postgres migrations; returns the versions applied now."""
-
-
     applied_now = []
     with psycopg.connect(settings.postgres_dsn, connect_timeout=10) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))

@@ -30,12 +30,11 @@ and non-finite floats become null inside JSON (jsonb has no NaN or Infinity).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
-import math
-from datetime import datetime
 from typing import Any
+
+from ops.store.values import arguments, b64, json_text
+from schemas.codec import safe_text
 
 __all__ = ["BULK", "MESSAGE_COLUMNS", "STATEMENTS", "reference_rows", "rows"]
 
@@ -199,50 +198,12 @@ WHERE r.ballot_event_id = %(ballot_event_id)s AND b.event_id = r.ballot_event_id
 
 def _text(value: str) -> str:
     """``value`` as Postgres can store it in text or jsonb (no NUL, no lone surrogate)."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return value
-
-
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(bytes(data)).decode("ascii")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, str):
-        return _text(value)
-    if isinstance(value, bool) or value is None or isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return _b64(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    raise TypeError(f"cannot store a {type(value).__name__} as JSON")
+    return safe_text(value.replace("\x00", "\ufffd") if "\x00" in value else value)
 
 
 def _json(value: Any) -> str:
     """JSON text for a ``%(x)s::jsonb`` parameter."""
-    return json.dumps(_jsonable(value), ensure_ascii=False, allow_nan=False)
-
-
-def _arguments(arguments_json: str) -> str:
-    """A ToolRequest's arguments as JSON: parsed, or the raw text as a JSON string."""
-    try:
-        return _json(json.loads(arguments_json))
-    except (ValueError, TypeError, RecursionError):
-        return _json(arguments_json)
+    return json_text(value, _text)
 
 
 def _params(**values: Any) -> dict[str, Any]:
@@ -310,7 +271,7 @@ def _inference_task(r: dict) -> list[tuple[str, dict]]:
 def _tool_request(r: dict) -> list[tuple[str, dict]]:
     return [("tool_request", _params(
         event_id=r["event_id"], channel_id=r["channel_id"], agent_id=r["agent_id"],
-        tool=r["tool"], arguments=_arguments(r["arguments_json"]), reason=r["reason"],
+        tool=r["tool"], arguments=arguments(r["arguments_json"], _text)[0], reason=r["reason"],
         source_message_id=r.get("source_message_id"), requested_at=r["requested_at"]))]
 
 
@@ -387,8 +348,8 @@ def _dead_letter(r: dict) -> list[tuple[str, dict]]:
         "topic": r["source_topic"], "partition": r["partition"], "offset": r["offset"],
         "reason": r["reason"], "error_type": r["error_type"], "stage": r["stage"],
         "attempts": r["attempts"], "source_timestamp": r.get("source_timestamp"),
-        "key": _b64(r.get("key")), "value": _b64(r.get("value")),
-        "headers": {k: _b64(v) for k, v in (r.get("headers") or {}).items()},
+        "key": b64(r.get("key")), "value": b64(r.get("value")),
+        "headers": {k: b64(v) for k, v in (r.get("headers") or {}).items()},
     }
     return [("system_event", _params(
         event_id=r["event_id"], kind="dead_letter", source=r["stage"], detail=_json(detail),
@@ -483,7 +444,6 @@ def reference_rows(templates: dict[str, dict], tools: dict) -> list[tuple[str, d
             name=tool.name or name, category=tool.category, description=tool.description,
             parameters=_json(tool.parameters), permissions=list(tool.permissions),
             needs_vote=bool(tool.needs_vote), network=bool(tool.network),
-            limits=_json(dataclasses.asdict(limits) if dataclasses.is_dataclass(limits)
-                         else dict(limits)),
+            limits=_json(limits if dataclasses.is_dataclass(limits) else dict(limits)),
             vote_strategy=tool.vote_strategy, vote_quorum=float(tool.vote_quorum))))
     return out

@@ -28,6 +28,7 @@ from inference.client import (
     InferenceTimeout,
     InferenceUnavailable,
 )
+from ops.core.errors import AgoraError
 from ops.core.retry import Retry, retrying, until
 from schemas import codec
 from schemas.topics import (
@@ -64,7 +65,7 @@ MAX_TOKENS = 400
 T = TypeVar("T")
 
 
-class TaskFailed(Exception):
+class TaskFailed(AgoraError):
     """The task cannot be answered; the reason becomes its dead letter."""
 
 

@@ -19,6 +19,7 @@ import faust
 import structlog
 from prometheus_client import Counter, Histogram
 
+from ops.core.errors import Denied
 from schemas import codec
 from schemas.ids import derived_id
 from schemas.topics import (
@@ -54,7 +55,7 @@ def proposal(request: dict, tool: catalog.Tool, deadline_s: float) -> dict:
         tool_request_id=request["event_id"])
 
 
-class Unapproved(ValueError):
+class Unapproved(Denied):
     """A record on the approvals topic that no passed vote backs."""
 
 

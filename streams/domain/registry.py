@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ops.core.errors import AlreadyExists, NotFound
+from ops.core.errors import AlreadyExists, Invalid, NotFound
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATES = ("ACTIVE", "WORKING", "PAUSED", "ERROR", "MAINTENANCE")
@@ -36,7 +36,7 @@ def new_profile(template: str, channels: list[str], agent_id: str | None = None,
     try:
         spec = templates()[template]
     except KeyError:
-        raise ValueError(f"unknown template {template!r}; templates: "
+        raise Invalid(f"unknown template {template!r}; templates: "
                          f"{', '.join(templates())}") from None
     now = _now()
     return {

@@ -463,7 +463,7 @@ def probe(arguments: dict, workdir: Path) -> dict:
 
 def safe_text(text: str) -> str:
     """``schemas.codec.safe_text``: the sandbox imports nothing beyond this package."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 if __name__ == "__main__":

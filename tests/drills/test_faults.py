@@ -43,9 +43,9 @@ from gateway.tail import Item
 from gateway.tls import channel_credentials
 from ops import devstack as stack
 from ops.core import kafka
-from ops.core.topics import ensure_topics
-from ops.devstack import smoke
+from ops.core.kafka import ensure_topics
 from ops.core.net import free_port
+from ops.devstack import smoke
 from ops.devstack.process import Proc, members, stop, survivors, wait_until
 from ops.store import migrate
 from ops.store.clickhouse import open_client

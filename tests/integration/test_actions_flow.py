@@ -16,7 +16,7 @@ import pytest
 from conftest import run_agora
 from gateway.registry import Registry
 from ops.core import kafka
-from ops.core.topics import ensure_topics
+from ops.core.kafka import ensure_topics
 from ops.devstack.process import members, start_worker, stop, survivors
 from schemas import codec
 from schemas.topics import (

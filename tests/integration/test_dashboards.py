@@ -2,7 +2,7 @@
 plugin macro expansion of tests/support/dashboards.py, every PromQL expression through promtool,
 and every ClickHouse panel query run for real on chdb over the sample events.
 
-``assert_panels_run`` is also called by tests/test_sinks.py on the data the pipeline
+``assert_panels_run`` is also called by tests/integration/test_sinks.py on the data the pipeline
 wrote, so that the panels are known to return rows from real events too."""
 
 from __future__ import annotations

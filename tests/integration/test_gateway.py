@@ -24,7 +24,7 @@ from conftest import metric, run_agora
 from gateway import auth, tls
 from gateway.client import Client
 from gateway.registry import Registry
-from ops.core.topics import ensure_topics
+from ops.core.kafka import ensure_topics
 from ops.core.net import free_port
 from ops.devstack.process import start_agora, stop, wait_until
 from ops.store import migrate

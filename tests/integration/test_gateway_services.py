@@ -25,15 +25,15 @@ from gateway import analytics as analytics_service
 from gateway import auth
 from gateway.agents import AgentService, agent
 from gateway.analytics import AnalyticsService, param_value, typed
-from gateway.guard import _CALLER, AlreadyExists, Conflict, Denied, NotFound, Unavailable
+from gateway.guard import _CALLER
 from gateway.publish import Recent
 from gateway.registry import Registry
 from gateway.tools import ToolService, tool, tool_result
 from gateway.validation import InvalidField
 from gateway.votes import VoteService, vote_update
 from ops.core.config import Settings
-from ops.core.kafka import AsyncProducer
-from ops.core.topics import ensure_topics
+from ops.core.errors import AlreadyExists, Conflict, Denied, NotFound, Unavailable
+from ops.core.kafka import AsyncProducer, ensure_topics
 from ops.store import analytics, migrate
 from ops.store.clickhouse import open_client
 from ops.store.clickhouse_rows import COLUMNS

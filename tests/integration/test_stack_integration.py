@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from ops.core.topics import ensure_topics
+from ops.core.kafka import ensure_topics
 from ops.devstack import smoke
 from schemas.topics import AGENTS, ALL, CHAT_MESSAGES
 

@@ -11,8 +11,8 @@ import yaml
 from conftest import metric, run_agora
 from gateway.registry import Registry
 from ops.core import kafka
+from ops.core.kafka import ensure_topics
 from ops.core.net import free_port
-from ops.core.topics import ensure_topics
 from ops.devstack import smoke
 from ops.devstack.process import wait_until
 from schemas import codec

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from schemas.topics import ALL
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ops", "schemas", "streams", "inference", "gateway")
 # Bottom first; packages on one line are siblings that must not import each other.
@@ -128,3 +130,13 @@ def test_the_domain_does_no_io():
              for imported, line, _ in _imports(name, path)
              if any(imported == io or imported.startswith(io + ".") for io in IO_MODULES)]
     assert not found, "I/O in streams/domain:\n" + "\n".join(found)
+
+
+def test_the_architecture_lists_every_topic():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines()
+            if line.startswith("| `agora.")}
+    assert set(rows) == {t.name for t in ALL}, "docs/ARCHITECTURE.md's topic table is stale"
+    for topic in ALL:
+        for event in topic.events:
+            assert event in rows[topic.name], f"{topic.name} carries {event}"

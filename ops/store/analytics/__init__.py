@@ -16,6 +16,8 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+from ops.core.errors import Invalid
+
 QUERIES = Path(__file__).resolve().parent
 _PARAM = re.compile(r"^--\s*param:\s*(\w+)\s+(\S+)\s*=\s*(.+)$")
 
@@ -44,7 +46,7 @@ class Param:
                              f"{exc}") from None
 
 
-class UnknownParameter(ValueError):
+class UnknownParameter(Invalid):
     """A value given for a parameter the query does not declare (``name``)."""
 
     def __init__(self, name: str, message: str):

@@ -3,12 +3,13 @@ the gateway refuses at the door exactly what the engine would dead-letter."""
 
 from __future__ import annotations
 
+from ops.core.errors import Invalid
 from streams.domain.notices import reserved_keys
 
 MAX_TEXT = 16_000  # characters: longer messages are dead-lettered, not truncated silently
 
 
-class InvalidMessage(ValueError):
+class InvalidMessage(Invalid):
     """A well-formed ChatMessage that the flow cannot accept."""
 
 

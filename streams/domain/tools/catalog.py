@@ -16,6 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from ops.core.errors import Invalid
 from streams.domain.votes.tally import STRATEGIES
 
 CATALOG = Path(__file__).resolve().parent / "catalog"
@@ -50,7 +51,7 @@ class Tool:
     vote_quorum: float = 0.5
 
 
-class InvalidArguments(ValueError):
+class InvalidArguments(Invalid):
     """Arguments that do not match the tool's schema; the message names the field."""
 
 

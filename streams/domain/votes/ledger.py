@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
+from ops.core.errors import Invalid
 from schemas.codec import epoch_ms, from_epoch_ms
 from schemas.ids import derived_id
 from streams.domain.notices import system_message
@@ -23,7 +24,7 @@ MAX_VOTERS = 200
 MAX_OPTIONS = 20
 
 
-class Refused(ValueError):
+class Refused(Invalid):
     """A record that would change a vote it has no right to change; dead-lettered."""
 
 
