@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 
 from common import Settings
-
 from streams.app import create_app
 
 source, destination = sys.argv.pop(1), sys.argv.pop(1)

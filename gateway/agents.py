@@ -1,8 +1,10 @@
 """AgentService: the agent registry (agora.agents) behind the CLI's ``agora agents``.
 
-Each call reads the registry topic to its end (``Registry.load``), as the CLI does; the
-registry is small and the calls are rare. Changes are read, changed and published
-one at a time in this process, so that two calls at once do not lose one of their
+The gateway keeps the registry as a live table (``GlobalTable``); each call first
+waits until the table holds everything written before it (``caught_up``: where the
+partitions end, then the table there), so a caller reads its own and everyone's
+writes without reading the topic again. Changes are read, changed and published one
+at a time in this process, so that two calls at once do not lose one of their
 changes. Creating an agent takes admin of its channel, changing one admin of every
 channel it is in; it is visible to a caller with access to at least one.
 """
@@ -20,10 +22,13 @@ from gateway.guard import caller, require_channel
 from gateway.registry import Registry
 from inference.client import InferenceError
 from ops.core.config import Settings
-from ops.core.errors import AlreadyExists, Denied, NotFound, Unavailable
+from ops.core.errors import Denied, NotFound, Unavailable
+from ops.core.globaltable import CAUGHT_UP_S, GlobalTable
+from schemas import codec
 from schemas.agora.v1 import agents_pb2, agents_pb2_grpc
 from schemas.convert import enum, timestamp
-from streams.domain.registry import AgentExists, UnknownAgent, templates, with_permissions
+from schemas.topics import AGENTS
+from streams.domain.registry import created, templates, updated, with_permissions
 
 MAX_NAME = 128
 
@@ -59,19 +64,35 @@ def _permissions(values, field: str) -> list[str]:
 class AgentService(agents_pb2_grpc.AgentServiceServicer):
     def __init__(self, settings: Settings):
         self.registry = Registry(settings)
+        self.profiles: GlobalTable[dict] = GlobalTable(settings, AGENTS.name,
+                                                       codec.records_of("AgentProfile"))
         self._writes = asyncio.Lock()
 
-    async def _call(self, method: Callable, *args, **kwargs):
-        """A blocking registry call in a thread; Kafka and Triton failures are UNAVAILABLE."""
+    async def start(self) -> None:
+        await self.profiles.start()
+
+    async def stop(self) -> None:
+        await self.profiles.stop()
+
+    async def _current(self) -> dict[str, dict]:
+        """The registry with every change made before the call."""
         try:
-            return await asyncio.to_thread(method, *args, **kwargs)
+            await self.profiles.caught_up()
+        except TimeoutError as exc:
+            raise Unavailable("agent registry: not caught up with agora.agents in "
+                              f"{CAUGHT_UP_S}s") from exc
+        return self.profiles.data
+
+    async def _save(self, profile: dict, action: str) -> None:
+        """Publish a change (a new agent's expertise embedding first): Kafka and Triton
+        failures are UNAVAILABLE."""
+        try:
+            await asyncio.to_thread(self.registry.save, profile, action)
         except (KafkaException, TimeoutError, InferenceError) as exc:
             raise Unavailable(f"agent registry: {exc}") from exc
-        except UnknownAgent as exc:
-            raise NotFound(exc.args[0]) from None
 
     async def _profile(self, agent_id: str) -> dict:
-        profile = (await self._call(self.registry.load)).get(agent_id)
+        profile = (await self._current()).get(agent_id)
         if profile is None:
             raise NotFound(f"unknown agent {agent_id!r}")
         return profile
@@ -84,7 +105,9 @@ class AgentService(agents_pb2_grpc.AgentServiceServicer):
             return fields(current)
 
         async with self._writes:
-            return agent(await self._call(self.registry.update, agent_id, checked))
+            profile = updated((await self._current()).get(agent_id), agent_id, checked)
+            await self._save(profile, "updated")
+        return agent(profile)
 
     async def CreateAgent(self, request, context):
         if not request.template:
@@ -97,14 +120,14 @@ class AgentService(agents_pb2_grpc.AgentServiceServicer):
         agent_id = validation.agent_id(request.agent_id) if request.agent_id else None
         if len(request.name) > MAX_NAME:
             raise validation.InvalidField("name", f"at most {MAX_NAME} characters")
-        who = caller()
-        try:
-            async with self._writes:
-                profile, _ = await self._call(
-                    self.registry.create, request.template, channel, agent_id,
-                    request.name or None, check=lambda current: _may_change(who, current))
-        except AgentExists as exc:
-            raise AlreadyExists(str(exc)) from None
+        agent_id = agent_id or request.template
+        async with self._writes:
+            current = (await self._current()).get(agent_id)
+            profile, action = created(current, request.template, channel, agent_id,
+                                      request.name or None)
+            if action == "joined":  # the agent's other channels are not the caller's
+                _may_change(caller(), current)
+            await self._save(profile, action)
         return agent(profile)
 
     async def GetAgent(self, request, context):
@@ -128,7 +151,7 @@ class AgentService(agents_pb2_grpc.AgentServiceServicer):
         # The page token is the last agent id of the previous page (agents are listed
         # by id), so a page never repeats or skips an agent created in between.
         after = validation.agent_id(request.page_token, "page_token") if request.page_token else ""
-        profiles = await self._call(self.registry.load)
+        profiles = await self._current()
         found = sorted((p for p in profiles.values() if p["agent_id"] > after and wanted(p)),
                        key=lambda p: p["agent_id"])
         page = found[:size]

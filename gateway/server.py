@@ -80,6 +80,8 @@ async def serve(settings: Settings) -> None:
     await asyncio.to_thread(ensure_topics, settings, ALL)  # the tail follows every partition
     tail = Tail(settings)
     await asyncio.to_thread(tail.start)
+    agents = AgentService(settings)
+    await agents.start()  # the registry, read to its end
     producer = AsyncProducer(settings)
     # The templates, tool catalog and analytics queries are files read once (cached):
     # read them now rather than on the event loop during a first call.
@@ -103,7 +105,7 @@ async def serve(settings: Settings) -> None:
         options=[("grpc.max_receive_message_length", limit),
                  ("grpc.max_send_message_length", 16 * limit)])
     chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(producer, tail, pool), server)
-    agents_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(settings), server)
+    agents_pb2_grpc.add_AgentServiceServicer_to_server(agents, server)
     votes_pb2_grpc.add_VoteServiceServicer_to_server(VoteService(settings, producer, pool), server)
     tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(producer), server)
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(AnalyticsService(settings), server)
@@ -133,6 +135,7 @@ async def serve(settings: Settings) -> None:
     await checker.enter_graceful_shutdown()
     await server.stop(GRACE_S)
     await asyncio.to_thread(tail.stop)
+    await agents.stop()
     await asyncio.to_thread(producer.close)  # flushes what is still in flight
     following.cancel()
     await pool.close()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from ops.core import kafka
 from ops.core.config import Settings
@@ -68,10 +68,9 @@ def channel_of(record: dict) -> str | None:
     return record.get("channel_id")
 
 
-def _consumer(settings: Settings, **conf) -> Consumer:
+def _consumer(settings: Settings) -> Consumer:
     # A cursor's offset that retention has deleted resumes at the oldest record left.
-    return kafka.consumer(settings, "agora-gateway-tail", **{"auto.offset.reset": "earliest",
-                                                             **conf})
+    return kafka.consumer(settings, "agora-gateway-tail", **{"auto.offset.reset": "earliest"})
 
 
 def _decode(message) -> Item | None:
@@ -223,8 +222,7 @@ async def _catch_up(settings: Settings, channel_id: str, start: Position, until:
                     ) -> AsyncIterator[Item]:
     """The channel's records from ``start`` up to (not including) ``until``, read by a
     consumer of their own in a thread."""
-    behind = {key: offset for key, offset in start.items() if offset < until.get(key, 0)}
-    if not behind:
+    if all(start.get(key, 0) >= offset for key, offset in until.items()):
         return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue(1000)
@@ -234,36 +232,17 @@ async def _catch_up(settings: Settings, channel_id: str, start: Position, until:
         asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
     def read() -> None:
-        # End-of-partition events finish a partition whose records up to ``until`` are
-        # gone (retention), where no record would otherwise come to say so.
-        consumer = _consumer(settings, **{"enable.partition.eof": True})
         try:
-            consumer.assign([TopicPartition(t, p, o) for (t, p), o in behind.items()])
-            left = dict(behind)
-            while left and not stop.is_set():
-                message = consumer.poll(0.2)
-                if message is None:
-                    continue
-                key = (message.topic(), message.partition())
-                if key not in left:
-                    continue
-                if message.error():
-                    if (message.error().code() == KafkaError._PARTITION_EOF
-                            and message.offset() >= until[key]):
-                        del left[key]
-                    continue
-                if message.offset() < until[key]:
-                    item = _decode(message)
-                    if item is not None and channel_of(item.record) == channel_id:
-                        put(item)
-                if message.offset() + 1 >= until[key]:
-                    del left[key]
+            for message in kafka.read_range(settings, start, until, stop,
+                                            group="agora-gateway-tail"):
+                item = _decode(message)
+                if item is not None and channel_of(item.record) == channel_id:
+                    put(item)
             if not stop.is_set():
                 put(None)
         except Exception as exc:  # surfaced to the subscriber, not lost in the thread
             put(exc)
         finally:
-            consumer.close()
             finished.set()
 
     # A thread of its own: a slow subscriber holds it, not the loop's shared executor.

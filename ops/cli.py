@@ -25,7 +25,7 @@ from gateway.sessions import Grant, TokenStore
 from gateway.tls import channel_credentials, server_credentials
 from ops import devstack as local_stack
 from ops.core.config import Settings, documented
-from ops.core.errors import AgoraError, Invalid
+from ops.core.errors import AgoraError
 from ops.core.kafka import ensure_topics, publish
 from ops.core.logs import configure
 from ops.devstack import demo as scenario
@@ -49,24 +49,23 @@ from streams.worker import run
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Agora: a streaming backend for channels shared by AI agents and people.")
-stack_app = typer.Typer(no_args_is_help=True, help="The embedded local stack (no Docker).")
-topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the flow.")
-app.add_typer(stack_app, name="stack")
-app.add_typer(topics_app, name="topics")
-agents_app = typer.Typer(no_args_is_help=True, help="The agent registry (agora.agents).")
-app.add_typer(agents_app, name="agents")
-tools_app = typer.Typer(no_args_is_help=True, help="The tool catalog and tool requests.")
-app.add_typer(tools_app, name="tools")
-vote_app = typer.Typer(no_args_is_help=True, help="Votes: open one, cast a ballot.")
-app.add_typer(vote_app, name="vote")
-db_app = typer.Typer(no_args_is_help=True, help="Database schemas.")
-app.add_typer(db_app, name="db")
-sink_app = typer.Typer(no_args_is_help=True, help="Sinks from Kafka into the stores.")
-app.add_typer(sink_app, name="sink")
-token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the gRPC gateway.")
-app.add_typer(token_app, name="token")
-gateway_app = typer.Typer(no_args_is_help=True, help="The gRPC gateway (agora.v1).")
-app.add_typer(gateway_app, name="gateway")
+
+
+def _group(name: str, summary: str) -> typer.Typer:
+    group = typer.Typer(no_args_is_help=True, help=summary)
+    app.add_typer(group, name=name)
+    return group
+
+
+stack_app = _group("stack", "The embedded local stack (no Docker).")
+topics_app = _group("topics", "Kafka topics of the flow.")
+agents_app = _group("agents", "The agent registry (agora.agents).")
+tools_app = _group("tools", "The tool catalog and tool requests.")
+vote_app = _group("vote", "Votes: open one, cast a ballot.")
+db_app = _group("db", "Database schemas.")
+sink_app = _group("sink", "Sinks from Kafka into the stores.")
+token_app = _group("token", "Bearer tokens of the gRPC gateway.")
+gateway_app = _group("gateway", "The gRPC gateway (agora.v1).")
 
 
 def _settings() -> Settings:
@@ -139,6 +138,16 @@ def _registry():
     return Registry(_settings())
 
 
+def _local(call):
+    """Run a registry change on Kafka directly; a refusal (an unknown template, agent,
+    state, an id taken) prints its message, exit 1."""
+    try:
+        return call()
+    except AgoraError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
 def _through_gateway():
     """A gateway client when AGORA_GATEWAY_TOKEN is set: the agents and vote commands
     then go through the API, under the token's identity and scopes. Without a token
@@ -169,13 +178,7 @@ def agents_create(
                 agents_pb2.CreateAgentRequest(template=template, channel_id=channel,
                                               agent_id=agent_id or "", name=name or "")))), "saved"
     else:
-        try:
-            profile, action = _registry().create(template, channel, agent_id, name)
-        except Invalid as exc:  # an unknown template
-            raise typer.BadParameter(str(exc)) from None
-        except AgoraError as exc:  # the id is taken by another template
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from None
+        profile, action = _local(lambda: _registry().create(template, channel, agent_id, name))
     typer.echo(f"{profile['agent_id']} {action}: {profile['name']} in "
                f"{', '.join(profile['channels'])}")
 
@@ -208,11 +211,7 @@ def _set_state(agent_id: str, state: str, reason: str | None) -> None:
                     agent_id=agent_id, reason=reason or "")) if state == "PAUSED" else
                 client.agents.ResumeAgent(agents_pb2.ResumeAgentRequest(agent_id=agent_id))))
     else:
-        try:
-            profile = _registry().set_state(agent_id, state, reason)
-        except AgoraError as exc:  # an unknown agent, state or permission
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from None
+        profile = _local(lambda: _registry().set_state(agent_id, state, reason))
     typer.echo(f"{profile['agent_id']} is {profile['state']}")
 
 
@@ -248,11 +247,7 @@ def _change_permissions(agent_id: str, permissions: list[str], revoke: bool) -> 
             profile = _profile(_rpc(lambda: client.agents.UpdateAgent(
                 agents_pb2.UpdateAgentRequest(agent_id=agent_id, **change))))
     else:
-        try:
-            profile = _registry().grant(agent_id, permissions, revoke=revoke)
-        except AgoraError as exc:  # an unknown agent, state or permission
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from None
+        profile = _local(lambda: _registry().grant(agent_id, permissions, revoke=revoke))
     typer.echo(f"{agent_id}: permissions={','.join(profile['permissions'])} "
                f"tools={','.join(profile['tools'])}")
 
@@ -493,7 +488,6 @@ def _client():
 
 def _rpc(call):
     """Run a gateway call; a refusal prints its status and message, exit 2."""
-
     try:
         return call()
     except grpc.RpcError as exc:

@@ -36,9 +36,10 @@ import datetime as dt
 import io
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint as _schema_fingerprint
@@ -152,7 +153,7 @@ class SchemaVersion:
     name: str
     version: int | None  # None for the current schema, N for released/vN
     raw: dict  # the JSON of the .avsc file, untouched
-    parsed: dict  # fastavro's parsed form, used for reading and writing
+    parsed: Any  # fastavro's parsed form, used for reading and writing
     fingerprint: bytes  # CRC-64-AVRO of the Parsing Canonical Form, little-endian
 
     @property
@@ -246,7 +247,7 @@ class SchemaSet:
             raise InvalidRecord(name, None, f"could not be encoded: {type(exc).__name__}: {exc}") from exc
         return _frame(sv.fingerprint, body.getvalue())
 
-    def decode(self, data: bytes, expected: str | None = None) -> tuple[str, dict]:
+    def decode(self, data: bytes, expected: str | None = None) -> tuple[str, Any]:
         """Decode a framed payload into ``(event name, record)`` in the current schema."""
         if expected is not None:
             self.current(expected)
@@ -261,7 +262,7 @@ class SchemaSet:
         reader = self._current[writer.name]
         stream = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(
+            record: Any = fastavro.schemaless_reader(
                 stream,
                 writer.parsed,
                 None if writer is reader else reader.parsed,
@@ -397,10 +398,16 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
     return _DEFAULT.encode(name, record)
 
 
-def decode(data: bytes, expected: str | None = None) -> tuple[str, dict]:
-    """Decode a payload into ``(event name, record)`` in the event's current schema.
+def decode(data: bytes, expected: str | None = None) -> tuple[str, Any]:
+    """Decode a payload into ``(event name, record)`` in the event's current schema (the
+    record is a dict; callers type it as its event, ``schemas.events``).
 
     Raises MalformedPayload, UnknownSchema, or WrongEventType when ``expected``
     is given and the payload is another event.
     """
     return _DEFAULT.decode(data, expected)
+
+
+def records_of(event: str) -> Callable[[bytes], dict]:
+    """A decoder of ``event`` payloads to their records (for a ``GlobalTable``)."""
+    return lambda data: decode(data, expected=event)[1]

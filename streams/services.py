@@ -10,14 +10,10 @@ from collections import defaultdict
 
 from inference.client import InferenceClient
 from ops.core.config import Settings
+from ops.core.globaltable import GlobalTable
 from ops.store.memory import Memory
 from schemas import codec
 from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
-from streams.globaltable import GlobalTable
-
-
-def _decoder(event: str):
-    return lambda value: codec.decode(value, expected=event)[1]
 
 
 def _approval(value: bytes) -> dict | None:
@@ -33,13 +29,12 @@ def _approval(value: bytes) -> dict | None:
 class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.registry: GlobalTable[dict] = GlobalTable(settings.broker, AGENTS.name,
-                                                       _decoder("AgentProfile"))
-        self.status: GlobalTable[dict] = GlobalTable(settings.broker, AGENT_STATUS.name,
-                                                     _decoder("AgentStatus"))
+        self.registry: GlobalTable[dict] = GlobalTable(settings, AGENTS.name,
+                                                       codec.records_of("AgentProfile"))
+        self.status: GlobalTable[dict] = GlobalTable(settings, AGENT_STATUS.name,
+                                                     codec.records_of("AgentStatus"))
         # Passed tool-usage votes by vote id: an approved tool request runs only with one.
-        self.approvals: GlobalTable[dict] = GlobalTable(settings.broker, VOTE_RESULTS.name,
-                                                        _approval)
+        self.approvals: GlobalTable[dict] = GlobalTable(settings, VOTE_RESULTS.name, _approval)
         self.memory = Memory(settings.qdrant)
         self.inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None

@@ -1,5 +1,6 @@
-"""Kafka clients configured the way every Agora producer must be, and the one way to
-find where a partition ends. Bytes in, bytes out: records are encoded by their owners
+"""Kafka clients configured the way every Agora producer must be, the one way to find
+where a partition ends (``ends``) and the one way to read topics up to it
+(``read_range``). Bytes in, bytes out: records are encoded by their owners
 (``schemas.codec``)."""
 
 from __future__ import annotations
@@ -7,11 +8,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ops.core.config import Settings
@@ -93,6 +101,47 @@ def ends(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int
     finally:
         reader.close()
     return read_past(settings.broker, reported)
+
+
+def read_range(settings: Settings, start: dict[tuple[str, int], int],
+               until: dict[tuple[str, int], int], stop: threading.Event | None = None,
+               group: str = "agora-reader", poll_s: float = 0.2) -> Iterator[Message]:
+    """The one way to read topics to a known end: every record of each partition from
+    ``start`` up to (not including) ``until`` (``ends()``), without a consumer group;
+    returns early once ``stop`` is set. An offset retention has deleted resumes at the
+    oldest record left, and a partition whose records up to ``until`` are gone ends at
+    its end-of-partition event, where no record would come to say so."""
+    left = {tp: end for tp, end in until.items() if start.get(tp, 0) < end}
+    if not left:
+        return
+    reader = consumer(settings, group, **{"auto.offset.reset": "earliest",
+                                          "enable.partition.eof": True})
+    try:
+        reader.assign([TopicPartition(t, p, start.get((t, p), 0)) for t, p in left])
+        while left and not (stop and stop.is_set()):
+            record = reader.poll(poll_s)
+            if record is None:
+                continue
+            tp = (record.topic(), record.partition())
+            if tp not in left:
+                continue
+            if record.error():
+                if (record.error().code() == KafkaError._PARTITION_EOF
+                        and record.offset() >= left[tp]):
+                    del left[tp]
+                continue
+            if record.offset() < left[tp]:
+                yield record
+            if record.offset() + 1 >= left[tp]:
+                del left[tp]
+    finally:
+        reader.close()
+
+
+def read_to_end(settings: Settings, topics: Iterable[str]) -> Iterator[Message]:
+    """Every record of ``topics`` from their beginning to where they end now."""
+    until = ends(settings, topics)
+    return read_range(settings, {}, until)
 
 
 def partitions(reader: Consumer, topics: Iterable[str], timeout_s: float = 10

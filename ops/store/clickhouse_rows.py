@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any, Callable
 
-from ops.store.values import arguments, b64
+from ops.store.values import arguments, b64, rows_of
 from schemas.codec import from_epoch_ms, safe_text
 
 __all__ = ["COLUMNS", "KEY_SQL", "event_ids", "rows", "stored_keys_query"]
@@ -315,12 +315,7 @@ _EVENTS: dict[str, Callable[[dict], Rows]] = {
 
 def rows(name: str, record: dict) -> list[tuple[str, tuple]]:
     """(table, values in ``COLUMNS[table]`` order) for one decoded event."""
-    try:
-        handler = _EVENTS[name]
-    except KeyError:
-        raise ValueError(f"no ClickHouse rows for event {name!r}; known events: "
-                         f"{', '.join(sorted(_EVENTS))}") from None
-    return handler(record)
+    return rows_of(_EVENTS, "ClickHouse", name, record)
 
 
 def event_ids(table: str, row: tuple) -> str:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ops.store.values import arguments, b64, json_text
+from ops.store.values import arguments, b64, json_text, rows_of
 from schemas.codec import safe_text
 
 __all__ = ["BULK", "MESSAGE_COLUMNS", "STATEMENTS", "reference_rows", "rows"]
@@ -420,12 +420,7 @@ for _name, _table, _columns in (
 
 def rows(name: str, record: dict) -> list[tuple[str, dict]]:
     """(statement name, parameters) for one decoded event, in the order to run them."""
-    try:
-        handler = _EVENTS[name]
-    except KeyError:
-        raise ValueError(f"no Postgres rows for event {name!r}; known events: "
-                         f"{', '.join(sorted(_EVENTS))}") from None
-    return handler(record)
+    return rows_of(_EVENTS, "Postgres", name, record)
 
 
 def reference_rows(templates: dict[str, dict], tools: dict) -> list[tuple[str, dict]]:

@@ -6,10 +6,11 @@ import base64
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from ops.core.errors import Invalid
 from schemas.codec import safe_text
 
 Text = Callable[[str], str]  # what a store's text columns can hold
@@ -52,3 +53,15 @@ def arguments(arguments_json: str, text: Text = safe_text) -> tuple[str, bool]:
         return json_text(json.loads(arguments_json), text), True
     except (ValueError, TypeError, RecursionError):
         return json_text(arguments_json, text), False
+
+
+def rows_of(handlers: Mapping[str, Callable[[dict], list]], store: str, name: str,
+            record: dict) -> list:
+    """What ``handlers`` make of one decoded event for ``store``; Invalid for an event
+    the store does not keep."""
+    try:
+        handler = handlers[name]
+    except KeyError:
+        raise Invalid(f"no {store} rows for event {name!r}; known events: "
+                      f"{', '.join(sorted(handlers))}") from None
+    return handler(record)

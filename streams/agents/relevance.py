@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from weakref import ref
 
 import faust
@@ -25,18 +25,22 @@ from inference.client import InferenceTimeout, InferenceUnavailable
 from ops.core.retry import Retry, forever, retrying
 from schemas import codec
 from schemas.codec import epoch_ms
-from schemas.ids import derived_id
 from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE_DECISIONS
 from streams.app import topic
 from streams.deadletter import dead_letter_on_failure, send_dead_letter
 from streams.domain import channels
 from streams.domain.relevance.messages import validate
-from streams.domain.relevance.scoring import Candidate, Decision, Message, RelevanceConfig, decide
+from streams.domain.relevance.records import (
+    TASK_DEADLINE,
+    candidates,
+    decision_records,
+    scored_message,
+)
+from streams.domain.relevance.scoring import RelevanceConfig, decide
 from streams.services import Services
 
 log = structlog.get_logger("agora.relevance")
 HISTORY_KEPT = 50
-TASK_DEADLINE = timedelta(minutes=5)
 
 MESSAGES = Counter("agora_relevance_messages_total", "Chat messages decided", ["outcome"])
 SELECTED = Counter("agora_relevance_selected_total", "Agents selected", ["agent_id"])
@@ -73,39 +77,6 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                     vectors[agent_id] = (text, vector)
         return {a: v for a, (_, v) in vectors.items() if a in profiles}
 
-    def candidates(channel: dict, message: dict, expertise: dict[str, np.ndarray],
-                   open_tasks: dict[str, int]) -> list[Candidate]:
-        return [Candidate(
-            agent_id=agent_id, state=profile["state"], channels=tuple(profile["channels"]),
-            expertise=expertise.get(agent_id), performance_score=profile["performance_score"],
-            open_tasks=open_tasks.get(agent_id, 0),
-            last_spoke_ms=channel["spoke"].get(agent_id),
-            last_exchange_with_author_ms=channels.last_exchange(channel, agent_id,
-                                                                message["author_id"]),
-        ) for agent_id, profile in services.registry.data.items()]
-
-    def records(message: dict, decision: Decision, history: list[dict], now: datetime
-                ) -> tuple[dict, list[dict]]:
-        decision_id = derived_id(message["event_id"], "decision")
-        record = {
-            "event_id": decision_id, "message_id": message["event_id"],
-            "channel_id": message["channel_id"], "thread_id": message["thread_id"],
-            "thread_depth": message["thread_depth"], "decided_at": now,
-            "scores": [{"agent_id": s.agent_id, "score": s.score, "selected": s.selected,
-                        "reason": s.reason, **vars(s.factors)} for s in decision.scores],
-            "selected": list(decision.selected), "skip_reason": decision.skip_reason,
-            "config_version": config.version,
-        }
-        task_records = [{
-            "event_id": derived_id(message["event_id"], "task", agent_id),
-            "decision_id": decision_id, "message_id": message["event_id"],
-            "channel_id": message["channel_id"], "thread_id": message["thread_id"],
-            "thread_depth": message["thread_depth"], "agent_id": agent_id,
-            "context_message_ids": [h["id"] for h in history[-services.settings.history_size:]],
-            "created_at": now, "deadline_at": now + TASK_DEADLINE,
-        } for agent_id in decision.selected]
-        return record, task_records
-
     async def admit(events: list) -> list[tuple[faust.EventT, dict]]:
         """Decoded, valid messages of a batch; the others are dead-lettered."""
         good = []
@@ -141,17 +112,10 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         """Decide one message; returns the sends under way (its decision and tasks)."""
         pending = []
         channel = state.get(message["channel_id"]) or channels.empty()
-        decision = decide(Message(
-            message_id=message["event_id"], channel_id=message["channel_id"],
-            author_id=message["author_id"], author_kind=message["author_kind"],
-            mentions=tuple(message["mentions"]),
-            reply_to_author=channels.author_of(channel, message["reply_to"]),
-            thread_depth=message["thread_depth"],
-            created_ms=epoch_ms(message["created_at"]),
-            embedding=embedding,
-            vote_call=message["metadata"].get("kind") == "vote_call"),
-            candidates(channel, message, expertise, open_tasks),
-            config)
+        decision = decide(scored_message(message, channel, embedding),
+                          candidates(services.registry.data, channel, message, expertise,
+                                     open_tasks),
+                          config)
         # Table writes go to the changelog partition of the current event: in a
         # batch, make it this message's event.
         _current_event.set(ref(event))
@@ -160,7 +124,9 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             channel, message, HISTORY_KEPT, now_ms=epoch_ms(now),
             pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None)
         state[message["channel_id"]] = updated
-        decision_record, task_records = records(message, decision, updated["history"], now)
+        decision_record, task_records = decision_records(
+            message, decision, updated["history"], now, config.version,
+            services.settings.history_size)
         key = message["channel_id"].encode()
         pending.append(await decisions.send(
             key=key, value=codec.encode("RelevanceDecision", decision_record)))

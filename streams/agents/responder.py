@@ -28,7 +28,6 @@ from inference.client import (
     InferenceTimeout,
     InferenceUnavailable,
 )
-from ops.core.errors import AgoraError
 from ops.core.retry import Retry, retrying, until
 from schemas import codec
 from schemas.topics import (
@@ -51,6 +50,7 @@ from streams.domain.responder.actions import (
     events,
 )
 from streams.domain.responder.partial import ReplyText, chunk
+from streams.domain.responder.tasks import TaskFailed, status_record, task_inputs
 from streams.services import Services
 
 log = structlog.get_logger("agora.responder")
@@ -65,10 +65,6 @@ MAX_TOKENS = 400
 T = TypeVar("T")
 
 
-class TaskFailed(AgoraError):
-    """The task cannot be answered; the reason becomes its dead letter."""
-
-
 def register(app: faust.App, services: Services, channel_state: faust.TableT
              ) -> faust.types.AgentT:
     settings = services.settings
@@ -81,11 +77,8 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
     finished: dict[str, int] = defaultdict(int)
 
     async def publish_status(agent_id: str, error: str | None = None) -> None:
-        state = "ERROR" if error else ("WORKING" if open_tasks[agent_id] else "IDLE")
-        record = {"event_id": str(uuid.uuid4()), "agent_id": agent_id,
-                  "worker_id": settings.worker_id, "state": state,
-                  "open_tasks": open_tasks[agent_id], "finished_tasks": finished[agent_id],
-                  "last_error": error, "updated_at": datetime.now(timezone.utc)}
+        record = status_record(agent_id, settings.worker_id, open_tasks[agent_id],
+                               finished[agent_id], error, datetime.now(timezone.utc))
         await status_topic.send(key=f"{agent_id}@{settings.worker_id}".encode(),
                                 value=codec.encode("AgentStatus", record))
 
@@ -124,27 +117,10 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
 
     async def answer(task: dict) -> list[tuple[str, str, dict]]:
         agent = services.registry.get(task["agent_id"])
-        if agent is None:
-            raise TaskFailed(f"unknown agent {task['agent_id']!r}")
-        if agent["state"] not in ("ACTIVE", "WORKING"):
-            raise TaskFailed(f"agent {task['agent_id']!r} is {agent['state']}")
-        if task["deadline_at"] and datetime.now(timezone.utc) >= task["deadline_at"]:
-            # A late answer is worth less than the time it takes from tasks still in time.
-            raise TaskFailed(f"deadline {task['deadline_at'].isoformat()} passed before the "
-                             "task's turn")
         history = (channel_state.get(task["channel_id"]) or channels.empty())["history"]
-        known = {h["id"]: h for h in history}
-        message = known.get(task["message_id"])
-        if message is None:
-            raise TaskFailed(f"message {task['message_id']} is no longer in the channel history")
-        # The history the task was decided with, as far as the channel still has it.
-        context = ([known[i] for i in task["context_message_ids"] if i in known]
-                   or history[-settings.history_size:])
-        posted_ms = message["created_ms"]
-        message = {"event_id": message["id"], "channel_id": task["channel_id"],
-                   "thread_id": message["thread_id"], "thread_depth": task["thread_depth"],
-                   "author_id": message["author_id"], "author_kind": message["author_kind"],
-                   "text": message["text"], "metadata": message["metadata"]}
+        message, context, posted_ms = task_inputs(task, agent, history,
+                                                  datetime.now(timezone.utc),
+                                                  settings.history_size)
         [vector] = await outlast(task, lambda: services.inference.embed([message["text"]]))
         memories = await asyncio.to_thread(services.memory.recall, task["channel_id"], vector,
                                            MEMORY_HITS, [h["id"] for h in history])

@@ -21,7 +21,6 @@ from prometheus_client import Counter, Histogram
 
 from ops.core.errors import Denied
 from schemas import codec
-from schemas.ids import derived_id
 from schemas.topics import (
     CHAT_MESSAGES,
     DEADLETTER,
@@ -33,8 +32,12 @@ from schemas.topics import (
 from streams.app import send_all, topic
 from streams.deadletter import dead_letter_on_failure
 from streams.domain.tools import catalog, permissions
-from streams.domain.tools.records import request_digest, result_events, vote_id_of
-from streams.domain.votes.records import new_proposal
+from streams.domain.tools.records import (
+    request_digest,
+    result_events,
+    usage_proposal,
+    vote_id_of,
+)
 from streams.services import Services
 from streams.tools import sandbox
 
@@ -42,17 +45,6 @@ log = structlog.get_logger("agora.tools")
 RESULTS = Counter("agora_tool_results_total", "Tool requests by outcome", ["tool", "status"])
 RUN_SECONDS = Histogram("agora_tool_run_seconds", "Sandboxed run time", ["tool"],
                         buckets=(.1, .25, .5, 1, 2, 5, 10, 20, 60))
-
-
-def proposal(request: dict, tool: catalog.Tool, deadline_s: float) -> dict:
-    return new_proposal(
-        request["channel_id"], request["agent_id"],
-        f"Allow {request['agent_id']} to run {tool.name}?", vote_type="TOOL_USAGE",
-        strategy=tool.vote_strategy, quorum=tool.vote_quorum, deadline_s=deadline_s,
-        description=f"{request['reason']}\n\nArguments: {request['arguments_json']}",
-        vote_id=vote_id_of(request["event_id"]),
-        event_id=derived_id(request["event_id"], "proposal"),
-        tool_request_id=request["event_id"])
 
 
 class Unapproved(Denied):
@@ -105,7 +97,7 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             return result_events(request, "FAILED", now, error=str(exc), vote_id=vote_id)
         if tool.needs_vote and not approved:
             return [("ToolRequest", request),
-                    ("VoteProposal", proposal(request, tool, settings.vote_deadline_s))]
+                    ("VoteProposal", usage_proposal(request, tool, settings.vote_deadline_s))]
         log.info("tools.sandbox_run", request=request["event_id"], tool=tool.name)
         try:
             run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request["event_id"]))

@@ -56,7 +56,7 @@ def remember(state: dict, message: dict, history_size: int, *, now_ms: int | Non
     later pin.
     """
     item = entry(message)
-    before = next((h for h in state["history"] if h["id"] == item["id"]), {})
+    before: dict = next((h for h in state["history"] if h["id"] == item["id"]), {})
     pin = max(pinned_until_ms or 0, before.get("pinned_until_ms", 0))
     if pin:
         item["pinned_until_ms"] = pin

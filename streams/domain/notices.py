@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from schemas.events import ChatMessage
+
 MAX_TEXT = 4000  # a notice quotes tool output; the channel needs the gist, not all of it
 # Metadata keys the platform reads on its own notices: refused from anyone else, so a
 # person cannot make agents vote, or a message pass for a vote call.
@@ -16,7 +18,7 @@ RESERVED_METADATA = frozenset({"kind", "vote_id", "options", "outcome", "tool_re
                                "tool", "status"})
 
 
-def reserved_keys(message: dict) -> list[str]:
+def reserved_keys(message: ChatMessage) -> list[str]:
     """The reserved metadata keys a message carries without being a system notice."""
     if message.get("author_kind") == "SYSTEM":
         return []
@@ -24,7 +26,7 @@ def reserved_keys(message: dict) -> list[str]:
 
 
 def system_message(event_id: str, channel_id: str, author_id: str, text: str, now: datetime,
-                   metadata: dict[str, str], mentions: list[str] | None = None) -> dict:
+                   metadata: dict[str, str], mentions: list[str] | None = None) -> ChatMessage:
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT - 1] + "…"
     return {"event_id": event_id, "channel_id": channel_id, "thread_id": event_id,

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import grpc
 import psycopg
 import pytest
-from confluent_kafka import TopicPartition
 
 from conftest import metric
 from gateway import auth
@@ -39,17 +38,14 @@ from gateway.client import Client
 from gateway.registry import Registry
 from gateway.server import signer
 from gateway.tail import TOPICS as SHOWN_TOPICS
-from gateway.tail import Item
 from gateway.tls import channel_credentials
 from ops import devstack as stack
-from ops.core import kafka
 from ops.core.kafka import ensure_topics
 from ops.core.net import free_port
 from ops.devstack import smoke
 from ops.devstack.process import Proc, members, stop, survivors, wait_until
 from ops.store import migrate
 from ops.store.clickhouse import open_client
-from schemas import codec
 from schemas.topics import (
     ALL,
     CHAT_MESSAGES,
@@ -63,7 +59,7 @@ from schemas.topics import (
     VOTES,
 )
 from support.accounting import lag, start_sink
-from support.kafka import publish_events, start_at_ends
+from support.kafka import TopicReader, publish_events, start_at_ends
 
 pytestmark = pytest.mark.stack
 TAPPED = (CHAT_MESSAGES, RELEVANCE_DECISIONS, INFERENCE_TASKS, REPLY_CHUNKS, TOOL_REQUESTS,
@@ -80,46 +76,14 @@ QUESTIONS = (
 # ------------------------------------------------------------------ reading the topics
 
 
-class Tap:
+class Tap(TopicReader):
     """Every record of one channel on the topics that carry channel events, with its
     position, read from the topics' beginning and then as they grow."""
 
     def __init__(self, settings, channel: str):
+        super().__init__(settings, *(t.name for t in TAPPED),
+                         keep=lambda name, record: record.get("channel_id") == channel)
         self.channel = channel
-        self.consumer = kafka.consumer(settings, "agora-fault-tap")
-        self.consumer.assign([TopicPartition(t, p, 0) for t, p in kafka.partitions(
-            self.consumer, [t.name for t in TAPPED])])
-        self.entries: list[Item] = []  # as the gateway's tail reads them
-
-    def poll(self, seconds: float = 0.5) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            message = self.consumer.poll(0.1)
-            if message is None or message.error():
-                continue
-            try:
-                name, record = codec.decode(message.value())
-            except codec.CodecError:
-                continue
-            if record.get("channel_id") == self.channel:
-                self.entries.append(Item(message.topic(), message.partition(),
-                                         message.offset(), message.timestamp()[1], name,
-                                         record))
-
-    def drain(self, quiet_s: float = 2.0) -> None:
-        """Read until nothing new arrives for ``quiet_s``."""
-        while True:
-            seen = len(self.entries)
-            self.poll(quiet_s)
-            if len(self.entries) == seen:
-                return
-
-    def records(self, name: str, topic: str | None = None) -> list[dict]:
-        return [e.record for e in self.entries
-                if e.name == name and (topic is None or e.topic == topic)]
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 # ------------------------------------------------------------------------- accounting
@@ -135,10 +99,10 @@ def ids_by(records: list[dict], key) -> dict:
 
 def account(tap: Tap, inputs: list[dict]) -> dict[str, int]:
     """Assert the books of the drill's channel; returns a few counts."""
-    messages = {m["event_id"]: m for m in tap.records("ChatMessage", CHAT_MESSAGES.name)}
+    messages = {m["event_id"]: m for m in tap.named("ChatMessage", CHAT_MESSAGES.name)}
     lost = [m["event_id"] for m in inputs if m["event_id"] not in messages]
     assert not lost, f"inputs not on the chat topic: {lost}"
-    decisions = tap.records("RelevanceDecision")
+    decisions = tap.named("RelevanceDecision")
     per_message = ids_by(decisions, lambda d: d["message_id"])
     wrong = {m: len(per_message.get(m, ())) for m in messages if len(per_message.get(m, ())) != 1}
     assert not wrong, f"messages without exactly one decision (id -> distinct decisions): {wrong}"
@@ -151,7 +115,7 @@ def account(tap: Tap, inputs: list[dict]) -> dict[str, int]:
     unselected = [(m["event_id"], a) for m in inputs for a in m["mentions"]
                   if (m["event_id"], a) not in selected]
     assert not unselected, f"mentioned agents not selected: {unselected}"
-    tasks = ids_by(tap.records("InferenceTask"), lambda t: (t["message_id"], t["agent_id"]))
+    tasks = ids_by(tap.named("InferenceTask"), lambda t: (t["message_id"], t["agent_id"]))
     assert set(tasks) == selected, (set(tasks) ^ selected)
     assert all(len(ids) == 1 for ids in tasks.values()), tasks
     replies = ids_by([m for m in messages.values() if m["author_kind"] == "AGENT" and m["task_id"]],
@@ -160,7 +124,7 @@ def account(tap: Tap, inputs: list[dict]) -> dict[str, int]:
     assert not missing, f"selected agents without a reply (message, agent): {missing}"
     assert set(replies) == selected, set(replies) - selected
     assert all(len(ids) == 1 for ids in replies.values()), replies
-    copies = len(tap.records("ChatMessage", CHAT_MESSAGES.name)) - len(messages)
+    copies = len(tap.named("ChatMessage", CHAT_MESSAGES.name)) - len(messages)
     return {"messages": len(messages), "replies": len(replies), "duplicate_copies": copies}
 
 
@@ -181,16 +145,16 @@ def settle(tap: Tap, inputs: list[dict], timeout_s: float = 300) -> dict[str, in
 
 def replies_to(tap: Tap, inputs: list[dict]) -> int:
     asked = {m["event_id"] for m in inputs}
-    return len({m["event_id"] for m in tap.records("ChatMessage", CHAT_MESSAGES.name)
+    return len({m["event_id"] for m in tap.named("ChatMessage", CHAT_MESSAGES.name)
                 if m["reply_to"] in asked and m["author_kind"] == "AGENT"})
 
 
 def generating(tap: Tap, inputs: list[dict]) -> bool:
     """A reply to ``inputs`` is out and another is being generated (chunks, no reply)."""
     asked = {m["event_id"] for m in inputs}
-    replies = {m["event_id"] for m in tap.records("ChatMessage", CHAT_MESSAGES.name)
+    replies = {m["event_id"] for m in tap.named("ChatMessage", CHAT_MESSAGES.name)
                if m["reply_to"] in asked}
-    streaming = {c["message_id"] for c in tap.records("ReplyChunk") if c["reply_to"] in asked}
+    streaming = {c["message_id"] for c in tap.named("ReplyChunk") if c["reply_to"] in asked}
     return bool(replies) and bool(streaming - replies)
 
 
@@ -216,7 +180,7 @@ def expected_rows(tap: Tap) -> dict[str, list]:
                            if e.name == name and e.topic in topics})
             for table, (name, topics) in POSTGRES_TABLES.items()}
     scores = {}
-    for d in tap.records("RelevanceDecision"):
+    for d in tap.named("RelevanceDecision"):
         scores[d["event_id"]] = sorted((d["event_id"], s["agent_id"]) for s in d["scores"])
     rows["relevance_scores"] = sorted(pair for pairs in scores.values() for pair in pairs)
     return rows
@@ -393,7 +357,7 @@ def test_triton_stopped_for_ten_seconds_then_back(ready, workers):
         worker = workers("triton", **drill.env)
         before = post(ready, questions(drill, 2))
         # Stopped while a reply is being generated.
-        wait_until(lambda: tap.poll(0.2) or tap.records("ReplyChunk"), timeout_s=180,
+        wait_until(lambda: tap.poll(0.2) or tap.named("ReplyChunk"), timeout_s=180,
                    what="a reply being generated", interval_s=0)
         stop(service_proc(ready, "triton"), grace_s=10)
         during = post(ready, questions(drill, 1, start=2))
@@ -519,7 +483,7 @@ def test_the_gateway_stopped_while_clients_stream(ready, workers):
             bring_back(ready)
             after = ask(QUESTIONS[2])
             tap.drain()
-            inputs = {m["event_id"]: m for m in tap.records("ChatMessage")}
+            inputs = {m["event_id"]: m for m in tap.named("ChatMessage")}
             asked = [inputs[before], *down, inputs[after]]
             balanced(tap, asked, worker)
 

@@ -64,6 +64,19 @@ def call(method, request, caller: auth.Caller):
     return asyncio.run(main())
 
 
+async def as_caller(method, request, caller: auth.Caller):
+    """``await method(request, None)`` as the guard runs it, for ``caller``."""
+    _CALLER.set(caller)
+    return await method(request, None)
+
+
+async def refused_async(kind: type[Exception], method, request, caller: auth.Caller
+                        ) -> Exception:
+    with pytest.raises(kind) as raised:
+        await as_caller(method, request, caller)
+    return raised.value
+
+
 def refused(kind: type[Exception], method, request, caller: auth.Caller) -> Exception:
     with pytest.raises(kind) as raised:
         call(method, request, caller)
@@ -363,76 +376,103 @@ def test_a_chdb_directory_held_by_another_process_is_unavailable(chdb_settings):
 
 @pytest.mark.stack
 def test_agents_are_created_listed_paused_resumed_and_changed(settings):
+    """Through the gateway's live view of the registry: each call sees every change
+    published before it, its own and the CLI's (``Registry``)."""
     ensure_topics(settings, ALL)
+    asyncio.run(_agents_through_the_service(settings))
+
+
+async def _agents_through_the_service(settings):
     service, registry = AgentService(settings), Registry(settings)
-    room, other, tag = f"gs-{suffix()}", f"gs-{suffix()}", suffix()
-    dev, analyst = f"dev-{tag}", f"analyst-{tag}"
-    alice, both = who("human:alice", room), who("human:ops", room, other)
-    outsider = who("human:eve", other)
+    await service.start()
+    try:
+        room, other, tag = f"gs-{suffix()}", f"gs-{suffix()}", suffix()
+        dev, analyst = f"dev-{tag}", f"analyst-{tag}"
+        alice, both = who("human:alice", room), who("human:ops", room, other)
+        outsider = who("human:eve", other)
 
-    created = call(service.CreateAgent, agents_pb2.CreateAgentRequest(
-        template="developer-backend", channel_id=room, agent_id=dev, name="Dev"), alice)
-    assert (created.agent_id, created.name, list(created.channels)) == (dev, "Dev", [room])
-    assert created.state == agents_pb2.AGENT_STATE_ACTIVE
-    assert registry.load()[dev]["channels"] == [room]
-    call(service.CreateAgent, agents_pb2.CreateAgentRequest(
-        template="analyst-data", channel_id=room, agent_id=analyst), alice)
+        created = await as_caller(service.CreateAgent, agents_pb2.CreateAgentRequest(
+            template="developer-backend", channel_id=room, agent_id=dev, name="Dev"), alice)
+        assert (created.agent_id, created.name, list(created.channels)) == (dev, "Dev", [room])
+        assert created.state == agents_pb2.AGENT_STATE_ACTIVE
+        assert registry.load()[dev]["channels"] == [room]
+        await as_caller(service.CreateAgent, agents_pb2.CreateAgentRequest(
+            template="analyst-data", channel_id=room, agent_id=analyst), alice)
 
-    got = call(service.GetAgent, agents_pb2.GetAgentRequest(agent_id=dev), alice)
-    assert (got.agent_id, got.name, list(got.channels)) == (dev, "Dev", [room])
-    first = call(service.ListAgents, agents_pb2.ListAgentsRequest(channel_id=room, page_size=1),
-                 alice)
-    assert [a.agent_id for a in first.agents] == [analyst] and first.next_page_token
-    second = call(service.ListAgents, agents_pb2.ListAgentsRequest(
-        channel_id=room, page_size=1, page_token=first.next_page_token), alice)
-    assert [a.agent_id for a in second.agents] == [dev] and not second.next_page_token
-    mine = call(service.ListAgents, agents_pb2.ListAgentsRequest(), alice).agents
-    assert {a.agent_id for a in mine} == {dev, analyst}
-    assert all(room in a.channels for a in mine)
-    assert not call(service.ListAgents, agents_pb2.ListAgentsRequest(), outsider).agents
+        got = await as_caller(service.GetAgent, agents_pb2.GetAgentRequest(agent_id=dev), alice)
+        assert (got.agent_id, got.name, list(got.channels)) == (dev, "Dev", [room])
+        first = await as_caller(service.ListAgents, agents_pb2.ListAgentsRequest(
+            channel_id=room, page_size=1), alice)
+        assert [a.agent_id for a in first.agents] == [analyst] and first.next_page_token
+        second = await as_caller(service.ListAgents, agents_pb2.ListAgentsRequest(
+            channel_id=room, page_size=1, page_token=first.next_page_token), alice)
+        assert [a.agent_id for a in second.agents] == [dev] and not second.next_page_token
+        mine = (await as_caller(service.ListAgents, agents_pb2.ListAgentsRequest(),
+                                alice)).agents
+        assert {a.agent_id for a in mine} == {dev, analyst}
+        assert all(room in a.channels for a in mine)
+        assert not (await as_caller(service.ListAgents, agents_pb2.ListAgentsRequest(),
+                                    outsider)).agents
 
-    paused = call(service.PauseAgent, agents_pb2.PauseAgentRequest(agent_id=dev,
-                                                                  reason="lunch"), alice)
-    assert (paused.state, paused.state_reason) == (agents_pb2.AGENT_STATE_PAUSED, "lunch")
-    assert registry.load()[dev]["state"] == "PAUSED"
-    resumed = call(service.ResumeAgent, agents_pb2.ResumeAgentRequest(agent_id=dev), alice)
-    assert (resumed.state, resumed.state_reason) == (agents_pb2.AGENT_STATE_ACTIVE, "")
-    changed = call(service.UpdateAgent, agents_pb2.UpdateAgentRequest(
-        agent_id=dev, grant_permissions=["tool:shell"], revoke_permissions=["vote:cast"]), alice)
-    assert "shell" in changed.tools and "tool:shell" in changed.permissions
-    assert "vote:cast" not in changed.permissions
-    assert registry.load()[dev]["permissions"] == list(changed.permissions)
+        paused = await as_caller(service.PauseAgent, agents_pb2.PauseAgentRequest(
+            agent_id=dev, reason="lunch"), alice)
+        assert (paused.state, paused.state_reason) == (agents_pb2.AGENT_STATE_PAUSED, "lunch")
+        assert registry.load()[dev]["state"] == "PAUSED"
+        resumed = await as_caller(service.ResumeAgent, agents_pb2.ResumeAgentRequest(
+            agent_id=dev), alice)
+        assert (resumed.state, resumed.state_reason) == (agents_pb2.AGENT_STATE_ACTIVE, "")
+        changed = await as_caller(service.UpdateAgent, agents_pb2.UpdateAgentRequest(
+            agent_id=dev, grant_permissions=["tool:shell"], revoke_permissions=["vote:cast"]),
+            alice)
+        assert "shell" in changed.tools and "tool:shell" in changed.permissions
+        assert "vote:cast" not in changed.permissions
+        assert registry.load()[dev]["permissions"] == list(changed.permissions)
 
-    # Joining a second channel needs both; then changes need both too.
-    refused(Denied, service.CreateAgent, agents_pb2.CreateAgentRequest(
-        template="developer-backend", channel_id=other, agent_id=dev), outsider)
-    joined = call(service.CreateAgent, agents_pb2.CreateAgentRequest(
-        template="developer-backend", channel_id=other, agent_id=dev), both)
-    assert sorted(joined.channels) == sorted([room, other])
-    assert call(service.GetAgent, agents_pb2.GetAgentRequest(agent_id=dev),
-                alice).channels == joined.channels
-    refused(Denied, service.PauseAgent, agents_pb2.PauseAgentRequest(agent_id=dev), alice)
-    refused(Denied, service.GetAgent, agents_pb2.GetAgentRequest(agent_id=analyst), outsider)
-    refused(Denied, service.CreateAgent, agents_pb2.CreateAgentRequest(
-        template="developer-backend", channel_id=f"gs-{suffix()}"), alice)
-    assert registry.load()[dev]["state"] == "ACTIVE"  # nothing refused was published
+        # Joining a second channel needs both; then changes need both too.
+        await refused_async(Denied, service.CreateAgent, agents_pb2.CreateAgentRequest(
+            template="developer-backend", channel_id=other, agent_id=dev), outsider)
+        joined = await as_caller(service.CreateAgent, agents_pb2.CreateAgentRequest(
+            template="developer-backend", channel_id=other, agent_id=dev), both)
+        assert sorted(joined.channels) == sorted([room, other])
+        assert (await as_caller(service.GetAgent, agents_pb2.GetAgentRequest(agent_id=dev),
+                                alice)).channels == joined.channels
+        await refused_async(Denied, service.PauseAgent,
+                            agents_pb2.PauseAgentRequest(agent_id=dev), alice)
+        await refused_async(Denied, service.GetAgent,
+                            agents_pb2.GetAgentRequest(agent_id=analyst), outsider)
+        await refused_async(Denied, service.CreateAgent, agents_pb2.CreateAgentRequest(
+            template="developer-backend", channel_id=f"gs-{suffix()}"), alice)
+        assert registry.load()[dev]["state"] == "ACTIVE"  # nothing refused was published
 
-    exists = refused(AlreadyExists, service.CreateAgent, agents_pb2.CreateAgentRequest(
-        template="creative-writer", channel_id=room, agent_id=dev), alice)
-    assert "developer-backend" in str(exists)
-    for method, request in (
-            (service.GetAgent, agents_pb2.GetAgentRequest(agent_id=f"ghost-{tag}")),
-            (service.PauseAgent, agents_pb2.PauseAgentRequest(agent_id=f"ghost-{tag}")),
-            (service.UpdateAgent, agents_pb2.UpdateAgentRequest(
-                agent_id=f"ghost-{tag}", grant_permissions=["vote:cast"]))):
-        refused(NotFound, method, request, both)
-    bad = refused(InvalidField, service.CreateAgent, agents_pb2.CreateAgentRequest(
-        template="wizard", channel_id=room), alice)
-    assert bad.field == "template" and "developer-backend" in bad.reason
-    assert refused(InvalidField, service.UpdateAgent, agents_pb2.UpdateAgentRequest(
-        agent_id=dev), alice).field == "grant_permissions"
-    assert refused(InvalidField, service.ListAgents, agents_pb2.ListAgentsRequest(
-        page_token="not a token"), alice).field == "page_token"
+        exists = await refused_async(AlreadyExists, service.CreateAgent,
+                                     agents_pb2.CreateAgentRequest(
+                                         template="creative-writer", channel_id=room,
+                                         agent_id=dev), alice)
+        assert "developer-backend" in str(exists)
+        for method, request in (
+                (service.GetAgent, agents_pb2.GetAgentRequest(agent_id=f"ghost-{tag}")),
+                (service.PauseAgent, agents_pb2.PauseAgentRequest(agent_id=f"ghost-{tag}")),
+                (service.UpdateAgent, agents_pb2.UpdateAgentRequest(
+                    agent_id=f"ghost-{tag}", grant_permissions=["vote:cast"]))):
+            await refused_async(NotFound, method, request, both)
+        bad = await refused_async(InvalidField, service.CreateAgent,
+                                  agents_pb2.CreateAgentRequest(template="wizard",
+                                                                channel_id=room), alice)
+        assert bad.field == "template" and "developer-backend" in bad.reason
+        assert (await refused_async(InvalidField, service.UpdateAgent,
+                                    agents_pb2.UpdateAgentRequest(agent_id=dev),
+                                    alice)).field == "grant_permissions"
+        assert (await refused_async(InvalidField, service.ListAgents,
+                                    agents_pb2.ListAgentsRequest(page_token="not a token"),
+                                    alice)).field == "page_token"
+
+        # A change published by someone else (the CLI) is seen by the next call.
+        await asyncio.to_thread(registry.set_state, analyst, "PAUSED", "from the CLI")
+        seen = await as_caller(service.GetAgent, agents_pb2.GetAgentRequest(agent_id=analyst),
+                               alice)
+        assert (seen.state, seen.state_reason) == (agents_pb2.AGENT_STATE_PAUSED, "from the CLI")
+    finally:
+        await service.stop()
 
 
 @pytest.mark.stack

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from ops.store.postgres import execute
 from ops.store.postgres_rows import BULK, STATEMENTS, reference_rows, rows
 from schemas import codec
-from schemas.topics import STORED_EVENTS
 from streams.domain.registry import templates
 from streams.domain.tools.catalog import load as load_tools
 from support.samples import SAMPLES, T0, at, sample, uid
@@ -104,10 +103,6 @@ def check_params(statement: str, params: dict) -> None:
 
 
 # --- without a database -------------------------------------------------------------
-
-def test_samples_cover_every_event():
-    assert {name for name, _ in SAMPLES} == STORED_EVENTS
-
 
 @pytest.mark.parametrize("index", range(len(SAMPLES)))
 def test_rows_use_known_statements_with_covered_placeholders(index):

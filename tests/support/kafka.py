@@ -4,10 +4,11 @@ consumer group at the ends."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from confluent_kafka import TopicPartition
 
+from gateway.tail import Item
 from ops.core.config import Settings
 from ops.core.kafka import consumer, ends, partitions, publish
 from schemas import codec
@@ -31,16 +32,19 @@ def start_at_ends(settings: Settings, group: str, topics: Iterable[str]) -> None
         committer.close()
 
 
-
 class TopicReader:
-    """Reads topics from their beginning (no consumer group), decoding every record;
-    waits for the records a caller is looking for."""
+    """Reads topics from their beginning (no consumer group), decoding every record and
+    keeping those ``keep(name, record)`` accepts, with their positions (``entries``, as
+    the gateway's tail reads them); waits for the records a caller is looking for."""
 
-    def __init__(self, settings: Settings, *topics: str):
+    def __init__(self, settings: Settings, *topics: str,
+                 keep: Callable[[str, dict], bool] = lambda name, record: True):
         self.consumer = consumer(settings, "agora-reader")
         self.consumer.assign([TopicPartition(t, p, 0)
                               for t, p in partitions(self.consumer, topics)])
+        self.keep = keep
         self.records: list[tuple[str, dict]] = []
+        self.entries: list[Item] = []
         self.undecodable = 0
         # Next offset per partition, from the records read (``ends()`` says where a
         # partition ends; compare with this to know a reader got there).
@@ -49,14 +53,33 @@ class TopicReader:
     def poll(self, seconds: float = 0.5) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            record = self.consumer.poll(0.1)
-            if record is None or record.error():
+            message = self.consumer.poll(0.1)
+            if message is None or message.error():
                 continue
-            self.ends[(record.topic(), record.partition())] = record.offset() + 1
+            self.ends[(message.topic(), message.partition())] = message.offset() + 1
             try:
-                self.records.append(codec.decode(record.value()))
+                name, record = codec.decode(message.value())
             except codec.CodecError:
                 self.undecodable += 1  # someone's garbage: the dead-letter tests write some
+                continue
+            if self.keep(name, record):
+                self.records.append((name, record))
+                self.entries.append(Item(message.topic(), message.partition(),
+                                         message.offset(), message.timestamp()[1], name,
+                                         record))
+
+    def drain(self, quiet_s: float = 2.0) -> None:
+        """Read until nothing new arrives for ``quiet_s``."""
+        while True:
+            seen = len(self.records)
+            self.poll(quiet_s)
+            if len(self.records) == seen:
+                return
+
+    def named(self, name: str, topic: str | None = None) -> list[dict]:
+        """The records of event ``name`` read so far (on ``topic`` only, if given)."""
+        return [e.record for e in self.entries
+                if e.name == name and (topic is None or e.topic == topic)]
 
     def wait(self, predicate, count: int = 1, timeout_s: float = 90) -> list[dict]:
         """The first ``count`` records for which ``predicate(name, record)`` holds;

@@ -12,6 +12,7 @@ from inference.engine import StopMatcher, check_model, render_chat
 from inference.kvcache import SequenceTable, common_prefix
 from inference.resilience import BreakerState, CircuitBreaker
 from ops.core.retry import backoff_s
+from support.clock import Clock
 from support.samples import CHAT_TEMPLATE
 
 
@@ -45,14 +46,6 @@ def test_backoff_grows_exponentially_up_to_the_cap():
     assert [backoff_s(a, 0.1, 1.0, rand=lambda: 1.0) for a in (1, 2, 3, 4, 5)] == [
         0.1, 0.2, 0.4, 0.8, 1.0]
     assert backoff_s(3, 0.1, 1.0, rand=lambda: 0.5) == pytest.approx(0.2)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_breaker_opens_fails_fast_then_probes_once_and_closes():

@@ -9,8 +9,10 @@ import json
 import re
 from pathlib import Path
 
+import avro.schema
 import fastavro
 import pytest
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro.schema import to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +29,6 @@ from schemas.codec import (
     decode,
     encode,
 )
-from schemas.compat import check_backward
 
 ROOT = Path(codec.__file__).parent
 EXPECTED_EVENTS = {
@@ -61,6 +62,19 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 def released_versions():
     return [(n, v) for n in EVENT_NAMES for v in codec.released_versions(n)]
+
+
+def check_backward(reader, writer) -> list[str]:
+    """What the Avro project's checker finds when ``reader`` (the new schema) reads data
+    written with ``writer`` (the released one), as readable lines; empty: compatible."""
+    reader, writer = (avro.schema.parse(s if isinstance(s, str) else json.dumps(s))
+                      for s in (reader, writer))
+    result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+    if result.compatibility is SchemaCompatibilityType.compatible:
+        return []
+    return [f"{kind.value} at {', '.join(sorted(result.locations))}: "
+            f"{'; '.join(sorted(map(str, result.messages)))}"
+            for kind in result.incompatibilities]
 
 
 # --- a hypothesis strategy builder for Avro schemas -------------------------
@@ -427,7 +441,7 @@ def test_schema_evolution_through_released_copy(tmp_path):
         without.decode(data)
 
 
-# --- the compatibility checker itself ---------------------------------------
+# --- what the compatibility check catches ----------------------------------
 
 BASE = {
     "type": "record", "name": "E", "namespace": "t",
@@ -459,19 +473,27 @@ def add_field(schema, field):
 @pytest.mark.parametrize(
     "reader, writer, needle",
     [
-        (add_field(BASE, {"name": "x", "type": "string"}), BASE, "E.x: new field"),
-        (changed(kind={"type": "enum", "name": "K", "symbols": ["A"]}), BASE, "lost symbols B"),
-        (changed(n="string"), BASE, "E.n: writer type int cannot be read as string"),
-        (changed(big="int"), BASE, "E.big: writer type long cannot be read as int"),
-        (changed(tags={"type": "array", "items": "int"}), BASE, "E.tags[]"),
-        (changed(kind={"type": "enum", "name": "Other", "symbols": ["A", "B"]}), BASE, "names differ"),
-        (changed(id="string"), changed(id=["null", "string"]), "writer type null"),
-        (changed(n=["null", "string"]), BASE, "matches no branch"),
-        (changed(at={"type": "int", "logicalType": "date"}), BASE, "long cannot be read as int"),
-        ({"type": "fixed", "name": "F", "size": 8}, {"type": "fixed", "name": "F", "size": 4}, "size"),
+        (add_field(BASE, {"name": "x", "type": "string"}), BASE,
+         "reader_field_missing_default_value at /fields/6: x"),
+        (changed(kind={"type": "enum", "name": "K", "symbols": ["A"]}), BASE,
+         "missing_enum_symbols at /, /fields/3/type/symbols: {'B'}"),
+        (changed(n="string"), BASE, "writer type: int"),
+        (changed(big="int"), BASE, "reader type: int not compatible with writer type: long"),
+        (changed(tags={"type": "array", "items": "int"}), BASE, "/fields/4/type/items"),
+        (changed(kind={"type": "enum", "name": "Other", "symbols": ["A", "B"]}), BASE,
+         "name_mismatch"),
+        (changed(id="string"), changed(id=["null", "string"]), "writer type: null"),
+        (changed(n=["null", "string"]), BASE, "reader union lacking writer type int"),
+        (changed(at={"type": "int", "logicalType": "date"}), BASE, "writer type: long"),
+        ({"type": "fixed", "name": "F", "size": 8}, {"type": "fixed", "name": "F", "size": 4},
+         "fixed_size_mismatch"),
+        # Stricter than the specification, which lets a reader's alias match a renamed
+        # type: the Avro library's checker ignores aliases, so renames are refused.
+        (changed(kind={"type": "enum", "name": "K2", "aliases": ["K"], "symbols": ["A", "B"]}),
+         BASE, "name_mismatch"),
     ],
 )
-def test_checker_catches_incompatibilities(reader, writer, needle):
+def test_check_catches_incompatibilities(reader, writer, needle):
     problems = check_backward(reader, writer)
     assert any(needle in p for p in problems), problems
 
@@ -487,7 +509,6 @@ def test_checker_catches_incompatibilities(reader, writer, needle):
         (changed(id="bytes"), BASE),
         (changed(kind={"type": "enum", "name": "K", "symbols": ["A", "B", "C"]}), BASE),
         (changed(kind={"type": "enum", "name": "K", "symbols": ["A"], "default": "A"}), BASE),
-        (changed(kind={"type": "enum", "name": "K2", "aliases": ["K"], "symbols": ["A", "B"]}), BASE),
         (changed(id=["null", "string"]), BASE),
         (changed(n=["null", "long"]), changed(n=["null", "int"])),
         (changed(tags={"type": "array", "items": ["null", "string"]}), BASE),
@@ -495,11 +516,11 @@ def test_checker_catches_incompatibilities(reader, writer, needle):
         (json.dumps(BASE), json.dumps(BASE)),
     ],
 )
-def test_checker_accepts_compatible_changes(reader, writer):
+def test_check_accepts_compatible_changes(reader, writer):
     assert check_backward(reader, writer) == []
 
 
-def test_checker_handles_named_references_and_recursion():
+def test_check_handles_named_references_and_recursion():
     node = {"type": "record", "name": "Node", "namespace": "t", "fields": [
         {"name": "value", "type": "int"},
         {"name": "next", "type": ["null", "Node"], "default": None},
@@ -509,4 +530,4 @@ def test_checker_handles_named_references_and_recursion():
     assert check_backward(node, node) == []
     narrowed = copy.deepcopy(node)
     narrowed["fields"][2]["type"]["symbols"] = ["A"]
-    assert any("lost symbols B" in p for p in check_backward(narrowed, node))
+    assert any("missing_enum_symbols" in p for p in check_backward(narrowed, node))

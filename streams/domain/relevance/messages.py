@@ -4,6 +4,7 @@ the gateway refuses at the door exactly what the engine would dead-letter."""
 from __future__ import annotations
 
 from ops.core.errors import Invalid
+from schemas.events import ChatMessage
 from streams.domain.notices import reserved_keys
 
 MAX_TEXT = 16_000  # characters: longer messages are dead-lettered, not truncated silently
@@ -13,7 +14,7 @@ class InvalidMessage(Invalid):
     """A well-formed ChatMessage that the flow cannot accept."""
 
 
-def validate(message: dict) -> None:
+def validate(message: ChatMessage) -> None:
     if not message["text"].strip():
         raise InvalidMessage("invalid ChatMessage: empty text")
     if reserved := reserved_keys(message):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
+from schemas.events import AgentProfile, ChatMessage, InferenceTask, ToolRequest
 from schemas.ids import derived_id
 from streams.domain.tools.catalog import Tool
 from streams.domain.tools.catalog import load as load_catalog
@@ -46,7 +48,7 @@ def ballot_options(message: dict) -> list[str] | None:
     return [o for o in metadata.get("options", "yes,no").split(",") if o] + ["abstain"]
 
 
-def for_generation(schema: dict) -> dict:
+def for_generation(schema: Any) -> Any:
     """A tool's argument schema with strings and arrays bounded to what fits in one
     generation; what it admits, the tool's own schema admits too."""
     if isinstance(schema, list):
@@ -84,7 +86,9 @@ def action_schema(tools: list[str], ballot: list[str] | None) -> dict:
                            "tool_call": tool_call, "vote": vote, "ballot": ballot_schema}}
 
 
-EXAMPLES = [
+# (author, message, the action that answers it): the prompt's few-shot examples.
+Example = tuple[str, str, dict[str, Any]]
+EXAMPLES: list[Example] = [
     ("alice", "Can someone compute 17 percent of 2340?",
      {"reply": "Sure, I will calculate it.",
       "tool_call": {"tool": "calculator", "arguments": {"expression": "0.17 * 2340"}},
@@ -99,7 +103,7 @@ EXAMPLES = [
 ]
 
 
-BALLOT_EXAMPLE = (
+BALLOT_EXAMPLE: Example = (
     "agora.votes", "Vote opened: Adopt the new code review checklist. Options: yes, no or abstain.",
     {"reply": "I vote yes: the checklist catches the bugs we keep missing.", "tool_call": None,
      "vote": None, "ballot": {"choice": "yes", "rationale": "It catches recurring bugs."}})
@@ -209,9 +213,9 @@ def reply_id(task_id: str) -> str:
     return derived_id(task_id, "reply")
 
 
-def events(task: dict, agent: dict, message: dict, action: dict,
+def events(task: InferenceTask, agent: AgentProfile, message: ChatMessage, action: dict,
            vote_deadline: timedelta = timedelta(minutes=5),
-           usage: dict[str, str] | None = None) -> list[tuple[str, str, dict]]:
+           usage: dict[str, str] | None = None) -> list[tuple[str, str, Any]]:
     """(event name, Kafka key, record) for the agent's reply and whatever it asked for;
     ``usage`` (token counts of the generation) goes in the reply's metadata.
 
@@ -222,21 +226,22 @@ def events(task: dict, agent: dict, message: dict, action: dict,
     action = unprompted(action, message["text"])
     now = datetime.now(timezone.utc)
     task_id, channel = task["event_id"], task["channel_id"]
-    out: list[tuple[str, str, dict]] = []
-    out.append(("ChatMessage", channel, {
+    reply: ChatMessage = {
         "event_id": reply_id(task_id), "channel_id": channel, "thread_id": message["thread_id"],
         "reply_to": message["event_id"], "author_id": agent["agent_id"], "author_kind": "AGENT",
         "text": action["reply"], "mentions": [], "thread_depth": message["thread_depth"] + 1,
         "created_at": now, "task_id": task_id, "metadata": dict(usage or {}),
-    }))
+    }
+    out: list[tuple[str, str, Any]] = [("ChatMessage", channel, reply)]
     if action.get("tool_call"):
-        out.append(("ToolRequest", channel, {
+        request: ToolRequest = {
             "event_id": derived_id(task_id, "tool"), "channel_id": channel,
             "agent_id": agent["agent_id"], "tool": action["tool_call"]["tool"],
             "arguments_json": json.dumps(action["tool_call"]["arguments"]),
             "reason": action["reply"], "source_message_id": message["event_id"],
             "requested_at": now,
-        }))
+        }
+        out.append(("ToolRequest", channel, request))
     if action.get("vote"):
         vote_id = derived_id(task_id, "vote")
         out.append(("VoteProposal", vote_id, new_proposal(

@@ -11,6 +11,7 @@ import json
 import re
 from datetime import datetime, timezone
 
+from schemas.events import ChatMessage, InferenceTask, ReplyChunk
 from schemas.ids import derived_id
 from streams.domain.responder.actions import reply_id
 
@@ -72,7 +73,8 @@ def _scan(body: str) -> tuple[int, bool]:
     return i, False
 
 
-def chunk(task: dict, message: dict, agent_id: str, seq: int, offset: int, text: str) -> dict:
+def chunk(task: InferenceTask, message: ChatMessage, agent_id: str, seq: int, offset: int,
+          text: str) -> ReplyChunk:
     """The ReplyChunk record of ``text``, the reply's characters from ``offset`` on."""
     return {"event_id": derived_id(task["event_id"], "chunk", seq),
             "message_id": reply_id(task["event_id"]), "task_id": task["event_id"],

@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from ops.core.errors import Invalid
+from schemas.events import VoteStrategy
 from streams.domain.votes.tally import STRATEGIES
 
 CATALOG = Path(__file__).resolve().parent / "catalog"
@@ -47,7 +48,7 @@ class Tool:
     needs_vote: bool
     network: bool
     limits: Limits
-    vote_strategy: str = "SIMPLE_MAJORITY"  # how a tool-usage vote is counted
+    vote_strategy: VoteStrategy = "SIMPLE_MAJORITY"  # how a tool-usage vote is counted
     vote_quorum: float = 0.5
 
 

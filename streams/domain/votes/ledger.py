@@ -8,18 +8,20 @@ milliseconds, as the events carry them.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
+from typing import Any
 
 from ops.core.errors import Invalid
 from schemas.codec import epoch_ms, from_epoch_ms
+from schemas.events import Event, ToolRequest, VoteResult
 from schemas.ids import derived_id
 from streams.domain.notices import system_message
 from streams.domain.tools.records import request_digest, result_events, vote_id_of
 from streams.domain.votes.tally import Outcome, doomed, judge_ballot, options_of, settled, tally
 
 AUTHOR = "agora.votes"
-Events = list[tuple[str, dict]]
+Events = list[tuple[str, Event]]
 MAX_VOTERS = 200
 MAX_OPTIONS = 20
 
@@ -33,17 +35,18 @@ def new(vote_id: str, partition: int) -> dict:
             "ballots": {}, "closed": False}
 
 
-def _ms(record: dict, *fields: str) -> dict:
+def _ms(record: Mapping[str, Any], *fields: str) -> dict:
     return {**record, **{f: epoch_ms(record[f]) for f in fields if isinstance(record[f], datetime)}}
 
 
 def _proposal_view(state: dict) -> dict:
     """The stored proposal with datetimes, as the tally functions take it."""
     p = state["proposal"]
-    return {**p, "deadline_at": from_epoch_ms(p["deadline_at"]), "created_at": from_epoch_ms(p["created_at"])}
+    return {**p, "deadline_at": from_epoch_ms(p["deadline_at"]),
+            "created_at": from_epoch_ms(p["created_at"])}
 
 
-def gate(state: dict, request: dict) -> dict:
+def gate(state: dict, request: ToolRequest) -> dict:
     """Keep the tool request a TOOL_USAGE vote gates (it precedes the proposal). The
     first one stays: a different request for the same vote (voters saw ``ls``, the
     record now says ``rm -rf ~``) is refused, the same one again changes nothing."""
@@ -131,6 +134,7 @@ def cast(state: dict, ballot: dict, now: datetime) -> tuple[dict, Events]:
         "choice": ballot["choice"], "event_id": ballot["event_id"],
         "cast_at": epoch_ms(ballot["cast_at"])}}
     state = {**state, "ballots": ballots}
+    assert proposal is not None  # judge_ballot refuses a ballot without an open vote
     choices = {v: b["choice"] for v, b in ballots.items()}
     early = settled(proposal, choices) or doomed(proposal, choices)
     if early is not None:
@@ -152,16 +156,16 @@ def close(state: dict, now: datetime, outcome: Outcome | None = None) -> tuple[d
     proposal = _proposal_view(state)
     outcome = outcome or tally(proposal, {v: b["choice"] for v, b in state["ballots"].items()})
     vote_id, channel = proposal["vote_id"], proposal["channel_id"]
-    result = {"event_id": derived_id(vote_id, "result"), "vote_id": vote_id,
-              "channel_id": channel, "vote_type": proposal["vote_type"],
-              "strategy": proposal["strategy"], "outcome": outcome.outcome,
-              "winning_option": outcome.winning_option, "tally": outcome.tally,
-              "ballots_counted": outcome.ballots_counted,
-              "eligible_count": outcome.eligible_count, "reason": outcome.reason,
-              "closed_at": min(now, proposal["deadline_at"]),
-              "tool_request_id": proposal.get("tool_request_id"),
-              "request_sha256": (request_digest(state["request"])
-                                 if state["request"] is not None else None)}
+    result: VoteResult = {
+        "event_id": derived_id(vote_id, "result"), "vote_id": vote_id, "channel_id": channel,
+        "vote_type": proposal["vote_type"], "strategy": proposal["strategy"],
+        "outcome": outcome.outcome, "winning_option": outcome.winning_option,
+        "tally": outcome.tally, "ballots_counted": outcome.ballots_counted,
+        "eligible_count": outcome.eligible_count, "reason": outcome.reason,
+        "closed_at": min(now, proposal["deadline_at"]),
+        "tool_request_id": proposal.get("tool_request_id"),
+        "request_sha256": (request_digest(state["request"])
+                           if state["request"] is not None else None)}
     counts = ", ".join(f"{k} {v:g}" for k, v in outcome.tally.items())
     events: Events = [("VoteResult", result), ("ChatMessage", system_message(
         derived_id(vote_id, "closed"), channel, AUTHOR,

@@ -53,6 +53,8 @@ from fractions import Fraction
 from itertools import product
 from typing import Mapping
 
+from schemas.events import RejectReason, VoteOutcome
+
 ABSTAIN = "abstain"
 STRATEGIES = ("SIMPLE_MAJORITY", "QUALIFIED_MAJORITY", "CONSENSUS", "WEIGHTED")
 YES_NO = ("yes", "no")
@@ -62,7 +64,7 @@ SETTLE_BUDGET = 20_000  # most completions settled() enumerates before it waits 
 
 @dataclass(frozen=True)
 class Outcome:
-    outcome: str  # PASSED | FAILED | NO_QUORUM | TIED | EXPIRED (VoteOutcome enum)
+    outcome: VoteOutcome
     winning_option: str | None
     tally: dict[str, float]  # every option and "abstain", counted (weights for WEIGHTED)
     ballots_counted: int  # valid ballots incl. abstentions
@@ -112,7 +114,7 @@ class _Rules:
         w = self.weights.get(voter, 1.0)
         return Fraction(w) if math.isfinite(w) and w > 0 else 0
 
-    def decide(self, votes: list, decisive: int) -> tuple[str, str | None, str]:
+    def decide(self, votes: list, decisive: int) -> tuple[VoteOutcome, str | None, str]:
         """(outcome, winner, reason) from per-option counts/weights, quorum already met."""
         if decisive == 0:
             return "FAILED", None, "failed: everyone abstained, so no option was chosen"
@@ -155,7 +157,8 @@ def tally(proposal: dict, ballots: Mapping[str, str]) -> Outcome:
     rules = _Rules.of(proposal)
     index = {o: i for i, o in enumerate(rules.options)}
     votes: list = [0] * len(rules.options)
-    abstained = decisive = 0
+    abstained: int | Fraction = 0
+    decisive = 0
     for voter, choice in ballots.items():
         w = rules.weight(voter)
         if choice in index:
@@ -165,6 +168,7 @@ def tally(proposal: dict, ballots: Mapping[str, str]) -> Outcome:
             abstained += w
     counted, eligible = len(ballots), len(rules.eligible)
     turnout = f"{counted} of {eligible} eligible voted (quorum {rules.need})"
+    outcome: VoteOutcome
     if counted == 0:
         outcome, winner, reason = "EXPIRED", None, f"expired: no ballot was cast before the vote closed; {turnout}"
     elif counted < rules.need:
@@ -241,7 +245,7 @@ def doomed(proposal: dict, ballots: Mapping[str, str]) -> Outcome | None:
 
 def judge_ballot(
     proposal: dict | None, counted: Mapping[str, str], closed: bool, ballot: dict
-) -> tuple[str, str] | None:
+) -> tuple[RejectReason, str] | None:
     """(RejectReason, detail for the voter) when the ballot is not counted; None when it is."""
     if proposal is None:
         return "UNKNOWN_VOTE", f"There is no open vote {ballot['vote_id']}, so your ballot was not counted."
