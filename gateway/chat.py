@@ -52,7 +52,8 @@ def chat_message(record: dict) -> chat_pb2.ChatMessage:
         author_kind=enum(chat_pb2.AuthorKind, record["author_kind"]),
         text=record["text"], mentions=record.get("mentions") or [],
         thread_depth=record["thread_depth"], created_at=timestamp(record["created_at"]),
-        task_id=record.get("task_id") or "", metadata=record.get("metadata") or {})
+        task_id=record.get("task_id") or "", metadata=record.get("metadata") or {},
+        sources=[chat_pb2.Source(**s) for s in record.get("sources") or ()])
 
 
 def relevance(record: dict) -> chat_pb2.RelevanceSummary:
@@ -151,7 +152,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                   "reply_to": reply_to, "author_id": author, "author_kind": "HUMAN",
                   "text": text, "mentions": mentions, "thread_depth": depth,
                   "created_at": datetime.now(timezone.utc), "task_id": None,
-                  "metadata": metadata}
+                  "metadata": metadata, "sources": None}
         return await publish(self.producer, self.recent, request, message_id, CHAT_MESSAGES.name,
                              channel, "ChatMessage", record, chat_message(record))
 

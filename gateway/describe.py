@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from schemas.agora.v1 import chat_pb2, tools_pb2, votes_pb2
 from schemas.convert import symbol
+from streams.domain.knowledge.chunks import location
 
 # The factors a reason ends with, which explain() shows in columns already.
 _FACTORS = re.compile(r" \((score [\d.]+; )?expertise [\d.]+, workload [^)]*\)$")
@@ -27,12 +28,21 @@ def _header(event: chat_pb2.ChannelEvent, author_id: str, reply_to: str) -> str:
     return f"{_when(event)} {author_id}{to}: "
 
 
+def cited(message: chat_pb2.ChatMessage) -> str:
+    """The line under a reply naming the knowledge-base passages it was answered from."""
+    if not message.sources:
+        return ""
+    return "\n    sources: " + "; ".join(
+        f"[{i}] {location(s.title, s.heading)} ({s.chunk_id[:8]})"
+        for i, s in enumerate(message.sources, 1))
+
+
 def line(event: chat_pb2.ChannelEvent) -> str:
     when = _when(event)
     kind = event.WhichOneof("event")
     if kind == "message":
         m = event.message
-        return _header(event, m.author_id, m.reply_to) + m.text
+        return _header(event, m.author_id, m.reply_to) + m.text + cited(m)
     if kind == "reply_chunk":
         c = event.reply_chunk
         return f"{_header(event, c.agent_id, c.reply_to)}…{c.text}"
@@ -113,7 +123,10 @@ class Transcript:
             message = event.message
             self._finished.append(message.message_id)
             if self._streamed.pop(message.message_id, None) == message.text:
-                return self._close() if message.message_id == self._open else ""
+                sources = cited(message)
+                if message.message_id == self._open:
+                    return self._close() + (sources.lstrip("\n") + "\n" if sources else "")
+                return sources.lstrip("\n") + "\n" if sources else ""
         detailed = kind == "relevance" and self._explain and self._explain(event.relevance)
         text = explain(event) if detailed else line(event)
         return self._close() + text + "\n"

@@ -124,7 +124,12 @@ class Guard(grpc.aio.ServerInterceptor):
                 self._stream(method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        raise TypeError(f"{path}: only unary and server-streaming calls exist")
+        if handler.stream_unary:  # the same wrapper: its request is the message iterator
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        raise TypeError(f"{path}: only unary, server- and client-streaming calls exist")
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> Caller:
         metadata = dict(context.invocation_metadata() or ())

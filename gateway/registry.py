@@ -11,7 +11,7 @@ import structlog
 from inference.client import InferenceClient
 from ops.core import kafka
 from ops.core.config import Settings
-from ops.store.memory import Memory
+from ops.store.memory import open_memory
 from schemas import codec
 from schemas.topics import AGENTS
 from streams.domain.registry import created, updated, with_permissions
@@ -59,8 +59,11 @@ class Registry:
             async with InferenceClient(self.settings.triton_grpc) as client:
                 return (await client.embed([profile["expertise"]]))[0]
 
-        Memory(self.settings.qdrant).put_expertise(profile["agent_id"], profile["expertise"],
-                                                  asyncio.run(embed()))
+        memory = open_memory(self.settings.memory)
+        try:
+            memory.put_expertise(profile["agent_id"], profile["expertise"], asyncio.run(embed()))
+        finally:
+            memory.close()
 
     def create(self, template: str, channel: str, agent_id: str | None = None,
                name: str | None = None) -> tuple[dict, str]:

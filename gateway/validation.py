@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from ops.core.errors import Invalid
+from schemas.ids import IDENTIFIER
 from streams.domain.notices import RESERVED_METADATA
 from streams.domain.relevance import messages
 
@@ -24,11 +25,6 @@ class InvalidField(Invalid):
         self.reason = reason
 
 
-# Ids chosen by people and programs: channels, agents, token subjects. Left out on
-# purpose: "@" joins agent and worker ids in agora.agents.status keys, "|" joins the
-# author pairs of channel state, "/" joins the parts of derived ids, "*" means every
-# channel in a token; and nothing here needs quoting in a ClickHouse literal.
-IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", re.ASCII)
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

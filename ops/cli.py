@@ -6,6 +6,7 @@ import asyncio
 import json
 import shlex
 import sys
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -35,10 +36,11 @@ from ops.store import migrate
 from ops.store.clickhouse import ClickHouseStore, open_client
 from ops.store.postgres import PostgresStore
 from schemas import codec
-from schemas.agora.v1 import agents_pb2, auth_pb2, votes_pb2
+from schemas.agora.v1 import agents_pb2, auth_pb2, knowledge_pb2, votes_pb2
 from schemas.convert import enum, symbol
 from schemas.topics import ALL, TOOL_REQUESTS, VOTES
 from streams import sinks as consumer
+from streams.domain.knowledge.chunks import location
 from streams.domain.registry import templates
 from streams.domain.responder.actions import VOTE_TYPES
 from streams.domain.tools.catalog import load
@@ -66,6 +68,7 @@ db_app = _group("db", "Database schemas.")
 sink_app = _group("sink", "Sinks from Kafka into the stores.")
 token_app = _group("token", "Bearer tokens of the gRPC gateway.")
 gateway_app = _group("gateway", "The gRPC gateway (agora.v1).")
+kb_app = _group("kb", "The knowledge base agents answer from (through the gateway).")
 
 
 def _settings() -> Settings:
@@ -538,6 +541,101 @@ def tail(
             _rpc(follow)
         except KeyboardInterrupt:
             pass
+
+
+def _document_line(doc) -> str:
+    state = symbol(knowledge_pb2.DocumentState, doc.state)
+    progress = f" {doc.chunks_embedded}/{doc.chunks} embedded" if state == "INGESTING" else \
+        (f" {doc.chunks} passages" if state == "ACTIVE" else "")
+    error = f": {doc.error}" if doc.error else ""
+    return (f"{doc.document_id}  {state:<9} {doc.channel_id or '(workspace)':<14} "
+            f"{doc.source}  \"{doc.title}\"{progress}{error}")
+
+
+@kb_app.command("add")
+def kb_add(
+    paths: list[Path] = typer.Argument(..., help="Markdown, text, HTML or PDF files."),
+    channel: str = typer.Option("", "--channel", "-c", help="The channel whose agents use it."),
+    workspace: bool = typer.Option(False, "--workspace",
+                                   help="For every channel (needs admin of '*')."),
+    title: str = typer.Option("", "--title", help="Title to cite (one file only)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait",
+                              help="Show the ingestion's progress until it is searchable."),
+) -> None:
+    """Add documents (a file added again under its name is a new version; the same
+    content again changes nothing)."""
+    if bool(channel) == workspace:
+        typer.echo("name one scope: --channel C or --workspace", err=True)
+        raise typer.Exit(1)
+    if title and len(paths) > 1:
+        typer.echo("--title names one document; add the files one by one", err=True)
+        raise typer.Exit(1)
+    limit = _settings().knowledge_max_bytes
+    with _client() as client:
+        for path in paths:
+            if not path.is_file():
+                typer.echo(f"{path}: not a file", err=True)
+                raise typer.Exit(1)
+            if path.stat().st_size > limit:
+                typer.echo(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, over the "
+                           f"{limit / 2**20:.1f} MiB limit (AGORA_KNOWLEDGE_MAX_BYTES)", err=True)
+                raise typer.Exit(2)
+            doc = _rpc(lambda: client.add_document(path.read_bytes(), path.name, channel,
+                                                   title))
+            shown = None
+            while wait and doc.state == knowledge_pb2.DOCUMENT_STATE_INGESTING:
+                if (doc.chunks_embedded, doc.chunks) != shown:
+                    shown = (doc.chunks_embedded, doc.chunks)
+                    _progress(f"{path.name}: {doc.chunks_embedded}/{doc.chunks or '?'} "
+                              "passages embedded")
+                time.sleep(0.5)
+                doc = _rpc(lambda: client.knowledge.GetDocument(
+                    knowledge_pb2.GetDocumentRequest(document_id=doc.document_id)))
+            typer.echo(_document_line(doc))
+            if doc.state == knowledge_pb2.DOCUMENT_STATE_FAILED:
+                raise typer.Exit(2)
+
+
+@kb_app.command("list")
+def kb_list(
+    channel: str = typer.Option("", "--channel", "-c",
+                                help="Also this channel's documents (else the workspace's)."),
+    removed: bool = typer.Option(False, "--removed", help="Include removed documents."),
+) -> None:
+    """The documents of the workspace, and of a channel."""
+    page_token = None
+    with _client() as client:
+        while page_token != "":
+            page = _rpc(lambda: client.knowledge.ListDocuments(knowledge_pb2.ListDocumentsRequest(
+                channel_id=channel, include_removed=removed, page_token=page_token or "")))
+            for doc in page.documents:
+                typer.echo(_document_line(doc))
+            page_token = page.next_page_token
+
+
+@kb_app.command("remove")
+def kb_remove(document_id: str = typer.Argument(..., help="As kb list shows it.")) -> None:
+    """Remove a document: its passages leave search at once."""
+    with _client() as client:
+        doc = _rpc(lambda: client.knowledge.RemoveDocument(
+            knowledge_pb2.RemoveDocumentRequest(document_id=document_id)))
+    typer.echo(_document_line(doc))
+
+
+@kb_app.command("search")
+def kb_search(
+    query: str = typer.Argument(..., help="A question or key words."),
+    channel: str = typer.Option("", "--channel", "-c", help="Search as in this channel."),
+    limit: int = typer.Option(5, "--limit", "-n", help="Passages to show."),
+) -> None:
+    """The passages an agent answering in the channel would be given."""
+    with _client() as client:
+        found = _rpc(lambda: client.knowledge.Search(knowledge_pb2.SearchRequest(
+            channel_id=channel, query=query, limit=limit)))
+    for i, p in enumerate(found.passages, 1):
+        typer.echo(f"[{i}] {location(p.title, p.heading)} (score {p.score:.4f}, vector "
+                   f"#{p.vector_rank or '-'}, text #{p.text_rank or '-'}, {p.chunk_id[:8]})")
+        typer.echo(f"    {' '.join(p.content.split())[:400]}")
 
 
 def _signer():

@@ -98,6 +98,15 @@ AuthorKind = Literal[
 ]
 
 
+class Source(TypedDict):
+    """A knowledge-base passage an agent's reply was grounded on."""
+
+    document_id: str
+    chunk_id: str
+    title: str
+    heading: str
+
+
 class ChatMessage(TypedDict):
     """A message posted in a channel by a person, an agent or the system."""
 
@@ -113,6 +122,7 @@ class ChatMessage(TypedDict):
     created_at: datetime
     task_id: NotRequired[None | str]
     metadata: NotRequired[dict[str, str]]
+    sources: NotRequired[None | list[Source]]
 
 
 class DeadLetter(TypedDict):
@@ -147,6 +157,29 @@ class InferenceTask(TypedDict):
     context_message_ids: NotRequired[list[str]]
     created_at: datetime
     deadline_at: NotRequired[None | datetime]
+
+
+KnowledgeAction = Literal[
+    "ADD",
+    "REMOVE",
+    "UNKNOWN",
+]
+
+
+class KnowledgeDocument(TypedDict):
+    """A document added to, or removed from, the knowledge base that agents answer from."""
+
+    event_id: str
+    document_id: str
+    action: KnowledgeAction
+    channel_id: NotRequired[None | str]
+    source: str
+    title: NotRequired[None | str]
+    media_type: NotRequired[None | str]
+    content: NotRequired[None | bytes]
+    content_sha256: NotRequired[None | str]
+    added_by: str
+    created_at: datetime
 
 
 class AgentScore(TypedDict):
@@ -318,6 +351,7 @@ Event = (
     | ChatMessage
     | DeadLetter
     | InferenceTask
+    | KnowledgeDocument
     | RelevanceDecision
     | ReplyChunk
     | ToolRequest

@@ -40,10 +40,16 @@ AGENTS = Topic("agora.agents", "agent_id", ("AgentProfile",),
 # Workload and working state per agent and responder worker (single writer per key).
 AGENT_STATUS = Topic("agora.agents.status", "agent_id@worker_id", ("AgentStatus",),
                      {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})
+# Documents added to or removed from the knowledge base, the latest per document kept.
+# The knowledge agent writes them to Postgres itself (chunks and vectors), so the sinks
+# skip them. A record carries a whole document: up to AGORA_KNOWLEDGE_MAX_BYTES.
+KNOWLEDGE_DOCUMENTS = Topic("agora.knowledge.documents", "document_id", ("KnowledgeDocument",),
+                            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                             "max.message.bytes": str(16 * 1024 * 1024)}, stored=False)
 DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
 
 ALL: tuple[Topic, ...] = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, INFERENCE_TASKS,
                           TOOL_REQUESTS, TOOL_APPROVED, TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS,
-                          AGENT_STATUS, DEADLETTER)
+                          AGENT_STATUS, KNOWLEDGE_DOCUMENTS, DEADLETTER)
 STORED: tuple[Topic, ...] = tuple(t for t in ALL if t.stored)
 STORED_EVENTS: frozenset[str] = frozenset(e for t in STORED for e in t.events)

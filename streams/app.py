@@ -101,6 +101,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_every=100,
         broker_commit_interval=1.0,
+        # A knowledge document is one record of up to AGORA_KNOWLEDGE_MAX_BYTES.
+        consumer_max_fetch_size=settings.knowledge_max_bytes + 2**20,
         # Faust binds its web server even when unused: loopback, a port per worker.
         web_enabled=False,
         web_host="127.0.0.1",

@@ -17,9 +17,17 @@ FAILURES = Counter("agora_record_failures_total",
                    "Records whose handling failed and went to the dead-letter topic", ["stage"])
 
 
+MAX_VALUE = 512 * 1024  # a larger value (a knowledge document) is not copied
+
+
 def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None, stage: str, reason: str, error_type: str) -> dict:
-    """The DeadLetter record of one source record, from a Faust agent or a sink."""
+    """The DeadLetter record of one source record, from a Faust agent or a sink. A value
+    over MAX_VALUE is left out (the reason says so): the dead-letter topic takes records
+    of ordinary size, and the source offset finds the original."""
+    if value is not None and len(value) > MAX_VALUE:
+        reason = f"{reason} (the {len(value)}-byte value is not copied; see the source offset)"
+        value = None
     # Deterministic id: a replay of the same bad record yields the same dead letter.
     return {
         "event_id": derived_id(topic, partition, offset, stage),

@@ -1,4 +1,5 @@
-"""What a worker's agents share: the registry, agent status, inference and memory.
+"""What a worker's agents share: the registry, agent status, inference, memory and the
+knowledge base.
 
 Started once per worker, before any agent handles a record.
 """
@@ -11,7 +12,8 @@ from collections import defaultdict
 from inference.client import InferenceClient
 from ops.core.config import Settings
 from ops.core.globaltable import GlobalTable
-from ops.store.memory import Memory
+from ops.store.knowledge import KnowledgeStore
+from ops.store.memory import open_memory
 from schemas import codec
 from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
 
@@ -35,7 +37,8 @@ class Services:
                                                      codec.records_of("AgentStatus"))
         # Passed tool-usage votes by vote id: an approved tool request runs only with one.
         self.approvals: GlobalTable[dict] = GlobalTable(settings, VOTE_RESULTS.name, _approval)
-        self.memory = Memory(settings.qdrant)
+        self.memory = open_memory(settings.memory)
+        self.knowledge = KnowledgeStore(settings.postgres_dsn)
         self.inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None
 
@@ -56,6 +59,7 @@ class Services:
         if self.inference:
             await self.inference.close()
         await asyncio.to_thread(self.memory.close)
+        await asyncio.to_thread(self.knowledge.close)
 
     def open_tasks(self) -> dict[str, int]:
         """Workload per agent: open tasks summed over the responder workers."""

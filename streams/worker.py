@@ -1,5 +1,5 @@
-"""An Agora worker: the Faust app with every agent (relevance, responder, tools, votes),
-as `agora worker` runs it.
+"""An Agora worker: the Faust app with every agent (relevance, responder, tools, votes,
+knowledge), as `agora worker` runs it.
 
 Workers are symmetric (every worker runs every agent), so any number of them form
 one consumer group and Faust spreads partitions, and the channel table with them.
@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 
 from ops.core.config import Settings
 from ops.core.logs import configure
-from streams.agents import relevance, responder, tools, votes
+from streams.agents import knowledge, relevance, responder, tools, votes
 from streams.app import create_app
 from streams.domain.relevance.scoring import load_config
 from streams.lag import LagGauge
@@ -28,6 +28,7 @@ def build(settings: Settings) -> faust.App:
     relevance.register(app, services, state, load_config(settings.relevance_config))
     responder.register(app, services, state)
     tools.register(app, services)
+    knowledge.register(app, services)
     # Open and closed votes by vote id, co-partitioned with agora.votes.
     votes.register(app, services, app.Table("votes", partitions=settings.partitions))
 

@@ -82,10 +82,16 @@ class Settings(BaseSettings):
     )
     generator_gpu_layers: int = Field(
         0, ge=0, description="Model layers the generator offloads to the GPU (999: all).")
-    qdrant_url: str = Field(
+    memory_url: str = Field(
         "",
-        description="http(s):// URL of a Qdrant server, or a directory for Qdrant's local "
-        "mode. Empty means $AGORA_STACK_DIR/qdrant.",
+        description="Where agent memory lives: a postgresql:// URL (pgvector tables), the "
+        "http(s):// URL of a Qdrant server, or a directory for Qdrant's local mode (one "
+        "process at a time). Empty means AGORA_POSTGRES_DSN.",
+    )
+    knowledge_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=15 * 1024 * 1024,
+        description="Largest document the knowledge base accepts, in bytes (one Kafka "
+        "record carries it: agora.knowledge.documents allows 16 MiB).",
     )
     partitions: int = Field(
         4, ge=1, description="Partitions of the chat, relevance and inference topics."
@@ -120,6 +126,11 @@ class Settings(BaseSettings):
         1, ge=1, le=64, description="Inference tasks a worker answers at once, decoded together "
         "by the generator: raise it with AGORA_GENERATOR_PARALLEL on a GPU. On a CPU one at "
         "a time answers each sooner (batching gains little there).",
+    )
+    responder_grounding: Literal["quote", "choose", "free"] = Field(
+        "quote", description="How a reply uses a knowledge-base sentence that answers the "
+        "message: quote it verbatim, let the model choose among the best three, or free "
+        "text with the passages in the prompt (bench/knowledge.py measures them).",
     )
     history_size: int = Field(12, ge=1, description="Channel messages a prompt includes.")
     inference_timeout_s: float = Field(60.0, gt=0, description="Deadline of one inference call.")
@@ -212,8 +223,8 @@ class Settings(BaseSettings):
         return self.clickhouse_url or f"chdb://{(self.stack_dir / 'clickhouse').resolve()}"
 
     @property
-    def qdrant(self) -> str:
-        return self.qdrant_url or str((self.stack_dir / "qdrant").resolve())
+    def memory(self) -> str:
+        return self.memory_url or self.postgres_dsn
 
 
 @lru_cache(maxsize=1)

@@ -34,10 +34,11 @@ def producer(settings: Settings, **conf) -> Producer:
     librdkafka hashes keys with CRC32 by default, the others with murmur2: with mixed
     partitioners one channel's messages would land on two partitions, losing their
     order and splitting the channel's table state. Any external producer must use
-    murmur2 too (the Java default).
+    murmur2 too (the Java default). Records may be as large as a knowledge document.
     """
     return Producer({"bootstrap.servers": settings.broker, "acks": "all",
-                     "partitioner": "murmur2_random", **conf})
+                     "partitioner": "murmur2_random",
+                     "message.max.bytes": settings.knowledge_max_bytes + 2**20, **conf})
 
 
 def publish(settings: Settings, topic: str, records: Iterable[tuple[str, bytes]],

@@ -38,6 +38,7 @@ from ops.devstack.process import (
     port_open,
     stop,
 )
+from ops.store import migrate
 
 INFERENCE_MODELS = Path(__file__).resolve().parents[2] / "inference" / "models"
 _PG_USER = "agora-postgres"  # PostgreSQL refuses to run as root
@@ -151,6 +152,8 @@ class Postgres(Service):
                       log=log, user=user, ready=lambda: _pg_ensure_database(admin, "agora"),
                       what="postgres", timeout_s=60)
         dsn = f"postgresql://postgres@127.0.0.1:{port}/agora"
+        # A stack is ready to use: its schema (and pgvector, which memory needs) is there.
+        migrate.postgres(Settings(stack_dir=stack_dir, postgres_dsn=dsn))
         return Record(self.name, f"127.0.0.1:{port}", {"AGORA_POSTGRES_DSN": dsn}, proc)
 
     def stop(self, rec: Record) -> None:
@@ -350,6 +353,5 @@ SERVICES: tuple[Service, ...] = (
     Broker(), Postgres(), Triton(),
     Embedded("clickhouse", "ClickHouse engine in-process (chdb); one process opens the directory",
              "AGORA_CLICKHOUSE_URL", scheme="chdb://"),
-    Embedded("qdrant", "Qdrant local mode (qdrant-client, on disk)", "AGORA_QDRANT_URL"),
     Gateway(),
 )

@@ -11,10 +11,8 @@ import uuid
 from datetime import datetime, timezone
 
 import clickhouse_connect
-import numpy as np
 import psycopg
 from confluent_kafka import Consumer
-from qdrant_client import QdrantClient, models
 
 from ops.core import kafka
 from ops.core.config import Settings
@@ -90,22 +88,4 @@ def clickhouse_roundtrip(settings: Settings, rows: int) -> tuple[str, int]:
         client.command("DROP DATABASE smoke")
         return client.server_version, int(count)
     finally:
-        client.close()
-
-
-def qdrant_roundtrip(settings: Settings, vectors: np.ndarray, query: np.ndarray) -> list[int]:
-    """Upsert vectors as points and return the ids nearest to ``query``, best first."""
-
-    client = (QdrantClient(url=settings.qdrant) if settings.qdrant.startswith("http")
-              else QdrantClient(path=settings.qdrant))
-    name = f"smoke_{uuid.uuid4().hex[:8]}"
-    try:
-        client.create_collection(name, vectors_config=models.VectorParams(
-            size=vectors.shape[1], distance=models.Distance.COSINE))
-        client.upsert(name, points=[models.PointStruct(id=i, vector=v.tolist())
-                                    for i, v in enumerate(vectors)])
-        hits = client.query_points(name, query=query.tolist(), limit=len(vectors)).points
-        return [h.id for h in hits]
-    finally:
-        client.delete_collection(name)
         client.close()

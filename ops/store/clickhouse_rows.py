@@ -36,7 +36,8 @@ __all__ = ["COLUMNS", "KEY_SQL", "event_ids", "rows", "stored_keys_query"]
 COLUMNS: dict[str, tuple[str, ...]] = {
     "chat_messages": (
         "event_id", "channel_id", "thread_id", "reply_to", "author_id", "author_kind", "text",
-        "text_length", "mentions", "thread_depth", "created_at", "task_id", "metadata"),
+        "text_length", "mentions", "thread_depth", "created_at", "task_id", "metadata",
+        "sources"),
     "relevance_decisions": (
         "event_id", "message_id", "channel_id", "thread_id", "thread_depth", "decided_at",
         "selected", "considered", "skip_reason", "config_version"),
@@ -150,7 +151,9 @@ def _chat_message(r: dict) -> Rows:
         author_id=safe_text(r["author_id"]), author_kind=r.get("author_kind", "SYSTEM"),
         text=text, text_length=len(text), mentions=_texts(r.get("mentions")),
         thread_depth=int(r["thread_depth"]), created_at=_time(r["created_at"]),
-        task_id=_opt_text(r.get("task_id")), metadata=_string_map(r.get("metadata")))]
+        task_id=_opt_text(r.get("task_id")), metadata=_string_map(r.get("metadata")),
+        sources=[(s["document_id"], s["chunk_id"], safe_text(s["title"]), safe_text(s["heading"]))
+                 for s in r.get("sources") or ()])]
 
 
 def _relevance_decision(r: dict) -> Rows:

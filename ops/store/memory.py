@@ -1,108 +1,115 @@
-"""Agent memory in Qdrant: expertise vectors of agents and embeddings of messages.
+"""Agent memory: the expertise vectors of agents and the embedded messages of channels.
 
-Against a Qdrant server one client is kept open. Qdrant's local mode (the embedded
-stack) lets one process at a time open its directory, so there each use opens the
-store, does its work and closes it again, waiting while another process holds it.
+One interface, two backends, chosen by ``AGORA_MEMORY_URL``:
+
+- ``postgresql://…``: pgvector tables (migration 0004) that every worker shares through a
+  small connection pool, HNSW indexes for cosine distance. The local stack's default.
+- ``http(s)://…`` (a Qdrant server) or a directory (Qdrant's local mode, one process at a
+  time): ``ops.store.qdrant``.
+
+Callers are synchronous (the workers call them in a thread).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
-from qdrant_client import QdrantClient, models
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
+from ops.core.errors import Unavailable
+from ops.store.qdrant import QdrantMemory
 from schemas.codec import epoch_ms
-from schemas.ids import derived_id  # Qdrant ids are UUIDs: stable ones from ours
-
-EXPERTISE = "agent_expertise"
-MESSAGES = "channel_messages"
-DIM = 384
 
 
-class Memory:
-    def __init__(self, location: str, lock_timeout_s: float = 30.0):
-        self.location, self.lock_timeout_s = location, lock_timeout_s
-        self.remote = location.startswith(("http://", "https://"))
-        self._client: QdrantClient | None = None
-        self._ensured = False
-
-    @contextmanager
-    def _session(self) -> Iterator[QdrantClient]:
-        if self.remote:
-            self._client = self._client or QdrantClient(url=self.location)
-            self._ensure(self._client)
-            yield self._client
-            return
-        client = self._open_local()
-        try:
-            self._ensure(client)
-            yield client
-        finally:
-            client.close()
-
-    def _open_local(self) -> QdrantClient:
-        deadline = time.monotonic() + self.lock_timeout_s
-        while True:
-            try:
-                return QdrantClient(path=self.location)
-            except RuntimeError as exc:  # "already accessed by another instance"
-                if "already accessed" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def _ensure(self, client: QdrantClient) -> None:
-        if self._ensured and self.remote:
-            return
-        for name in (EXPERTISE, MESSAGES):
-            if not client.collection_exists(name):
-                client.create_collection(name, vectors_config=models.VectorParams(
-                    size=DIM, distance=models.Distance.COSINE))
-        self._ensured = True
-
-    def close(self) -> None:
-        if self._client:
-            self._client.close()
-
-    # ------------------------------------------------------------------ expertise
-
-    def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None:
-        with self._session() as client:
-            client.upsert(EXPERTISE, points=[models.PointStruct(
-                id=derived_id(agent_id), vector=vector.tolist(),
-                payload={"agent_id": agent_id, "text": text})])
+class Memory(Protocol):
+    def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None: ...
 
     def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
         """agent_id -> (the expertise text the vector was computed from, the vector)."""
-        if not agent_ids:
-            return {}
-        with self._session() as client:
-            points = client.retrieve(EXPERTISE, ids=[derived_id(a) for a in agent_ids],
-                                     with_vectors=True, with_payload=True)
-        return {p.payload["agent_id"]: (p.payload["text"], np.asarray(p.vector, np.float32))
-                for p in points}
-
-    # ------------------------------------------------------------------- messages
 
     def remember(self, messages: Sequence[dict], vectors: np.ndarray) -> None:
         """Store chat messages with their embeddings (idempotent by message id)."""
-        with self._session() as client:
-            client.upsert(MESSAGES, points=[models.PointStruct(
-                id=derived_id(m["event_id"]), vector=v.tolist(),
-                payload={"message_id": m["event_id"], "channel_id": m["channel_id"],
-                         "author_id": m["author_id"], "text": m["text"],
-                         "created_ms": epoch_ms(m["created_at"])})
-                for m, v in zip(messages, vectors)])
 
     def recall(self, channel_id: str, vector: np.ndarray, limit: int,
                exclude: Sequence[str] = ()) -> list[dict]:
-        """The channel's past messages closest to ``vector`` (payloads, best first)."""
-        with self._session() as client:
-            hits = client.query_points(
-                MESSAGES, query=vector.tolist(), limit=limit + len(exclude),
-                query_filter=models.Filter(must=[models.FieldCondition(
-                    key="channel_id", match=models.MatchValue(value=channel_id))])).points
-        found = [h.payload for h in hits if h.payload["message_id"] not in exclude]
-        return found[:limit]
+        """The channel's past messages closest to ``vector``, best first: dicts of
+        message_id, channel_id, author_id, text, created_ms."""
+
+    def close(self) -> None: ...
+
+
+def open_memory(url: str) -> Memory:
+    if url.startswith(("postgresql://", "postgres://")):
+        return PgMemory(url)
+    return QdrantMemory(url)
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError as exc:  # the vector type does not exist yet
+        raise Unavailable(f"pgvector is not set up (agora db migrate): {exc}") from exc
+    # Filtered nearest-neighbour scans (one channel's messages) keep scanning the index
+    # until they have enough rows, instead of returning what survived the filter.
+    conn.execute("SET hnsw.iterative_scan = relaxed_order")
+
+
+def pool(dsn: str, max_size: int = 4) -> ConnectionPool:
+    """A pool of autocommit connections that speak pgvector's ``vector`` type."""
+    return ConnectionPool(dsn, min_size=0, max_size=max_size, open=True, configure=_configure,
+                          kwargs={"autocommit": True, "connect_timeout": 5})
+
+
+class PgMemory:
+    def __init__(self, dsn: str):
+        self.pool = pool(dsn)
+
+    def _connection(self):
+        try:
+            return self.pool.connection(timeout=10)
+        except psycopg.OperationalError as exc:
+            raise Unavailable(str(exc).strip()) from exc
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None:
+        with self._connection() as conn:
+            conn.execute("""INSERT INTO agent_expertise (agent_id, text, embedding)
+                VALUES (%s, %s, %s) ON CONFLICT (agent_id) DO UPDATE SET text = EXCLUDED.text,
+                embedding = EXCLUDED.embedding, updated_at = now()""",
+                         (agent_id, text, np.asarray(vector, np.float32)))
+
+    def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+        if not agent_ids:
+            return {}
+        with self._connection() as conn:
+            rows = conn.execute("SELECT agent_id, text, embedding FROM agent_expertise "
+                                "WHERE agent_id = ANY(%s)", (list(agent_ids),)).fetchall()
+        return {agent: (text, vector.to_numpy()) for agent, text, vector in rows}
+
+    def remember(self, messages: Sequence[dict], vectors: np.ndarray) -> None:
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.executemany("""INSERT INTO channel_memory (message_id, channel_id, author_id,
+                text, created_at, embedding) VALUES (%s, %s, %s, %s, %s, %s)
+                ON CONFLICT (message_id) DO NOTHING""",
+                            [(m["event_id"], m["channel_id"], m["author_id"], m["text"],
+                              m["created_at"], np.asarray(v, np.float32))
+                             for m, v in zip(messages, vectors)])
+
+    def recall(self, channel_id: str, vector: np.ndarray, limit: int,
+               exclude: Sequence[str] = ()) -> list[dict]:
+        with self._connection() as conn:
+            rows = conn.cursor(row_factory=dict_row).execute(
+                """SELECT message_id, channel_id, author_id, text, created_at
+                   FROM channel_memory WHERE channel_id = %s AND message_id <> ALL(%s)
+                   ORDER BY embedding <=> %s LIMIT %s""",
+                (channel_id, list(exclude), np.asarray(vector, np.float32), limit)).fetchall()
+        for row in rows:
+            row["created_ms"] = epoch_ms(row.pop("created_at"))
+        return rows

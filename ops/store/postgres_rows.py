@@ -230,7 +230,8 @@ def _chat_message(r: dict) -> list[tuple[str, dict]]:
         reply_to=r.get("reply_to"), author_id=r["author_id"], author_kind=r["author_kind"],
         text=r["text"], mentions=list(r.get("mentions") or []),
         thread_depth=r["thread_depth"], created_at=r["created_at"],
-        task_id=r.get("task_id"), metadata=_json(r.get("metadata") or {})))]
+        task_id=r.get("task_id"), metadata=_json(r.get("metadata") or {}),
+        sources=None if r.get("sources") is None else _json(r["sources"])))]
 
 
 def _agent_profile(r: dict) -> list[tuple[str, dict]]:
@@ -388,7 +389,7 @@ def _insert_from_stage(table: str, columns: tuple[str, ...]) -> str:
 # The messages table as the gateway reads it too (ChatService).
 MESSAGE_COLUMNS = ("event_id", "channel_id", "thread_id", "reply_to", "author_id",
                     "author_kind", "text", "mentions", "thread_depth", "created_at",
-                    "task_id", "metadata")
+                    "task_id", "metadata", "sources")
 
 # statement name -> (target table, its staged columns, SQL from stage_<table>)
 BULK: dict[str, tuple[str, tuple[str, ...], str]] = {

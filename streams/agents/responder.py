@@ -1,7 +1,7 @@
 """The responder Faust agent: a selected agent thinks on Triton and acts.
 
-For each InferenceTask it builds the prompt (persona, the channel's last messages,
-memory hits from Qdrant), streams a schema-constrained generation, publishing the
+For each InferenceTask it builds the prompt (persona, the knowledge-base passages that
+answer the message, memory hits, the channel's last messages), streams a schema-constrained generation, publishing the
 reply's text as it comes (ReplyChunk), then the reply plus any tool request, vote
 proposal or ballot. It keeps the agent's status
 (open tasks, working state) on the compacted status topic, which relevance reads as
@@ -42,6 +42,7 @@ from schemas.topics import (
 from streams.app import send_all, topic
 from streams.deadletter import send_dead_letter
 from streams.domain import channels
+from streams.domain.knowledge import grounding
 from streams.domain.responder.actions import (
     action_schema,
     ballot_options,
@@ -122,11 +123,23 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
                                                   datetime.now(timezone.utc),
                                                   settings.history_size)
         [vector] = await outlast(task, lambda: services.inference.embed([message["text"]]))
-        memories = await asyncio.to_thread(services.memory.recall, task["channel_id"], vector,
-                                           MEMORY_HITS, [h["id"] for h in history])
+        memories, found = await asyncio.gather(
+            asyncio.to_thread(services.memory.recall, task["channel_id"], vector, MEMORY_HITS,
+                              [h["id"] for h in history]),
+            asyncio.to_thread(services.knowledge.search, task["channel_id"], message["text"],
+                              vector, grounding.SEARCHED))
+        passages = grounding.relevant(found)
+        reply = None
+        if passages and settings.responder_grounding != "free":
+            candidates = grounding.sentences(passages)
+            sentence_vectors = await outlast(task, lambda: services.inference.embed(
+                [c.embedded_text() for c in candidates]))
+            reply = grounding.reply_schema(settings.responder_grounding, grounding.ranked(
+                message["text"], vector, candidates, sentence_vectors))
         ballot = ballot_options(message)
-        prompt = build_prompt(agent, context, memories, message, ballot is not None)
-        messages = build_messages(agent, context, memories, message, ballot is not None)
+        prompt = build_prompt(agent, context, memories, message, ballot is not None, passages)
+        messages = build_messages(agent, context, memories, message, ballot is not None,
+                                  passages)
         sequence, first_token_ms = itertools.count(), None
 
         async def stream_reply(text: str, offset: int) -> None:
@@ -139,13 +152,14 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
             await chunks.send(key=task["channel_id"].encode(), value=codec.encode(
                 "ReplyChunk", chunk(task, message, agent["agent_id"], seq, offset, text)))
 
-        result = await think(prompt, messages, action_schema(agent["tools"], ballot), task,
-                             stream_reply)
+        result = await think(prompt, messages, action_schema(agent["tools"], ballot, reply),
+                             task, stream_reply)
         usage = {"prompt_tokens": str(result.prompt_tokens),
                  "completion_tokens": str(result.completion_tokens),
                  **({"first_token_ms": str(first_token_ms)} if first_token_ms is not None else {})}
         return events(task, agent, message, result.parsed,
-                      timedelta(seconds=settings.vote_deadline_s), usage)
+                      timedelta(seconds=settings.vote_deadline_s), usage,
+                      grounding.sources(passages))
 
     # Several tasks at once: the generator decodes them together (continuous batching).
     @app.agent(tasks, name="responder", concurrency=settings.responder_concurrency)

@@ -32,4 +32,4 @@ def system_message(event_id: str, channel_id: str, author_id: str, text: str, no
     return {"event_id": event_id, "channel_id": channel_id, "thread_id": event_id,
             "reply_to": None, "author_id": author_id, "author_kind": "SYSTEM", "text": text,
             "mentions": list(mentions or []), "thread_depth": 0, "created_at": now,
-            "task_id": None, "metadata": metadata}
+            "task_id": None, "metadata": metadata, "sources": None}

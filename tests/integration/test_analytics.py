@@ -48,7 +48,7 @@ def agora_client(path):
 def test_every_query_returns_rows_on_chdb(tmp_path):
     client = agora_client(tmp_path)
     try:
-        assert migrate.clickhouse(client) == ["0001", "0002", "0003"]
+        assert migrate.clickhouse(client) == ["0001", "0002", "0003", "0004"]
         assert migrate.clickhouse(client) == []  # tracked: applied once
         for name, record in SAMPLES:
             for table, row in rows(name, record):
@@ -72,7 +72,7 @@ def test_every_query_returns_rows_on_chdb(tmp_path):
 def test_a_migration_changed_after_it_was_applied_is_refused(tmp_path):
     client = agora_client(tmp_path)
     try:
-        assert migrate.clickhouse(client) == ["0001", "0002", "0003"]
+        assert migrate.clickhouse(client) == ["0001", "0002", "0003", "0004"]
         client.insert("agora.schema_migrations", [["0001", "0001_events", "edited"]],
                       column_names=["version", "name", "checksum"])
         with pytest.raises(migrate.MigrationError, match="changed after it was applied"):

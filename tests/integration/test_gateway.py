@@ -209,6 +209,17 @@ def test_a_posted_message_is_answered_on_the_stream(gateway, settings, workers):
                 reply = event.message
                 break
             assert time.monotonic() < deadline, "no reply on the stream"
+        # Chunks are a live preview, sent without waiting: the last ones may trail the
+        # reply on the stream. Whatever was sent before the marker is posted is there
+        # by the time the marker is.
+        marker = client.post(channel, "marker")
+        for event in events:
+            if event.WhichOneof("event") == "reply_chunk" and \
+                    event.reply_chunk.reply_to == question.message_id:
+                chunks.append(event.reply_chunk)
+            if event.WhichOneof("event") == "message" and \
+                    event.message.message_id == marker.message_id:
+                break
         events.cancel()
     assert seen[0].message.message_id == question.message_id
     assert decision is not None and "developer-backend" in decision.selected

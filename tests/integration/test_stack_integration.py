@@ -6,7 +6,6 @@ import asyncio
 import threading
 import uuid
 
-import numpy as np
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, TopicPartition
@@ -64,14 +63,6 @@ def test_clickhouse_rows_written_and_counted(settings):
     version, count = smoke.clickhouse_roundtrip(settings, rows=5000)
     assert count == 5000
     assert int(version.split(".")[0]) >= 24
-
-
-def test_qdrant_upsert_and_search(settings):
-    rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(50, 384)).astype(np.float32)
-    query = vectors[17] + rng.normal(scale=0.01, size=384).astype(np.float32)
-    ranked = smoke.qdrant_roundtrip(settings, vectors, query)
-    assert ranked[0] == 17 and len(ranked) == 50
 
 
 def test_our_producers_partition_keys_like_faust(settings, topics):

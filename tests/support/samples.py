@@ -87,7 +87,9 @@ def _samples() -> list[tuple[str, dict]]:
             "event_id": m2, "channel_id": "general", "thread_id": m1, "reply_to": m1,
             "author_id": "developer-backend", "author_kind": "AGENT",
             "text": "Check the upstream timeout \u2014 and nul\x00bytes", "thread_depth": 1,
-            "created_at": at(20.5), "task_id": uid("task-1"), "metadata": {}}),
+            "created_at": at(20.5), "task_id": uid("task-1"), "metadata": {},
+            "sources": [{"document_id": uid("doc-1"), "chunk_id": uid("chunk-1"),
+                         "title": "API 502 runbook", "heading": "API 502 runbook > Roll back"}]}),
         ("ChatMessage", {
             "event_id": m3, "channel_id": "random", "thread_id": m3, "author_id": "system",
             "author_kind": "SYSTEM", "text": "", "thread_depth": 0, "created_at": at(5)}),

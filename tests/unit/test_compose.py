@@ -286,7 +286,7 @@ def test_agora_env_names_real_settings_and_real_services(compose, services):
         "AGORA_POSTGRES_DSN",
         "AGORA_CLICKHOUSE_URL",
         "AGORA_TRITON_GRPC",
-        "AGORA_QDRANT_URL",
+        "AGORA_MEMORY_URL",
     ):
         assert env.get(required), f"x-agora-env lacks {required}"
     assert env["AGORA_LOG_FORMAT"] == "json"
@@ -297,7 +297,7 @@ def test_agora_env_names_real_settings_and_real_services(compose, services):
     hosts = {
         "AGORA_POSTGRES_DSN": urlsplit(env["AGORA_POSTGRES_DSN"]).hostname,
         "AGORA_CLICKHOUSE_URL": urlsplit(env["AGORA_CLICKHOUSE_URL"]).hostname,
-        "AGORA_QDRANT_URL": urlsplit(env["AGORA_QDRANT_URL"]).hostname,
+        "AGORA_MEMORY_URL": urlsplit(env["AGORA_MEMORY_URL"]).hostname,
         "AGORA_TRITON_GRPC": env["AGORA_TRITON_GRPC"].rsplit(":", 1)[0],
     }
     for server in env["AGORA_BROKER"].split(","):

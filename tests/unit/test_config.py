@@ -23,7 +23,7 @@ def test_defaults_without_a_stack(tmp_path):
     assert s.stack_dir == tmp_path / ".agora"
     assert s.broker == "127.0.0.1:9092"
     assert s.clickhouse == f"chdb://{tmp_path / '.agora' / 'clickhouse'}"
-    assert s.qdrant == str(tmp_path / ".agora" / "qdrant")
+    assert s.memory == s.postgres_dsn  # pgvector in the same Postgres
     assert (s.partitions, s.session_timeout_s, s.log_format) == (4, 3.0, "console")
 
 

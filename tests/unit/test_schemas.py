@@ -34,7 +34,7 @@ ROOT = Path(codec.__file__).parent
 EXPECTED_EVENTS = {
     "ChatMessage", "AgentProfile", "RelevanceDecision", "InferenceTask", "ToolRequest",
     "ToolResult", "VoteProposal", "Ballot", "VoteResult", "BallotRejected", "DeadLetter",
-    "AgentStatus", "VoteDeadline", "ReplyChunk",
+    "AgentStatus", "VoteDeadline", "ReplyChunk", "KnowledgeDocument",
 }
 # Released schemas are frozen: a changed fingerprint here means a released
 # file was edited, which would orphan every payload written with it.
@@ -44,8 +44,10 @@ RELEASED_FINGERPRINTS = {
     ("Ballot", 1): "0becc091f267ae77",
     ("BallotRejected", 1): "f91cab8bcc3c6756",
     ("ChatMessage", 1): "2f43b1c6b516ba99",
+    ("ChatMessage", 2): "a1f61c0941374502",
     ("DeadLetter", 1): "1035c625cc402137",
     ("InferenceTask", 1): "b1e2562c7d60af93",
+    ("KnowledgeDocument", 1): "8f902a427f140a7d",
     ("RelevanceDecision", 1): "351a9068d7b734d8",
     ("ReplyChunk", 1): "fbe07f205483293f",
     ("ToolRequest", 1): "88b3620e1612c7f3",

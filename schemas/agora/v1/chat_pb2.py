@@ -27,7 +27,7 @@ from schemas.agora.v1 import votes_pb2 as agora_dot_v1_dot_votes__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61gora/v1/chat.proto\x12\x08\x61gora.v1\x1a\x14\x61gora/v1/tools.proto\x1a\x14\x61gora/v1/votes.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n\x0b\x43hatMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t\x12\x10\n\x08reply_to\x18\x04 \x01(\t\x12\x11\n\tauthor_id\x18\x05 \x01(\t\x12)\n\x0b\x61uthor_kind\x18\x06 \x01(\x0e\x32\x14.agora.v1.AuthorKind\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x10\n\x08mentions\x18\x08 \x03(\t\x12\x14\n\x0cthread_depth\x18\t \x01(\x05\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07task_id\x18\x0b \x01(\t\x12\x35\n\x08metadata\x18\x0c \x03(\x0b\x32#.agora.v1.ChatMessage.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\x12PostMessageRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08reply_to\x18\x03 \x01(\t\x12\x10\n\x08mentions\x18\x04 \x03(\t\x12<\n\x08metadata\x18\x05 \x03(\x0b\x32*.agora.v1.PostMessageRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x14StreamChannelRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x10\n\x06\x63ursor\x18\x02 \x01(\tH\x00\x12\x30\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05start\"\xb3\x02\n\x0c\x43hannelEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07message\x18\n \x01(\x0b\x32\x15.agora.v1.ChatMessageH\x00\x12/\n\trelevance\x18\x0b \x01(\x0b\x32\x1a.agora.v1.RelevanceSummaryH\x00\x12+\n\x0btool_result\x18\x0c \x01(\x0b\x32\x14.agora.v1.ToolResultH\x00\x12+\n\x0bvote_update\x18\r \x01(\x0b\x32\x14.agora.v1.VoteUpdateH\x00\x12+\n\x0breply_chunk\x18\x0e \x01(\x0b\x32\x14.agora.v1.ReplyChunkH\x00\x42\x07\n\x05\x65vent\"\xc3\x01\n\nReplyChunk\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x10\n\x08reply_to\x18\x04 \x01(\t\x12\x11\n\tthread_id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x05\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x0c\n\x04text\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe3\x01\n\x10RelevanceSummary\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t\x12\x10\n\x08selected\x18\x04 \x03(\t\x12$\n\x06scores\x18\x05 \x03(\x0b\x32\x14.agora.v1.AgentScore\x12\x13\n\x0bskip_reason\x18\x06 \x01(\t\x12.\n\ndecided_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\"\xa5\x01\n\nAgentScore\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\texpertise\x18\x03 \x01(\x01\x12\x10\n\x08workload\x18\x04 \x01(\x01\x12\x0e\n\x06social\x18\x05 \x01(\x01\x12\x0e\n\x06timing\x18\x06 \x01(\x01\x12\x0f\n\x07quality\x18\x07 \x01(\x01\x12\x10\n\x08selected\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\"\x8a\x01\n\x0eHistoryRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12*\n\x06\x62\x65\x66ore\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x0fHistoryResponse\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.agora.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*o\n\nAuthorKind\x12\x1b\n\x17\x41UTHOR_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41UTHOR_KIND_HUMAN\x10\x01\x12\x15\n\x11\x41UTHOR_KIND_AGENT\x10\x02\x12\x16\n\x12\x41UTHOR_KIND_SYSTEM\x10\x03\x32\xdc\x01\n\x0b\x43hatService\x12\x42\n\x0bPostMessage\x12\x1c.agora.v1.PostMessageRequest\x1a\x15.agora.v1.ChatMessage\x12I\n\rStreamChannel\x12\x1e.agora.v1.StreamChannelRequest\x1a\x16.agora.v1.ChannelEvent0\x01\x12>\n\x07History\x12\x18.agora.v1.HistoryRequest\x1a\x19.agora.v1.HistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61gora/v1/chat.proto\x12\x08\x61gora.v1\x1a\x14\x61gora/v1/tools.proto\x1a\x14\x61gora/v1/votes.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x03\n\x0b\x43hatMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t\x12\x10\n\x08reply_to\x18\x04 \x01(\t\x12\x11\n\tauthor_id\x18\x05 \x01(\t\x12)\n\x0b\x61uthor_kind\x18\x06 \x01(\x0e\x32\x14.agora.v1.AuthorKind\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x10\n\x08mentions\x18\x08 \x03(\t\x12\x14\n\x0cthread_depth\x18\t \x01(\x05\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07task_id\x18\x0b \x01(\t\x12\x35\n\x08metadata\x18\x0c \x03(\x0b\x32#.agora.v1.ChatMessage.MetadataEntry\x12!\n\x07sources\x18\r \x03(\x0b\x32\x10.agora.v1.Source\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x06Source\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07heading\x18\x04 \x01(\t\"\xe2\x01\n\x12PostMessageRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08reply_to\x18\x03 \x01(\t\x12\x10\n\x08mentions\x18\x04 \x03(\t\x12<\n\x08metadata\x18\x05 \x03(\x0b\x32*.agora.v1.PostMessageRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x14StreamChannelRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x10\n\x06\x63ursor\x18\x02 \x01(\tH\x00\x12\x30\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05start\"\xb3\x02\n\x0c\x43hannelEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07message\x18\n \x01(\x0b\x32\x15.agora.v1.ChatMessageH\x00\x12/\n\trelevance\x18\x0b \x01(\x0b\x32\x1a.agora.v1.RelevanceSummaryH\x00\x12+\n\x0btool_result\x18\x0c \x01(\x0b\x32\x14.agora.v1.ToolResultH\x00\x12+\n\x0bvote_update\x18\r \x01(\x0b\x32\x14.agora.v1.VoteUpdateH\x00\x12+\n\x0breply_chunk\x18\x0e \x01(\x0b\x32\x14.agora.v1.ReplyChunkH\x00\x42\x07\n\x05\x65vent\"\xc3\x01\n\nReplyChunk\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x10\n\x08reply_to\x18\x04 \x01(\t\x12\x11\n\tthread_id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x05\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x0c\n\x04text\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe3\x01\n\x10RelevanceSummary\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t\x12\x10\n\x08selected\x18\x04 \x03(\t\x12$\n\x06scores\x18\x05 \x03(\x0b\x32\x14.agora.v1.AgentScore\x12\x13\n\x0bskip_reason\x18\x06 \x01(\t\x12.\n\ndecided_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\"\xa5\x01\n\nAgentScore\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\texpertise\x18\x03 \x01(\x01\x12\x10\n\x08workload\x18\x04 \x01(\x01\x12\x0e\n\x06social\x18\x05 \x01(\x01\x12\x0e\n\x06timing\x18\x06 \x01(\x01\x12\x0f\n\x07quality\x18\x07 \x01(\x01\x12\x10\n\x08selected\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\"\x8a\x01\n\x0eHistoryRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12*\n\x06\x62\x65\x66ore\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x0fHistoryResponse\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.agora.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*o\n\nAuthorKind\x12\x1b\n\x17\x41UTHOR_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41UTHOR_KIND_HUMAN\x10\x01\x12\x15\n\x11\x41UTHOR_KIND_AGENT\x10\x02\x12\x16\n\x12\x41UTHOR_KIND_SYSTEM\x10\x03\x32\xdc\x01\n\x0b\x43hatService\x12\x42\n\x0bPostMessage\x12\x1c.agora.v1.PostMessageRequest\x1a\x15.agora.v1.ChatMessage\x12I\n\rStreamChannel\x12\x1e.agora.v1.StreamChannelRequest\x1a\x16.agora.v1.ChannelEvent0\x01\x12>\n\x07History\x12\x18.agora.v1.HistoryRequest\x1a\x19.agora.v1.HistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,30 +38,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_POSTMESSAGEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_POSTMESSAGEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_AUTHORKIND']._serialized_start=1970
-  _globals['_AUTHORKIND']._serialized_end=2081
+  _globals['_AUTHORKIND']._serialized_start=2086
+  _globals['_AUTHORKIND']._serialized_end=2197
   _globals['_CHATMESSAGE']._serialized_start=111
-  _globals['_CHATMESSAGE']._serialized_end=486
-  _globals['_CHATMESSAGE_METADATAENTRY']._serialized_start=439
-  _globals['_CHATMESSAGE_METADATAENTRY']._serialized_end=486
-  _globals['_POSTMESSAGEREQUEST']._serialized_start=489
-  _globals['_POSTMESSAGEREQUEST']._serialized_end=715
-  _globals['_POSTMESSAGEREQUEST_METADATAENTRY']._serialized_start=439
-  _globals['_POSTMESSAGEREQUEST_METADATAENTRY']._serialized_end=486
-  _globals['_STREAMCHANNELREQUEST']._serialized_start=717
-  _globals['_STREAMCHANNELREQUEST']._serialized_end=836
-  _globals['_CHANNELEVENT']._serialized_start=839
-  _globals['_CHANNELEVENT']._serialized_end=1146
-  _globals['_REPLYCHUNK']._serialized_start=1149
-  _globals['_REPLYCHUNK']._serialized_end=1344
-  _globals['_RELEVANCESUMMARY']._serialized_start=1347
-  _globals['_RELEVANCESUMMARY']._serialized_end=1574
-  _globals['_AGENTSCORE']._serialized_start=1577
-  _globals['_AGENTSCORE']._serialized_end=1742
-  _globals['_HISTORYREQUEST']._serialized_start=1745
-  _globals['_HISTORYREQUEST']._serialized_end=1883
-  _globals['_HISTORYRESPONSE']._serialized_start=1885
-  _globals['_HISTORYRESPONSE']._serialized_end=1968
-  _globals['_CHATSERVICE']._serialized_start=2084
-  _globals['_CHATSERVICE']._serialized_end=2304
+  _globals['_CHATMESSAGE']._serialized_end=521
+  _globals['_CHATMESSAGE_METADATAENTRY']._serialized_start=474
+  _globals['_CHATMESSAGE_METADATAENTRY']._serialized_end=521
+  _globals['_SOURCE']._serialized_start=523
+  _globals['_SOURCE']._serialized_end=602
+  _globals['_POSTMESSAGEREQUEST']._serialized_start=605
+  _globals['_POSTMESSAGEREQUEST']._serialized_end=831
+  _globals['_POSTMESSAGEREQUEST_METADATAENTRY']._serialized_start=474
+  _globals['_POSTMESSAGEREQUEST_METADATAENTRY']._serialized_end=521
+  _globals['_STREAMCHANNELREQUEST']._serialized_start=833
+  _globals['_STREAMCHANNELREQUEST']._serialized_end=952
+  _globals['_CHANNELEVENT']._serialized_start=955
+  _globals['_CHANNELEVENT']._serialized_end=1262
+  _globals['_REPLYCHUNK']._serialized_start=1265
+  _globals['_REPLYCHUNK']._serialized_end=1460
+  _globals['_RELEVANCESUMMARY']._serialized_start=1463
+  _globals['_RELEVANCESUMMARY']._serialized_end=1690
+  _globals['_AGENTSCORE']._serialized_start=1693
+  _globals['_AGENTSCORE']._serialized_end=1858
+  _globals['_HISTORYREQUEST']._serialized_start=1861
+  _globals['_HISTORYREQUEST']._serialized_end=1999
+  _globals['_HISTORYRESPONSE']._serialized_start=2001
+  _globals['_HISTORYRESPONSE']._serialized_end=2084
+  _globals['_CHATSERVICE']._serialized_start=2200
+  _globals['_CHATSERVICE']._serialized_end=2420
 # @@protoc_insertion_point(module_scope)

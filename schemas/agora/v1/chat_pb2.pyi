@@ -24,7 +24,7 @@ AUTHOR_KIND_AGENT: AuthorKind
 AUTHOR_KIND_SYSTEM: AuthorKind
 
 class ChatMessage(_message.Message):
-    __slots__ = ("message_id", "channel_id", "thread_id", "reply_to", "author_id", "author_kind", "text", "mentions", "thread_depth", "created_at", "task_id", "metadata")
+    __slots__ = ("message_id", "channel_id", "thread_id", "reply_to", "author_id", "author_kind", "text", "mentions", "thread_depth", "created_at", "task_id", "metadata", "sources")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class ChatMessage(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     channel_id: str
     thread_id: str
@@ -56,7 +57,20 @@ class ChatMessage(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     task_id: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, message_id: _Optional[str] = ..., channel_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., author_id: _Optional[str] = ..., author_kind: _Optional[_Union[AuthorKind, str]] = ..., text: _Optional[str] = ..., mentions: _Optional[_Iterable[str]] = ..., thread_depth: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    def __init__(self, message_id: _Optional[str] = ..., channel_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., author_id: _Optional[str] = ..., author_kind: _Optional[_Union[AuthorKind, str]] = ..., text: _Optional[str] = ..., mentions: _Optional[_Iterable[str]] = ..., thread_depth: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("document_id", "chunk_id", "title", "heading")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    HEADING_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    chunk_id: str
+    title: str
+    heading: str
+    def __init__(self, document_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., title: _Optional[str] = ..., heading: _Optional[str] = ...) -> None: ...
 
 class PostMessageRequest(_message.Message):
     __slots__ = ("channel_id", "text", "reply_to", "mentions", "metadata", "idempotency_key")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from schemas.events import AgentProfile, ChatMessage, InferenceTask, ToolRequest
+from schemas.events import AgentProfile, ChatMessage, InferenceTask, Source, ToolRequest
 from schemas.ids import derived_id
+from streams.domain.knowledge import grounding
 from streams.domain.tools.catalog import Tool
 from streams.domain.tools.catalog import load as load_catalog
 from streams.domain.votes.ledger import AUTHOR as VOTES_AUTHOR
@@ -63,9 +65,10 @@ def for_generation(schema: Any) -> Any:
     return out
 
 
-def action_schema(tools: list[str], ballot: list[str] | None) -> dict:
+def action_schema(tools: list[str], ballot: list[str] | None, reply: dict | None = None) -> dict:
     """What the agent may do: reply, and call one of its tools (arguments by the tool's
-    own schema) or propose a vote; when called to vote, reply and cast a ballot only."""
+    own schema) or propose a vote; when called to vote, reply and cast a ballot only.
+    ``reply`` replaces the reply's schema (a quote of the knowledge base, say)."""
     null = {"type": "null"}
     calls = [{"type": "object", "additionalProperties": False, "required": ["tool", "arguments"],
               "properties": {"tool": {"const": t.name},
@@ -82,7 +85,8 @@ def action_schema(tools: list[str], ballot: list[str] | None) -> dict:
                        "rationale": {"type": "string", "maxLength": 120}}} if ballot else null
     return {"type": "object", "additionalProperties": False,
             "required": ["reply", "tool_call", "vote", "ballot"],
-            "properties": {"reply": {"type": "string", "minLength": 1, "maxLength": 280},
+            "properties": {"reply": reply or {"type": "string", "minLength": 1,
+                                              "maxLength": 280},
                            "tool_call": tool_call, "vote": vote, "ballot": ballot_schema}}
 
 
@@ -147,11 +151,13 @@ def _line(author: str, text: str) -> str:
 
 
 def _prompt_parts(agent: dict, history: list[dict], memories: list[dict], message: dict,
-                  ballot_open: bool) -> tuple[list[str], list[tuple], list[str]]:
+                  ballot_open: bool, passages: Sequence[dict]
+                  ) -> tuple[list[str], list[tuple], list[str]]:
     """(instructions, examples, what to answer): the stable parts first, so that the
     generator's prefix cache reuses them from one of the agent's prompts to the next
-    (system prompt, persona, tools, examples), then memories, the channel's recent
-    messages and the message itself, which change every time."""
+    (system prompt, persona, tools, examples), then the knowledge-base passages,
+    memories, the channel's recent messages and the message itself, which change every
+    time."""
     tools = callable_tools(agent["tools"])
     names = {t.name for t in tools}
     examples = [ex for ex in EXAMPLES
@@ -167,7 +173,7 @@ def _prompt_parts(agent: dict, history: list[dict], memories: list[dict], messag
         "and a tool call, a vote proposal or a ballot only when one is needed.",
         "Your tools:" if tools else "You have no tools.", *described,
     ]
-    ask = []
+    ask = grounding.prompt_lines(passages)
     if memories:
         ask += ["Earlier messages that may matter:",
                 *[_line(m["author_id"], m["text"]) for m in memories], ""]
@@ -182,11 +188,11 @@ def _prompt_parts(agent: dict, history: list[dict], memories: list[dict], messag
 
 
 def build_prompt(agent: dict, history: list[dict], memories: list[dict], message: dict,
-                 ballot_open: bool) -> str:
+                 ballot_open: bool, passages: Sequence[dict] = ()) -> str:
     """A few-shot completion prompt that ends where the agent's JSON begins (for a base
     model: the bundled one has no chat template)."""
     instructions, examples, ask = _prompt_parts(agent, history, memories, message,
-                                                ballot_open)
+                                                ballot_open, passages)
     parts = [*instructions, "",
              *[f"Message from {author}: {text}\nJSON: {json.dumps(action)}\n"
                for author, text, action in examples],
@@ -195,12 +201,12 @@ def build_prompt(agent: dict, history: list[dict], memories: list[dict], message
 
 
 def build_messages(agent: dict, history: list[dict], memories: list[dict], message: dict,
-                   ballot_open: bool) -> list[dict]:
+                   ballot_open: bool, passages: Sequence[dict] = ()) -> list[dict]:
     """The same prompt as chat turns, for a model whose GGUF carries a chat template:
     the instructions as the system turn, each example as a user turn answered by the
     assistant's JSON, then the channel and the message."""
     instructions, examples, ask = _prompt_parts(agent, history, memories, message,
-                                                ballot_open)
+                                                ballot_open, passages)
     turns = [{"role": "system", "content": "\n".join(instructions)}]
     for author, text, action in examples:
         turns += [{"role": "user", "content": f"Message from {author}: {text}"},
@@ -215,9 +221,11 @@ def reply_id(task_id: str) -> str:
 
 def events(task: InferenceTask, agent: AgentProfile, message: ChatMessage, action: dict,
            vote_deadline: timedelta = timedelta(minutes=5),
-           usage: dict[str, str] | None = None) -> list[tuple[str, str, Any]]:
+           usage: dict[str, str] | None = None,
+           sources: list[Source] | None = None) -> list[tuple[str, str, Any]]:
     """(event name, Kafka key, record) for the agent's reply and whatever it asked for;
-    ``usage`` (token counts of the generation) goes in the reply's metadata.
+    ``usage`` (token counts of the generation) goes in the reply's metadata, ``sources``
+    (the knowledge-base passages it was given) in its sources.
 
     Ids derive from the task id: a task answered twice after a crash yields the same
     events, which consumers then drop as duplicates. A tool call or vote parroted from
@@ -231,6 +239,7 @@ def events(task: InferenceTask, agent: AgentProfile, message: ChatMessage, actio
         "reply_to": message["event_id"], "author_id": agent["agent_id"], "author_kind": "AGENT",
         "text": action["reply"], "mentions": [], "thread_depth": message["thread_depth"] + 1,
         "created_at": now, "task_id": task_id, "metadata": dict(usage or {}),
+        "sources": sources,
     }
     out: list[tuple[str, str, Any]] = [("ChatMessage", channel, reply)]
     if action.get("tool_call"):

@@ -1,0 +1,109 @@
+"""Agent memory (``ops.store.memory.Memory``) in Qdrant: for production a server, for
+its tests local mode.
+
+Against a Qdrant server one client is kept open. Qdrant's local mode (the embedded
+stack) lets one process at a time open its directory, so there each use opens the
+store, does its work and closes it again, waiting while another process holds it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from schemas.codec import epoch_ms
+from schemas.ids import derived_id  # Qdrant ids are UUIDs: stable ones from ours
+
+EXPERTISE = "agent_expertise"
+MESSAGES = "channel_messages"
+DIM = 384
+
+
+class QdrantMemory:
+    def __init__(self, location: str, lock_timeout_s: float = 30.0):
+        self.location, self.lock_timeout_s = location, lock_timeout_s
+        self.remote = location.startswith(("http://", "https://"))
+        self._client: QdrantClient | None = None
+        self._ensured = False
+
+    @contextmanager
+    def _session(self) -> Iterator[QdrantClient]:
+        if self.remote:
+            self._client = self._client or QdrantClient(url=self.location)
+            self._ensure(self._client)
+            yield self._client
+            return
+        client = self._open_local()
+        try:
+            self._ensure(client)
+            yield client
+        finally:
+            client.close()
+
+    def _open_local(self) -> QdrantClient:
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                return QdrantClient(path=self.location)
+            except RuntimeError as exc:  # "already accessed by another instance"
+                if "already accessed" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _ensure(self, client: QdrantClient) -> None:
+        if self._ensured and self.remote:
+            return
+        for name in (EXPERTISE, MESSAGES):
+            if not client.collection_exists(name):
+                client.create_collection(name, vectors_config=models.VectorParams(
+                    size=DIM, distance=models.Distance.COSINE))
+        self._ensured = True
+
+    def close(self) -> None:
+        if self._client:
+            self._client.close()
+
+    # ------------------------------------------------------------------ expertise
+
+    def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None:
+        with self._session() as client:
+            client.upsert(EXPERTISE, points=[models.PointStruct(
+                id=derived_id(agent_id), vector=vector.tolist(),
+                payload={"agent_id": agent_id, "text": text})])
+
+    def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+        """agent_id -> (the expertise text the vector was computed from, the vector)."""
+        if not agent_ids:
+            return {}
+        with self._session() as client:
+            points = client.retrieve(EXPERTISE, ids=[derived_id(a) for a in agent_ids],
+                                     with_vectors=True, with_payload=True)
+        return {p.payload["agent_id"]: (p.payload["text"], np.asarray(p.vector, np.float32))
+                for p in points}
+
+    # ------------------------------------------------------------------- messages
+
+    def remember(self, messages: Sequence[dict], vectors: np.ndarray) -> None:
+        """Store chat messages with their embeddings (idempotent by message id)."""
+        with self._session() as client:
+            client.upsert(MESSAGES, points=[models.PointStruct(
+                id=derived_id(m["event_id"]), vector=v.tolist(),
+                payload={"message_id": m["event_id"], "channel_id": m["channel_id"],
+                         "author_id": m["author_id"], "text": m["text"],
+                         "created_ms": epoch_ms(m["created_at"])})
+                for m, v in zip(messages, vectors)])
+
+    def recall(self, channel_id: str, vector: np.ndarray, limit: int,
+               exclude: Sequence[str] = ()) -> list[dict]:
+        """The channel's past messages closest to ``vector`` (payloads, best first)."""
+        with self._session() as client:
+            hits = client.query_points(
+                MESSAGES, query=vector.tolist(), limit=limit + len(exclude),
+                query_filter=models.Filter(must=[models.FieldCondition(
+                    key="channel_id", match=models.MatchValue(value=channel_id))])).points
+        found = [h.payload for h in hits if h.payload["message_id"] not in exclude]
+        return found[:limit]
