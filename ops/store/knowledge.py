@@ -15,11 +15,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
-import psycopg
 from psycopg.rows import dict_row
 
-from ops.core.errors import Unavailable
-from ops.store.memory import pool
+from ops.store.memory import connection, pool
 
 RRF_K = 60  # the usual constant: ranks beyond a few dozen weigh little
 CANDIDATES = 40  # per ranking, before fusion
@@ -61,16 +59,10 @@ class KnowledgeStore:
     def close(self) -> None:
         self.pool.close()
 
-    def _connection(self):
-        try:
-            return self.pool.connection(timeout=10)
-        except psycopg.OperationalError as exc:
-            raise Unavailable(str(exc).strip()) from exc
-
     # ------------------------------------------------------------------ reading
 
     def document(self, document_id: str) -> dict | None:
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             return conn.cursor(row_factory=dict_row).execute(
                 f"SELECT {', '.join(DOCUMENT_COLUMNS)} FROM knowledge_documents "
                 "WHERE document_id = %s", (document_id,)).fetchone()
@@ -80,7 +72,7 @@ class KnowledgeStore:
         """Documents of ``channels`` (None: the workspace's), by source then id, after
         the (source, id) cursor ``after`` ('' for the first page)."""
         named = [c for c in channels if c is not None]
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             return conn.cursor(row_factory=dict_row).execute(
                 f"""SELECT {', '.join(DOCUMENT_COLUMNS)} FROM knowledge_documents
                     WHERE (channel_id = ANY(%s) OR (%s AND channel_id IS NULL))
@@ -94,7 +86,7 @@ class KnowledgeStore:
         """The passages of the channel's and the workspace's documents that best match,
         best first: chunk_id, document_id, title, heading, content, position, source,
         score, vector_rank, text_rank, similarity (cosine)."""
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             return conn.cursor(row_factory=dict_row).execute(_SEARCH, {
                 "vector": np.asarray(vector, np.float32), "text": text,
                 "channel": channel_id, "limit": limit}).fetchall()
@@ -106,7 +98,7 @@ class KnowledgeStore:
         """Record that ``event``'s version is being ingested (its row's progress), unless
         a later change is recorded; ``again``: also when this very event is (the
         knowledge agent starts over, the gateway only announces it)."""
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             conn.execute("""
                 INSERT INTO knowledge_documents (document_id, channel_id, source, title,
                     media_type, content_sha256, size_bytes, status, error, chunks,
@@ -126,14 +118,14 @@ class KnowledgeStore:
                           "title": title, "again": again})
 
     def progress(self, document_id: str, event_id: str, chunks: int, embedded: int) -> None:
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             conn.execute("""UPDATE knowledge_documents SET chunks = %s, chunks_embedded = %s,
                             updated_at = now() WHERE document_id = %s AND event_id = %s""",
                          (chunks, embedded, document_id, event_id))
 
     def fail(self, document_id: str, event_id: str, reason: str) -> None:
         """The version of ``event_id`` could not be ingested; an earlier one stays."""
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             conn.execute("""UPDATE knowledge_documents SET status = 'failed', error = %s,
                             updated_at = now() WHERE document_id = %s AND event_id = %s""",
                          (reason[:1000], document_id, event_id))
@@ -142,7 +134,7 @@ class KnowledgeStore:
         """Replace the document's passages with ``chunks`` (``streams.domain.knowledge
         .chunks.Chunk``) and make it active, unless a newer version or a removal came
         meanwhile (False: nothing written)."""
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with connection(self.pool) as conn, conn.transaction(), conn.cursor() as cur:
             row = cur.execute("SELECT event_id, title, source FROM knowledge_documents "
                               "WHERE document_id = %s FOR UPDATE",
                               (event["document_id"],)).fetchone()
@@ -166,7 +158,7 @@ class KnowledgeStore:
         """Take the document out of search (its passages deleted, its row kept as
         'removed'); None when there is no such document. A removal older than the
         document's last change does nothing."""
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with connection(self.pool) as conn, conn.transaction(), conn.cursor() as cur:
             row = cur.execute("SELECT changed_at FROM knowledge_documents WHERE document_id = %s "
                               "FOR UPDATE", (document_id,)).fetchone()
             if row is not None and row[0] <= at:

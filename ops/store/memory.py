@@ -12,7 +12,8 @@ Callers are synchronous (the workers call them in a thread).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -65,21 +66,29 @@ def pool(dsn: str, max_size: int = 4) -> ConnectionPool:
                           kwargs={"autocommit": True, "connect_timeout": 5})
 
 
+@contextmanager
+def connection(from_pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A pooled connection. Unavailable when Postgres cannot be reached, drops the
+    connection or is not migrated: callers wait it out (the one retry policy)."""
+    try:
+        with from_pool.connection(timeout=10) as conn:
+            yield conn
+    except psycopg.OperationalError as exc:
+        raise Unavailable(f"Postgres: {str(exc).strip() or type(exc).__name__}") from exc
+    except psycopg.errors.UndefinedTable as exc:
+        raise Unavailable(f"the database is not migrated (agora db migrate): "
+                          f"{str(exc).strip()}") from exc
+
+
 class PgMemory:
     def __init__(self, dsn: str):
         self.pool = pool(dsn)
-
-    def _connection(self):
-        try:
-            return self.pool.connection(timeout=10)
-        except psycopg.OperationalError as exc:
-            raise Unavailable(str(exc).strip()) from exc
 
     def close(self) -> None:
         self.pool.close()
 
     def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None:
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             conn.execute("""INSERT INTO agent_expertise (agent_id, text, embedding)
                 VALUES (%s, %s, %s) ON CONFLICT (agent_id) DO UPDATE SET text = EXCLUDED.text,
                 embedding = EXCLUDED.embedding, updated_at = now()""",
@@ -88,13 +97,13 @@ class PgMemory:
     def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
         if not agent_ids:
             return {}
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             rows = conn.execute("SELECT agent_id, text, embedding FROM agent_expertise "
                                 "WHERE agent_id = ANY(%s)", (list(agent_ids),)).fetchall()
         return {agent: (text, vector.to_numpy()) for agent, text, vector in rows}
 
     def remember(self, messages: Sequence[dict], vectors: np.ndarray) -> None:
-        with self._connection() as conn, conn.cursor() as cur:
+        with connection(self.pool) as conn, conn.cursor() as cur:
             cur.executemany("""INSERT INTO channel_memory (message_id, channel_id, author_id,
                 text, created_at, embedding) VALUES (%s, %s, %s, %s, %s, %s)
                 ON CONFLICT (message_id) DO NOTHING""",
@@ -104,7 +113,7 @@ class PgMemory:
 
     def recall(self, channel_id: str, vector: np.ndarray, limit: int,
                exclude: Sequence[str] = ()) -> list[dict]:
-        with self._connection() as conn:
+        with connection(self.pool) as conn:
             rows = conn.cursor(row_factory=dict_row).execute(
                 """SELECT message_id, channel_id, author_id, text, created_at
                    FROM channel_memory WHERE channel_id = %s AND message_id <> ALL(%s)

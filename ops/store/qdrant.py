@@ -14,7 +14,9 @@ from contextlib import contextmanager
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException
 
+from ops.core.errors import Unavailable
 from schemas.codec import epoch_ms
 from schemas.ids import derived_id  # Qdrant ids are UUIDs: stable ones from ours
 
@@ -34,8 +36,11 @@ class QdrantMemory:
     def _session(self) -> Iterator[QdrantClient]:
         if self.remote:
             self._client = self._client or QdrantClient(url=self.location)
-            self._ensure(self._client)
-            yield self._client
+            try:
+                self._ensure(self._client)
+                yield self._client
+            except ResponseHandlingException as exc:  # the server cannot be reached
+                raise Unavailable(f"Qdrant: {exc}") from exc
             return
         client = self._open_local()
         try:

@@ -12,6 +12,8 @@ stays searchable.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TypeVar
 
 import faust
 import numpy as np
@@ -19,7 +21,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from inference.client import InferenceTimeout, InferenceUnavailable
-from ops.core.errors import Conflict
+from ops.core.errors import Conflict, Unavailable
 from ops.core.retry import Retry, retrying
 from schemas import codec
 from schemas.topics import DEADLETTER, KNOWLEDGE_DOCUMENTS
@@ -36,6 +38,7 @@ DOCUMENTS = Counter("agora_knowledge_documents_total", "Knowledge documents by o
 CHUNKS = Counter("agora_knowledge_chunks_total", "Passages embedded and stored")
 INGEST = Histogram("agora_knowledge_ingest_seconds", "A document's extract, embed and store",
                    buckets=(.1, .25, .5, 1, 2, 5, 10, 30, 60, 120, 300))
+T = TypeVar("T")
 EMBED_BATCH = 64  # the embedder's max_batch_size: one request per batch
 
 
@@ -54,6 +57,11 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
                               (InferenceUnavailable, InferenceTimeout),
                               "knowledge.embed_retry")
 
+    async def stored(call: Callable[..., T], *args, **kwargs) -> T:
+        # And for Postgres: a document is not failed for an outage of the store.
+        return await retrying(lambda: asyncio.to_thread(call, *args, **kwargs), Retry(),
+                              (Unavailable,), "knowledge.store_retry")
+
     async def ingest(record: dict) -> str:
         content = record["content"]
         digest = sha256(content)
@@ -61,35 +69,35 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             extracted = await asyncio.to_thread(extract, content, record["source"],
                                                 record["media_type"], record["title"])
         except BadDocument as exc:
-            await asyncio.to_thread(store.begin, record, len(content), digest,
+            await stored(store.begin, record, len(content), digest,
                                     record["media_type"] or "", record["title"] or
                                     record["source"])
-            await asyncio.to_thread(store.fail, record["document_id"], record["event_id"],
+            await stored(store.fail, record["document_id"], record["event_id"],
                                     str(exc))
             raise
-        await asyncio.to_thread(store.begin, record, len(content), digest,
+        await stored(store.begin, record, len(content), digest,
                                 extracted.media_type, extracted.title)
         passages = chunk(record["document_id"], extracted.text)
         vectors = []
         for start in range(0, len(passages), EMBED_BATCH):
             batch = passages[start:start + EMBED_BATCH]
             vectors.append(await embed([p.embedded_text(extracted.title) for p in batch]))
-            await asyncio.to_thread(store.progress, record["document_id"], record["event_id"],
+            await stored(store.progress, record["document_id"], record["event_id"],
                                     len(passages), start + len(batch))
-        swapped = await asyncio.to_thread(store.swap, record, passages,
+        swapped = await stored(store.swap, record, passages,
                                           np.concatenate(vectors))
         CHUNKS.inc(len(passages) if swapped else 0)
         return "ingested" if swapped else "superseded"
 
     async def apply(record: dict) -> str:
         check(record, settings.knowledge_max_bytes)
-        current = await asyncio.to_thread(store.document, record["document_id"])
+        current = await stored(store.document, record["document_id"])
         action = plan(current, record)
         if action == "stale":
             raise Stale(f"{record['action']} of {record['created_at'].isoformat()} is older "
                         f"than the document's last change ({current['changed_at'].isoformat()})")
         if action == "remove":
-            await asyncio.to_thread(store.remove, record["document_id"], record["event_id"],
+            await stored(store.remove, record["document_id"], record["event_id"],
                                     record["created_at"], record["added_by"])
             return "removed"
         if action == "unchanged":

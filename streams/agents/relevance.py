@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from typing import TypeVar
 from weakref import ref
 
 import faust
@@ -22,6 +23,7 @@ from faust.streams import _current_event
 from prometheus_client import Counter, Histogram
 
 from inference.client import InferenceTimeout, InferenceUnavailable
+from ops.core.errors import Unavailable
 from ops.core.retry import Retry, forever, retrying
 from schemas import codec
 from schemas.codec import epoch_ms
@@ -39,6 +41,7 @@ from streams.domain.relevance.records import (
 from streams.domain.relevance.scoring import RelevanceConfig, decide
 from streams.services import Services
 
+T = TypeVar("T")
 log = structlog.get_logger("agora.relevance")
 HISTORY_KEPT = 50
 
@@ -62,7 +65,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         profiles = dict(services.registry.data)  # the registry may change while we await
         stale = [a for a, p in profiles.items() if vectors.get(a, ("",))[0] != p["expertise"]]
         if stale:
-            stored = await asyncio.to_thread(services.memory.expertise, stale)
+            stored = await remembering(services.memory.expertise, stale)
             for agent_id, (text, vector) in stored.items():
                 if text == profiles[agent_id]["expertise"]:
                     vectors[agent_id] = (text, vector)
@@ -72,8 +75,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                 computed = await patiently([profiles[a]["expertise"] for a in missing])
                 for agent_id, vector in zip(missing, computed):
                     text = profiles[agent_id]["expertise"]
-                    await asyncio.to_thread(services.memory.put_expertise, agent_id, text,
-                                            vector)
+                    await remembering(services.memory.put_expertise, agent_id, text, vector)
                     vectors[agent_id] = (text, vector)
         return {a: v for a, (_, v) in vectors.items() if a in profiles}
 
@@ -97,7 +99,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         """Score, remember and publish a batch; returns once every send is durable."""
         expertise = await expertise_vectors()
         open_tasks = services.open_tasks()  # one view of the workload for the batch
-        remembered = asyncio.create_task(asyncio.to_thread(
+        remembered = asyncio.create_task(remembering(
             services.memory.remember, [m for _, m in good], embeddings))
         pending = []
         for (event, message), embedding in zip(good, embeddings):
@@ -148,6 +150,12 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         return await retrying(lambda: next(first, None) or services.inference.embed(texts),
                               Retry(stop=forever()), (InferenceUnavailable, InferenceTimeout),
                               "relevance.inference_retry", texts=len(texts))
+
+    async def remembering(call: Callable[..., T], *args) -> T:
+        """``call(*args)`` on memory, in a thread, waiting out a memory outage (Postgres or
+        Qdrant down) like a Triton one: the batch and the stream behind it wait."""
+        return await retrying(lambda: asyncio.to_thread(call, *args), Retry(stop=forever()),
+                              (Unavailable,), "relevance.memory_retry")
 
     @app.agent(chat, name="relevance")
     async def relevance(stream):

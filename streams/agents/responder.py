@@ -22,12 +22,8 @@ import faust
 import structlog
 from prometheus_client import Counter, Histogram
 
-from inference.client import (
-    GenerationResult,
-    InferenceError,
-    InferenceTimeout,
-    InferenceUnavailable,
-)
+from inference.client import GenerationResult, InferenceError, InferenceTimeout
+from ops.core.errors import Unavailable
 from ops.core.retry import Retry, retrying, until
 from schemas import codec
 from schemas.topics import (
@@ -84,16 +80,16 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
                                 value=codec.encode("AgentStatus", record))
 
     async def outlast(task: dict, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, waiting out Triton outages until the task's deadline; any other
-        inference error fails the task (an exception escaping the agent would crash
-        it, and Faust restarts it without the task it was working on)."""
+        """``call()``, waiting out outages of Triton and of memory until the task's
+        deadline; any other inference error fails the task (an exception escaping the
+        agent would crash it, and Faust restarts it without the task it was working on)."""
         deadline = task["deadline_at"] or datetime.now(timezone.utc)
         policy = Retry(stop=until(deadline, clock=lambda: datetime.now(timezone.utc)))
         try:
-            return await retrying(call, policy, (InferenceUnavailable, InferenceTimeout),
-                                  "responder.inference_retry", task=task["event_id"])
-        except (InferenceUnavailable, InferenceTimeout) as exc:
-            raise TaskFailed(f"inference unavailable until the task deadline: {exc}") from exc
+            return await retrying(call, policy, (Unavailable, InferenceTimeout),
+                                  "responder.retry", task=task["event_id"])
+        except (Unavailable, InferenceTimeout) as exc:
+            raise TaskFailed(f"unavailable until the task deadline: {exc}") from exc
         except InferenceError as exc:
             raise TaskFailed(f"inference failed: {exc}") from exc
 
@@ -124,10 +120,12 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
                                                   settings.history_size)
         [vector] = await outlast(task, lambda: services.inference.embed([message["text"]]))
         memories, found = await asyncio.gather(
-            asyncio.to_thread(services.memory.recall, task["channel_id"], vector, MEMORY_HITS,
-                              [h["id"] for h in history]),
-            asyncio.to_thread(services.knowledge.search, task["channel_id"], message["text"],
-                              vector, grounding.SEARCHED))
+            outlast(task, lambda: asyncio.to_thread(
+                services.memory.recall, task["channel_id"], vector, MEMORY_HITS,
+                [h["id"] for h in history])),
+            outlast(task, lambda: asyncio.to_thread(
+                services.knowledge.search, task["channel_id"], message["text"], vector,
+                grounding.SEARCHED)))
         passages = grounding.relevant(found)
         reply = None
         if passages and settings.responder_grounding != "free":

@@ -557,7 +557,7 @@ def vote_settings(settings):
         admin.execute(f"CREATE SCHEMA {schema}")
         try:
             own = settings.model_copy(update={"postgres_dsn": make_conninfo(
-                settings.postgres_dsn, options=f"-c search_path={schema}")})
+                settings.postgres_dsn, options=f"-c search_path={schema},public")})
             migrate.postgres(own)
             with psycopg.connect(own.postgres_dsn) as conn:
                 for name, record in SAMPLES:

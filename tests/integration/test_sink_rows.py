@@ -90,6 +90,9 @@ def check_params(statement: str, params: dict) -> None:
         jsonb = re.findall(r"%\((\w+)\)s::jsonb", sql)
         text_arrays = re.findall(r"%\((\w+)\)s::text\[\]", sql)
     for key in jsonb:
+        if params[key] is None:  # a NULL of a nullable column (a message without sources)
+            continue
+
         def refuse(constant):
             raise AssertionError(f"{statement}.{key}: {constant} is not JSON Postgres reads")
         json.loads(params[key], parse_constant=refuse)
@@ -284,7 +287,7 @@ def pg_schema(settings):
 
     def connect():
         return psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=10,
-                               options=f"-c search_path={schema}")
+                               options=f"-c search_path={schema},public")  # public: pgvector
 
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")

@@ -57,7 +57,7 @@ def test_up_status_env_idempotent_repair_down(own_stack: Path):
     pids = {n: r["proc"]["pid"] for n, r in stack.read_state(own_stack)["services"].items()
             if r["proc"]}
     again = run_agora(own_stack, "stack", "up")
-    assert again.returncode == 0 and again.stderr.count("already up") == 6
+    assert again.returncode == 0 and again.stderr.count("already up") == 5
     assert pids == {n: r["proc"]["pid"] for n, r in
                     stack.read_state(own_stack)["services"].items() if r["proc"]}
 
