@@ -159,8 +159,13 @@ def answers(settings: Settings, client: Client, channel: str, mode: str
         for q in questions():
             asked = time.perf_counter()
             posted = client.post(channel, q["question"], mentions=[AGENT])
-            [reply] = chat.wait(lambda name, r: r["reply_to"] == posted.message_id,
-                                timeout_s=300)
+            try:
+                [reply] = chat.wait(lambda name, r: r["reply_to"] == posted.message_id,
+                                    timeout_s=180)
+            except TimeoutError:  # the task failed (its dead letter says why)
+                outcome[("no fact", "no reply")] += 1
+                lines.append(f"  no reply: {q['question']!r}")
+                continue
             seconds.append(time.perf_counter() - asked)
             right = normalized(q["fact"]) in normalized(reply["text"])
             cited = [by_id.get(s["document_id"], "?") for s in reply["sources"] or ()]
@@ -173,12 +178,13 @@ def answers(settings: Settings, client: Client, channel: str, mode: str
     finally:
         chat.close()
         stop(worker, grace_s=15)
-    seconds.sort()
+    seconds = sorted(seconds) or [float("nan")]
     table = [f"  {mode}: replies in {seconds[len(seconds) // 2]:.1f} s (p50), "
-             f"{seconds[-1]:.1f} s (max)",
-             f"  {'':<10} {'right source':>13} {'wrong source':>13} {'no sources':>11}"] + [
+             f"{seconds[-1]:.1f} s (max), posted to stored",
+             f"  {'':<10} {'right source':>13} {'wrong source':>13} {'no sources':>11} "
+             f"{'no reply':>9}"] + [
         f"  {fact:<10} " + " ".join(f"{outcome[(fact, s)]:>{w}}" for s, w in (
-            ("right source", 13), ("wrong source", 13), ("no sources", 11)))
+            ("right source", 13), ("wrong source", 13), ("no sources", 11), ("no reply", 9)))
         for fact in ("fact", "no fact")]
     return sum(v for (fact, _), v in outcome.items() if fact == "fact") / len(questions()), \
         table + lines

@@ -3,10 +3,11 @@ gateway on the embedded stack.
 
 It starts the stack, checks each service once, and runs a worker (relevance,
 responder, tools, votes) and the Postgres sink. From then on it is a client of the
-gateway like any program: it creates a team of agents from the templates, follows
+gateway like any program: it creates a team of agents from the templates, adds the
+team's runbooks and policies (``examples/knowledge``) to the knowledge base, follows
 #incidents live (StreamChannel) and plays the scenario: an incident report the right
-agents pick up, a question to one agent, a tool call, a shell command that a
-tool-usage vote must allow, and a project decision vote. Every relevance decision is
+agents pick up and answer from the runbook, citing it, a question to one agent, a tool
+call, a shell command that a tool-usage vote must allow, and a project decision vote. Every relevance decision is
 shown with its factors and the agents' replies appear token by token. At the end the
 ClickHouse sink catches up and the analytics service sums the run up.
 """
@@ -18,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from google.protobuf import duration_pb2
@@ -34,7 +36,7 @@ from ops.core.kafka import ensure_topics
 from ops.devstack import smoke
 from ops.devstack.process import agora_command, spawn, start_agora, start_worker, stop, wait_until
 from ops.store import migrate
-from schemas.agora.v1 import agents_pb2, analytics_pb2, tools_pb2, votes_pb2
+from schemas.agora.v1 import agents_pb2, analytics_pb2, knowledge_pb2, tools_pb2, votes_pb2
 from schemas.topics import ALL
 
 Echo = Callable[[str], None]
@@ -49,6 +51,8 @@ SCRIPT = [
      ["creative-writer"]),
 ]
 REPLY_WAIT_S = 180
+KNOWLEDGE = Path(__file__).resolve().parents[2] / "examples" / "knowledge"
+RUNBOOK = "Runbook: API returns 502"  # the incident's answers must cite it
 SUMMARY = [  # (query, parameters, title) of the closing analytics
     ("relevance_selection", {"channel": CHANNEL}, "relevance per agent"),
     ("agent_response_latency", {}, "reply latency per agent"),
@@ -169,6 +173,7 @@ class Scenario:
             self._team(ops)
             processes = self._start_processes()
             try:
+                self._knowledge(ops)
                 with Client(self.settings.gateway_address, self.maya, tls) as maya:
                     self.echo(f"\n== following #{CHANNEL} through the gateway (StreamChannel)")
                     live = Live(maya, CHANNEL, self.lock)
@@ -189,7 +194,7 @@ class Scenario:
 
     def _team(self, ops) -> None:
         self.echo(f"\n== a team of agents in #{CHANNEL}, created through the gateway "
-                  "(AgentService; expertise embedded once, kept in Qdrant)")
+                  "(AgentService; expertise embedded once, kept in pgvector)")
         for template in TEAM:
             agent = ops.agents.CreateAgent(agents_pb2.CreateAgentRequest(
                 template=template, channel_id=CHANNEL), timeout=60)
@@ -205,6 +210,21 @@ class Scenario:
         self.echo(f"   ready in {time.monotonic() - started:.1f}s; logs in "
                   f"{self.settings.stack_dir / 'logs'}")
         return [worker, sink]
+
+    def _knowledge(self, ops) -> None:
+        self.echo("\n== the team's runbooks and policies (examples/knowledge) into the "
+                  "knowledge base, for every channel (KnowledgeService)")
+        for path in sorted(KNOWLEDGE.iterdir()):
+            doc = ops.add_document(path.read_bytes(), path.name, timeout_s=60)
+            deadline = time.monotonic() + 120
+            while doc.state == knowledge_pb2.DOCUMENT_STATE_INGESTING and \
+                    time.monotonic() < deadline:
+                time.sleep(0.2)
+                doc = ops.knowledge.GetDocument(knowledge_pb2.GetDocumentRequest(
+                    document_id=doc.document_id), timeout=10)
+            if doc.state != knowledge_pb2.DOCUMENT_STATE_ACTIVE:
+                self.missing.append(f"the document {path.name} ({doc.error or 'not ingested'})")
+            self.echo(f"   {path.name:<22} \"{doc.title}\": {doc.chunks} passages")
 
     def _message(self, maya, live: Live, text: str, mentions: list[str]) -> None:
         self.echo(f"\n>> human:maya posts: {text}"
@@ -222,6 +242,9 @@ class Scenario:
                             and e.message.reply_to == posted.message_id, count=len(selected))
         if len(replies) < len(selected):
             self.missing.append(f"{len(selected) - len(replies)} replies to {text[:30]!r}")
+        if "502" in text and not any(s.title == RUNBOOK for r in replies
+                                     for s in r.message.sources):
+            self.missing.append(f"an answer to {text[:30]!r} citing {RUNBOOK!r}")
 
     def _tool_call(self, maya, live: Live) -> None:
         self.echo("\n== a tool call: analyst-data runs the calculator in the sandbox "

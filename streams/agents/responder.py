@@ -127,14 +127,13 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
                 services.knowledge.search, task["channel_id"], message["text"], vector,
                 grounding.SEARCHED)))
         passages = grounding.relevant(found)
-        reply = None
-        if passages and settings.responder_grounding != "free":
+        reply, ballot = None, ballot_options(message)
+        if passages and ballot is None and settings.responder_grounding != "free":
             candidates = grounding.sentences(passages)
             sentence_vectors = await outlast(task, lambda: services.inference.embed(
                 [c.embedded_text() for c in candidates]))
             reply = grounding.reply_schema(settings.responder_grounding, grounding.ranked(
                 message["text"], vector, candidates, sentence_vectors))
-        ballot = ballot_options(message)
         prompt = build_prompt(agent, context, memories, message, ballot is not None, passages)
         messages = build_messages(agent, context, memories, message, ballot is not None,
                                   passages)

@@ -237,6 +237,8 @@ def test_reply_schema_forces_a_good_enough_sentence():
     assert grounding.reply_schema("free", best) is None
     assert grounding.reply_schema("quote", [(0.2, "Weak.")]) is None
     assert grounding.reply_schema("quote", []) is None
-    schema = action_schema([], None, {"const": "Quoted."})
+    schema = action_schema(["calculator"], None, {"const": "Quoted."})
     assert schema["properties"]["reply"] == {"const": "Quoted."}
+    # The quote is the whole action: nothing else to generate.
+    assert schema["properties"]["tool_call"] == schema["properties"]["vote"] == {"type": "null"}
     assert action_schema([], None)["properties"]["reply"]["maxLength"] == 280

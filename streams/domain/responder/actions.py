@@ -68,14 +68,16 @@ def for_generation(schema: Any) -> Any:
 def action_schema(tools: list[str], ballot: list[str] | None, reply: dict | None = None) -> dict:
     """What the agent may do: reply, and call one of its tools (arguments by the tool's
     own schema) or propose a vote; when called to vote, reply and cast a ballot only.
-    ``reply`` replaces the reply's schema (a quote of the knowledge base, say)."""
+    ``reply`` replaces the reply's schema: a sentence of the knowledge base that answers
+    the message, which is then the whole action (no tool call, no vote: a small model
+    adds them by habit, not because the answer needs them)."""
     null = {"type": "null"}
     calls = [{"type": "object", "additionalProperties": False, "required": ["tool", "arguments"],
               "properties": {"tool": {"const": t.name},
                              "arguments": for_generation(t.parameters)}}
              for t in callable_tools(tools)]
-    tool_call = {"anyOf": [null, *calls]} if calls and ballot is None else null
-    vote = _nullable({
+    tool_call = {"anyOf": [null, *calls]} if calls and ballot is None and reply is None else null
+    vote = null if reply is not None else _nullable({
         "type": "object", "additionalProperties": False, "required": ["title", "vote_type"],
         "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 100},
                        "vote_type": {"enum": list(VOTE_TYPES)}}}) if ballot is None else null
