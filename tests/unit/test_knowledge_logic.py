@@ -213,8 +213,8 @@ def test_relevant_passages_and_their_sources():
 
 
 def test_sentences_are_split_and_ranked_by_meaning_and_words():
-    text = ("When the API returns 502, the balancer finds no backend.\n"
-            "- Roll back with agora deploy rollback api; it takes four minutes.\n"
+    text = ("When the API returns 502, the balancer\nfinds no backend.\n"  # hard-wrapped
+            "- Roll back with agora deploy rollback api; it takes four minutes.\n\n"
             "Short one.")
     candidates = grounding.sentences([passage(text, heading="Runbook > Diagnose"),
                                       passage(text)])

@@ -68,7 +68,8 @@ def _pieces(body: str, max_chars: int) -> list[str]:
         paragraph = paragraph.strip()
         if not paragraph:
             continue
-        sentences = [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
+        # A line break inside a sentence is the document's wrapping, not structure.
+        sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(paragraph) if s.strip()]
         for i, sentence in enumerate(sentences):
             while len(sentence) > max_chars:
                 cut = sentence.rfind(" ", 0, max_chars)

@@ -58,7 +58,11 @@ MIN_ANSWER = 0.35  # sentence score (below) from which a sentence is taken as th
 LEXICAL_WEIGHT = 0.3
 PASSAGE_WEIGHT = 0.1
 QUOTE_CHARS = 280  # the reply's length
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_`A-Z0-9-])|\n+")
+# Paragraphs and list items end sentences; a line break inside a paragraph does not
+# (documents are often hard-wrapped).
+_PARAGRAPH = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)])\s)")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_`A-Z0-9-])")
+_LIST_MARKER = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
 _STOP = frozenset("the and for are was were has have had not but with this that from you "
                   "your our who what when where which how why does did can could should "
                   "would will there their them they its it's been being into about any "
@@ -80,11 +84,11 @@ def sentences(passages: Sequence[dict]) -> list[Candidate]:
     found: dict[str, Candidate] = {}
     for rank, p in enumerate(passages):
         section = p["heading"].rpartition(" > ")[2]
-        for piece in _SENTENCE.split(p["content"]):
-            piece = " ".join(piece.split()).strip()
-            piece = re.sub(r"^(?:[-*+]|\d+[.)])\s+", "", piece)  # list markers
-            if len(piece) >= MIN_SENTENCE and piece not in found:
-                found[piece] = Candidate(piece, section, rank)
+        for paragraph in _PARAGRAPH.split(p["content"]):
+            for piece in _SENTENCE.split(" ".join(paragraph.split())):
+                piece = _LIST_MARKER.sub("", piece)
+                if len(piece) >= MIN_SENTENCE and piece not in found:
+                    found[piece] = Candidate(piece, section, rank)
     return list(found.values())
 
 
