@@ -13,6 +13,7 @@ import grpc
 import psycopg
 import pytest
 
+from conftest import run_agora
 from gateway import auth
 from gateway.client import Client
 from gateway.registry import Registry
@@ -234,3 +235,29 @@ def test_scopes_and_bad_documents_at_the_gateway(settings, channel):
         gone = member.knowledge.GetDocument
         assert code(lambda: gone(knowledge_pb2.GetDocumentRequest(
             document_id=document_id(channel, source))))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_cli_adds_lists_searches_and_removes(settings, channel, tmp_path):
+    bearer = auth.issue(signer(settings), "human:cli", [f"{channel}:member"], 600)
+    runbook = tmp_path / "cli-runbook.md"
+    runbook.write_bytes(RUNBOOK)
+    added = run_agora(settings.stack_dir, "kb", "add", str(runbook), "--channel", channel,
+                      "--no-wait", AGORA_GATEWAY_TOKEN=bearer)
+    assert added.returncode == 0, added.stderr
+    document = added.stdout.split()[0]
+    assert document == document_id(channel, "cli-runbook.md") and "INGESTING" in added.stdout
+    listed = run_agora(settings.stack_dir, "kb", "list", "--channel", channel,
+                       AGORA_GATEWAY_TOKEN=bearer)
+    assert document in listed.stdout and '"API 502 runbook"' in listed.stdout
+    huge = tmp_path / "huge.md"
+    with huge.open("wb") as out:
+        out.truncate(50 * 2**20)
+    refused = run_agora(settings.stack_dir, "kb", "add", str(huge), "--channel", channel,
+                        AGORA_GATEWAY_TOKEN=bearer)
+    assert refused.returncode == 2 and "over the 8.0 MiB limit" in refused.stderr
+    both = run_agora(settings.stack_dir, "kb", "add", str(runbook), "--workspace",
+                     "--channel", channel, AGORA_GATEWAY_TOKEN=bearer)
+    assert both.returncode == 1 and "name one scope" in both.stderr
+    removed = run_agora(settings.stack_dir, "kb", "remove", document,
+                        AGORA_GATEWAY_TOKEN=bearer)
+    assert removed.returncode == 0 and "REMOVED" in removed.stdout, removed.stderr
