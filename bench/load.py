@@ -20,11 +20,9 @@ Scale-out: the same relevance stage with one worker, then with two in one consum
 group, each draining a backlog of --backlog messages once the group is caught up;
 rates come from the decisions' broker timestamps, first to last. The channels are
 named so that they spread evenly over the partitions (a channel's messages share one),
-and each run prints how many cores each process kept busy. On the embedded stack two
-things bound the stage, not the workers: Triton's embedder runs on one thread (about
-190 messages/s here), and Qdrant's local mode lets one process at a time open its
-directory, reloading the whole collection each time, so two workers take turns to
-store their messages' embeddings.
+and each run prints how many cores each process kept busy. On the embedded stack
+Triton's embedder, on one thread, bounds the stage; memory is in Postgres (pgvector),
+which both workers write at once (bench/memory.py compares it with Qdrant's local mode).
 """
 
 from __future__ import annotations
