@@ -51,7 +51,6 @@ from support.kafka import TopicReader
 DATA = Path(__file__).resolve().parent / "data" / "knowledge"
 AGENT = "researcher-tech"
 MODES = ("quote", "choose", "free")
-INGESTING = knowledge_pb2.DOCUMENT_STATE_INGESTING
 
 
 def documents() -> list[Path]:
@@ -62,22 +61,10 @@ def questions() -> list[dict]:
     return yaml.safe_load((DATA / "questions.yaml").read_text())
 
 
-def settled(client: Client, document: str, timeout_s: float = 600) -> knowledge_pb2.Document:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        doc = client.knowledge.GetDocument(knowledge_pb2.GetDocumentRequest(
-            document_id=document))
-        if doc.state != INGESTING:
-            return doc
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{doc.source} still ingesting after {timeout_s}s")
-        time.sleep(0.05)
-
-
 def ingest(client: Client, channel: str) -> dict[str, knowledge_pb2.Document]:
     added = {p.name: client.add_document(p.read_bytes(), p.name, channel)
              for p in documents()}
-    done = {name: settled(client, doc.document_id) for name, doc in added.items()}
+    done = {name: client.ingested(doc, 600, interval_s=0.05) for name, doc in added.items()}
     failed = {n: d.error for n, d in done.items() if d.state != knowledge_pb2.DOCUMENT_STATE_ACTIVE}
     assert not failed, failed
     return done
@@ -101,8 +88,7 @@ def ingestion(settings: Settings, client: Client, channel: str) -> tuple[float, 
     data = long_document()
     source = f"handbook-{uuid.uuid4().hex[:6]}.md"
     started = time.perf_counter()
-    added = client.add_document(data, source, channel)
-    doc = settled(client, added.document_id)
+    doc = client.ingested(client.add_document(data, source, channel), 600, interval_s=0.05)
     ours_s = time.perf_counter() - started
     extracted = extract(data, source)
     passages = chunk(document_id(channel, source), extracted.text)

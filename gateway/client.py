@@ -13,9 +13,10 @@ status code and message.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import namedtuple
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 import grpc
@@ -122,6 +123,23 @@ class Client:
                     yield knowledge_pb2.AddDocumentRequest(data=piece[start:start + PIECE])
 
         return self.knowledge.AddDocument(requests(), timeout=timeout_s)
+
+    def ingested(self, document: knowledge_pb2.Document, timeout_s: float | None = None,
+                 interval_s: float = 0.2,
+                 progress: Callable[[knowledge_pb2.Document], None] = lambda doc: None
+                 ) -> knowledge_pb2.Document:
+        """``document`` once its ingestion is over (ACTIVE or FAILED), polling GetDocument
+        every ``interval_s`` and passing each INGESTING state to ``progress``;
+        TimeoutError after ``timeout_s`` (None: no limit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while document.state == knowledge_pb2.DOCUMENT_STATE_INGESTING:
+            progress(document)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{document.source} still ingesting after {timeout_s} s")
+            time.sleep(interval_s)
+            document = self.knowledge.GetDocument(knowledge_pb2.GetDocumentRequest(
+                document_id=document.document_id), timeout=30)
+        return document
 
 
 PIECE = 128 * 1024  # well under the gateway's request limit

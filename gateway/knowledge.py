@@ -18,6 +18,7 @@ from gateway import cursor as cursors
 from gateway import validation
 from gateway.auth import Role
 from gateway.guard import caller, require_channel
+from gateway.publish import send
 from gateway.validation import InvalidField
 from inference.client import InferenceClient
 from ops.core.config import Settings
@@ -133,11 +134,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         return document(await self._document(record["document_id"]))
 
     async def _publish(self, record: dict) -> None:
-        try:
-            await self.producer.send(KNOWLEDGE_DOCUMENTS.name, record["document_id"],
-                                     codec.encode("KnowledgeDocument", record))
-        except Exception as exc:  # noqa: BLE001 - KafkaException, BufferError: retry later
-            raise Unavailable(f"Kafka: {exc}") from exc
+        await send(self.producer, KNOWLEDGE_DOCUMENTS.name, record["document_id"],
+                   codec.encode("KnowledgeDocument", record))
 
     async def GetDocument(self, request, context):
         row = await self._document(request.document_id)

@@ -64,6 +64,14 @@ class Recent:
             self._answers.popitem(last=False)
 
 
+async def send(producer: AsyncProducer, topic: str, key: str, value: bytes) -> None:
+    """Produce one record, acknowledged; Unavailable when Kafka cannot take it now."""
+    try:
+        await producer.send(topic, key, value)
+    except (KafkaException, BufferError) as exc:  # BufferError: the local queue is full
+        raise Unavailable(f"Kafka: {exc}") from exc
+
+
 async def publish(producer: AsyncProducer, recent: Recent, request: Message, event_id: str,
                   topic: str, key: str, name: str, record: dict, answer: Message) -> Message:
     """Produce the event a call made, once the broker has it remember the call's
@@ -72,9 +80,6 @@ async def publish(producer: AsyncProducer, recent: Recent, request: Message, eve
     async with recent.claim(event_id):
         if (earlier := recent.get(event_id, request)) is not None:
             return earlier
-        try:
-            await producer.send(topic, key, codec.encode(name, record))
-        except (KafkaException, BufferError) as exc:  # BufferError: the local queue is full
-            raise Unavailable(f"Kafka: {exc}") from exc
+        await send(producer, topic, key, codec.encode(name, record))
         recent.put(event_id, request, answer)
         return answer

@@ -6,7 +6,6 @@ import asyncio
 import json
 import shlex
 import sys
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -582,15 +581,17 @@ def kb_add(
                 raise typer.Exit(2)
             doc = _rpc(lambda: client.add_document(path.read_bytes(), path.name, channel,
                                                    title))
-            shown = None
-            while wait and doc.state == knowledge_pb2.DOCUMENT_STATE_INGESTING:
-                if (doc.chunks_embedded, doc.chunks) != shown:
-                    shown = (doc.chunks_embedded, doc.chunks)
-                    _progress(f"{path.name}: {doc.chunks_embedded}/{doc.chunks or '?'} "
+            shown = set()
+
+            def progress(doc, name=path.name) -> None:
+                if (doc.chunks_embedded, doc.chunks) not in shown:
+                    shown.add((doc.chunks_embedded, doc.chunks))
+                    _progress(f"{name}: {doc.chunks_embedded}/{doc.chunks or '?'} "
                               "passages embedded")
-                time.sleep(0.5)
-                doc = _rpc(lambda: client.knowledge.GetDocument(
-                    knowledge_pb2.GetDocumentRequest(document_id=doc.document_id)))
+
+            if wait:
+                doc = _rpc(lambda d=doc, p=progress: client.ingested(d, interval_s=0.5,
+                                                                     progress=p))
             typer.echo(_document_line(doc))
             if doc.state == knowledge_pb2.DOCUMENT_STATE_FAILED:
                 raise typer.Exit(2)

@@ -216,12 +216,10 @@ class Scenario:
                   "knowledge base, for every channel (KnowledgeService)")
         for path in sorted(KNOWLEDGE.iterdir()):
             doc = ops.add_document(path.read_bytes(), path.name, timeout_s=60)
-            deadline = time.monotonic() + 120
-            while doc.state == knowledge_pb2.DOCUMENT_STATE_INGESTING and \
-                    time.monotonic() < deadline:
-                time.sleep(0.2)
-                doc = ops.knowledge.GetDocument(knowledge_pb2.GetDocumentRequest(
-                    document_id=doc.document_id), timeout=10)
+            try:
+                doc = ops.ingested(doc, timeout_s=120)
+            except TimeoutError:
+                pass  # reported as missing below
             if doc.state != knowledge_pb2.DOCUMENT_STATE_ACTIVE:
                 self.missing.append(f"the document {path.name} ({doc.error or 'not ingested'})")
             self.echo(f"   {path.name:<22} \"{doc.title}\": {doc.chunks} passages")

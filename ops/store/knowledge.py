@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
+from pgvector import Vector
 from psycopg.rows import dict_row
 
 from ops.store.memory import connection, pool
@@ -148,7 +149,7 @@ class KnowledgeStore:
                 for c, v in zip(chunks, vectors):
                     copy.write_row((c.chunk_id, event["document_id"], event["channel_id"],
                                     row[1], c.heading, c.content, c.position,
-                                    c.content_hash, row[2], _vector_text(v)))
+                                    c.content_hash, row[2], Vector(v).to_text()))
             cur.execute("""UPDATE knowledge_documents SET status = 'active', chunks = %s,
                            chunks_embedded = %s, updated_at = now() WHERE document_id = %s""",
                         (len(chunks), len(chunks), event["document_id"]))
@@ -168,8 +169,3 @@ class KnowledgeStore:
                                changed_at = %s, updated_at = now() WHERE document_id = %s""",
                             (by, event_id, at, document_id))
         return None if row is None else self.document(document_id)
-
-
-def _vector_text(vector: np.ndarray) -> str:
-    """pgvector's text form, for COPY in text format."""
-    return "[" + ",".join(map(repr, np.asarray(vector, np.float32).tolist())) + "]"

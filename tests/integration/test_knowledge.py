@@ -62,14 +62,8 @@ def code(call) -> tuple[grpc.StatusCode, str]:
 
 def settled(people: Client, document: str, timeout_s: float = 90):
     """The document once its ingestion is over (ACTIVE or FAILED)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        doc = people.knowledge.GetDocument(knowledge_pb2.GetDocumentRequest(
-            document_id=document))
-        if doc.state != knowledge_pb2.DOCUMENT_STATE_INGESTING:
-            return doc
-        assert time.monotonic() < deadline, f"still ingesting after {timeout_s}s: {doc}"
-        time.sleep(0.3)
+    return people.ingested(people.knowledge.GetDocument(knowledge_pb2.GetDocumentRequest(
+        document_id=document)), timeout_s, interval_s=0.3)
 
 
 def search(people: Client, channel: str, query: str) -> list:
