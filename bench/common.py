@@ -14,8 +14,12 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from ops import devstack as stack
-from ops.core.config import Settings
+from gateway import auth  # noqa: E402
+from gateway.client import Client  # noqa: E402
+from gateway.server import signer  # noqa: E402
+from gateway.tls import channel_credentials  # noqa: E402
+from ops import devstack as stack  # noqa: E402
+from ops.core.config import Settings  # noqa: E402
 from schemas import codec  # noqa: E402
 
 
@@ -56,3 +60,11 @@ def rate(settings: Settings, topic: str, expected: int, timeout_s: float = 600,
     if len(stamps) < expected:
         raise TimeoutError(f"{len(stamps)} of {expected} records on {topic}")
     return (expected - 1) / ((max(stamps) - min(stamps)) / 1000)
+
+
+def connect(settings: Settings) -> Client:
+    """A gateway client with a fresh token for every channel (tokens live at most
+    AGORA_GATEWAY_TOKEN_MAX_S)."""
+    token = auth.issue(signer(settings), "human:bench", ["*:member"],
+                       settings.gateway_token_max_s)
+    return Client(settings.gateway_address, token, channel_credentials(settings))

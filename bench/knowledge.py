@@ -30,12 +30,9 @@ from pathlib import Path
 
 import yaml
 
-from common import local_stack
-from gateway import auth
+from common import connect, local_stack
 from gateway.client import Client
 from gateway.registry import Registry
-from gateway.server import signer
-from gateway.tls import channel_credentials
 from inference.client import InferenceClient
 from ops.core.config import Settings
 from ops.core.kafka import ensure_topics
@@ -174,13 +171,6 @@ def answers(settings: Settings, client: Client, channel: str, mode: str
         for fact in ("fact", "no fact")]
     return sum(v for (fact, _), v in outcome.items() if fact == "fact") / len(questions()), \
         table + lines
-
-
-def connect(settings: Settings) -> Client:
-    """A client with a fresh token (tokens live at most AGORA_GATEWAY_TOKEN_MAX_S)."""
-    token = auth.issue(signer(settings), "human:bench", ["*:member"],
-                       settings.gateway_token_max_s)
-    return Client(settings.gateway_address, token, channel_credentials(settings))
 
 
 def main(modes: tuple[str, ...] = MODES) -> None:

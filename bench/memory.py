@@ -66,7 +66,7 @@ def fill_postgres(dsn: str, rows: list[dict], v: np.ndarray) -> None:
 
 
 def fill_qdrant(path: str, rows: list[dict], v: np.ndarray) -> None:
-    QdrantMemory(path).expertise(["warm"])  # creates the collections
+    QdrantMemory(path).vectors(["warm"])  # creates the collections
     client = QdrantClient(path=path)
     try:
         for i in range(0, len(rows), 2000):

@@ -15,6 +15,7 @@ from ops.store.memory import open_memory
 from schemas import codec
 from schemas.topics import AGENTS
 from streams.domain.registry import created, updated, with_permissions
+from streams.domain.relevance.records import expertise_texts
 
 log = structlog.get_logger("agora.registry")
 
@@ -47,21 +48,26 @@ class Registry:
                       [(profile["agent_id"], codec.encode("AgentProfile", profile))])
 
     def save(self, profile: dict, action: str) -> None:
-        """Publish what ``created`` or ``updated`` made; a new agent's expertise
-        embedding is stored first, computed once through the embedder."""
+        """Publish what ``created`` or ``updated`` made; a new agent's expertise texts are
+        embedded first (those no agent embedded before), so relevance finds them."""
         if action == "created":
             self.store_expertise(profile)
         if action != "unchanged":
             self.publish(profile)
 
     def store_expertise(self, profile: dict) -> None:
-        async def embed():
+        texts = expertise_texts(profile)
+
+        async def embed(missing: list[str]):
             async with InferenceClient(self.settings.triton_grpc) as client:
-                return (await client.embed([profile["expertise"]]))[0]
+                return await client.embed(missing)
 
         memory = open_memory(self.settings.memory)
         try:
-            memory.put_expertise(profile["agent_id"], profile["expertise"], asyncio.run(embed()))
+            kept = memory.vectors(texts)
+            missing = [t for t in texts if t not in kept]
+            if missing:
+                memory.put_vectors(dict(zip(missing, asyncio.run(embed(missing)))))
         finally:
             memory.close()
 

@@ -1,8 +1,9 @@
 """An Agora worker: the Faust app with every agent (relevance, responder, tools, votes,
 knowledge), as `agora worker` runs it.
 
-Workers are symmetric (every worker runs every agent), so any number of them form
-one consumer group and Faust spreads partitions, and the channel table with them.
+Workers are symmetric (every worker runs every agent, unless AGORA_WORKER_AGENTS names a
+subset), so any number of them form one consumer group and Faust spreads partitions, and
+the channel table with them.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ def build(settings: Settings) -> faust.App:
     # Per channel: recent messages, who spoke when, who talked with whom. Keyed like
     # the chat topic, so a channel's state lives with its partition.
     state = app.Table("channels", partitions=settings.partitions)
-    relevance.register(app, services, state, load_config(settings.relevance_config))
-    responder.register(app, services, state)
-    tools.register(app, services)
-    knowledge.register(app, services)
-    # Open and closed votes by vote id, co-partitioned with agora.votes.
-    votes.register(app, services, app.Table("votes", partitions=settings.partitions))
+    agents = set(settings.worker_agents.split(","))
+    if "relevance" in agents:
+        relevance.register(app, services, state, load_config(settings.relevance_config))
+    if "responder" in agents:
+        responder.register(app, services, state)
+    if "tools" in agents:
+        tools.register(app, services)
+    if "knowledge" in agents:
+        knowledge.register(app, services)
+    if "votes" in agents:  # open and closed votes by vote id, co-partitioned with agora.votes
+        votes.register(app, services, app.Table("votes", partitions=settings.partitions))
 
     lag = LagGauge(settings.app_id)
 

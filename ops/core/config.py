@@ -20,6 +20,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 STATE_FILE = "stack.json"
+WORKER_AGENTS = ("relevance", "responder", "tools", "knowledge", "votes")
+_AGENT = "|".join(WORKER_AGENTS)
 
 
 class _RunningStackSource(PydanticBaseSettingsSource):
@@ -117,6 +119,11 @@ class Settings(BaseSettings):
     )
     tool_policies: Path | None = Field(
         None, description="YAML channel policies: which tools may run in which channel.",
+    )
+    worker_agents: str = Field(
+        ",".join(WORKER_AGENTS), pattern=rf"^({_AGENT})(,({_AGENT}))*$",
+        description="The stream agents a worker runs, comma-separated: all by default; a "
+        "subset makes pools that scale apart (relevance alone, responders alone).",
     )
     tool_concurrency: int = Field(2, ge=1, description="Tool runs a worker sandboxes at once.")
     vote_deadline_s: float = Field(

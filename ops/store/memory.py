@@ -1,8 +1,9 @@
-"""Agent memory: the expertise vectors of agents and the embedded messages of channels.
+"""Agent memory: the vectors of reference texts (agents' expertise) and the embedded
+messages of channels.
 
 One interface, two backends, chosen by ``AGORA_MEMORY_URL``:
 
-- ``postgresql://…``: pgvector tables (migration 0004) that every worker shares through a
+- ``postgresql://…``: pgvector tables (migrations 0004, 0005) that every worker shares through a
   small connection pool, HNSW indexes for cosine distance. The local stack's default.
 - ``http(s)://…`` (a Qdrant server) or a directory (Qdrant's local mode, one process at a
   time): ``ops.store.qdrant``.
@@ -12,7 +13,7 @@ Callers are synchronous (the workers call them in a thread).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -25,13 +26,15 @@ from psycopg_pool import ConnectionPool
 from ops.core.errors import Unavailable
 from ops.store.qdrant import QdrantMemory
 from schemas.codec import epoch_ms
+from schemas.ids import derived_id
 
 
 class Memory(Protocol):
-    def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None: ...
+    def put_vectors(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Keep the vectors of reference texts (agents' expertise and example messages)."""
 
-    def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-        """agent_id -> (the expertise text the vector was computed from, the vector)."""
+    def vectors(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """text -> its vector, for the texts whose vector is kept."""
 
     def remember(self, messages: Sequence[dict], vectors: np.ndarray) -> None:
         """Store chat messages with their embeddings (idempotent by message id)."""
@@ -87,20 +90,22 @@ class PgMemory:
     def close(self) -> None:
         self.pool.close()
 
-    def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None:
-        with connection(self.pool) as conn:
-            conn.execute("""INSERT INTO agent_expertise (agent_id, text, embedding)
-                VALUES (%s, %s, %s) ON CONFLICT (agent_id) DO UPDATE SET text = EXCLUDED.text,
-                embedding = EXCLUDED.embedding, updated_at = now()""",
-                         (agent_id, text, np.asarray(vector, np.float32)))
+    def put_vectors(self, vectors: Mapping[str, np.ndarray]) -> None:
+        with connection(self.pool) as conn, conn.cursor() as cur:
+            cur.executemany("""INSERT INTO text_vectors (text_id, text, embedding)
+                VALUES (%s, %s, %s) ON CONFLICT (text_id) DO UPDATE
+                SET embedding = EXCLUDED.embedding""",
+                            [(derived_id(text), text, np.asarray(vector, np.float32))
+                             for text, vector in vectors.items()])
 
-    def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-        if not agent_ids:
+    def vectors(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        if not texts:
             return {}
         with connection(self.pool) as conn:
-            rows = conn.execute("SELECT agent_id, text, embedding FROM agent_expertise "
-                                "WHERE agent_id = ANY(%s)", (list(agent_ids),)).fetchall()
-        return {agent: (text, vector.to_numpy()) for agent, text, vector in rows}
+            rows = conn.execute("SELECT text, embedding FROM text_vectors "
+                                "WHERE text_id = ANY(%s::uuid[])",
+                                ([derived_id(t) for t in texts],)).fetchall()
+        return {text: vector.to_numpy() for text, vector in rows}
 
     def remember(self, messages: Sequence[dict], vectors: np.ndarray) -> None:
         with connection(self.pool) as conn, conn.cursor() as cur:

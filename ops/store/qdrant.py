@@ -9,7 +9,7 @@ store, does its work and closes it again, waiting while another process holds it
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -20,7 +20,7 @@ from ops.core.errors import Unavailable
 from schemas.codec import epoch_ms
 from schemas.ids import derived_id  # Qdrant ids are UUIDs: stable ones from ours
 
-EXPERTISE = "agent_expertise"
+TEXTS = "text_vectors"
 MESSAGES = "channel_messages"
 DIM = 384
 
@@ -62,7 +62,7 @@ class QdrantMemory:
     def _ensure(self, client: QdrantClient) -> None:
         if self._ensured and self.remote:
             return
-        for name in (EXPERTISE, MESSAGES):
+        for name in (TEXTS, MESSAGES):
             if not client.collection_exists(name):
                 client.create_collection(name, vectors_config=models.VectorParams(
                     size=DIM, distance=models.Distance.COSINE))
@@ -74,21 +74,21 @@ class QdrantMemory:
 
     # ------------------------------------------------------------------ expertise
 
-    def put_expertise(self, agent_id: str, text: str, vector: np.ndarray) -> None:
+    def put_vectors(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Keep the vectors of reference texts (agents' expertise and example messages)."""
         with self._session() as client:
-            client.upsert(EXPERTISE, points=[models.PointStruct(
-                id=derived_id(agent_id), vector=vector.tolist(),
-                payload={"agent_id": agent_id, "text": text})])
+            client.upsert(TEXTS, points=[models.PointStruct(
+                id=derived_id(text), vector=np.asarray(vector).tolist(), payload={"text": text})
+                for text, vector in vectors.items()])
 
-    def expertise(self, agent_ids: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-        """agent_id -> (the expertise text the vector was computed from, the vector)."""
-        if not agent_ids:
+    def vectors(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """text -> its vector, for the texts whose vector is kept."""
+        if not texts:
             return {}
         with self._session() as client:
-            points = client.retrieve(EXPERTISE, ids=[derived_id(a) for a in agent_ids],
+            points = client.retrieve(TEXTS, ids=[derived_id(t) for t in texts],
                                      with_vectors=True, with_payload=True)
-        return {p.payload["agent_id"]: (p.payload["text"], np.asarray(p.vector, np.float32))
-                for p in points}
+        return {p.payload["text"]: np.asarray(p.vector, np.float32) for p in points}
 
     # ------------------------------------------------------------------- messages
 

@@ -34,8 +34,11 @@ from streams.domain import channels
 from streams.domain.relevance.messages import validate
 from streams.domain.relevance.records import (
     TASK_DEADLINE,
+    Expertise,
     candidates,
     decision_records,
+    expertise_of,
+    expertise_texts,
     scored_message,
 )
 from streams.domain.relevance.scoring import RelevanceConfig, decide
@@ -58,26 +61,30 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
     chat = topic(app, CHAT_MESSAGES)
     decisions, tasks = topic(app, RELEVANCE_DECISIONS), topic(app, INFERENCE_TASKS)
     deadletter = topic(app, DEADLETTER)
-    vectors: dict[str, tuple[str, np.ndarray]] = {}  # agent_id -> (expertise text, vector)
+    vectors: dict[str, np.ndarray] = {}  # reference text -> its vector
+    known: dict[tuple[str, ...], Expertise] = {}  # an agent's texts -> its expertise
 
-    async def expertise_vectors() -> dict[str, np.ndarray]:
-        """Expertise vectors of all agents: from Qdrant, computed once when missing."""
-        profiles = dict(services.registry.data)  # the registry may change while we await
-        stale = [a for a, p in profiles.items() if vectors.get(a, ("",))[0] != p["expertise"]]
-        if stale:
-            stored = await remembering(services.memory.expertise, stale)
-            for agent_id, (text, vector) in stored.items():
-                if text == profiles[agent_id]["expertise"]:
-                    vectors[agent_id] = (text, vector)
-            missing = [a for a in stale if a not in vectors
-                       or vectors[a][0] != profiles[a]["expertise"]]
-            if missing:
-                computed = await patiently([profiles[a]["expertise"] for a in missing])
-                for agent_id, vector in zip(missing, computed):
-                    text = profiles[agent_id]["expertise"]
-                    await remembering(services.memory.put_expertise, agent_id, text, vector)
-                    vectors[agent_id] = (text, vector)
-        return {a: v for a, (_, v) in vectors.items() if a in profiles}
+    async def embedded(texts: set[str]) -> dict[str, np.ndarray]:
+        """The vectors of reference texts (agents' expertise and examples): kept in
+        memory, each embedded once, by whichever worker needs it first."""
+        missing = sorted(texts - vectors.keys())
+        if missing:
+            vectors.update(await remembering(services.memory.vectors, missing))
+            unknown = [t for t in missing if t not in vectors]
+            if unknown:
+                computed = dict(zip(unknown, await patiently(unknown)))
+                await remembering(services.memory.put_vectors, computed)
+                vectors.update(computed)
+        return vectors
+
+    async def expertise() -> dict[str, Expertise]:
+        """agent_id -> its expertise, from its texts' vectors."""
+        texts = {a: expertise_texts(p) for a, p in dict(services.registry.data).items()}
+        found = await embedded({t for ts in texts.values() for t in ts})
+        for ts in texts.values():
+            if ts not in known:  # agents of one template share theirs
+                known[ts] = expertise_of(ts, [found[t] for t in ts])
+        return {a: known[ts] for a, ts in texts.items()}
 
     async def admit(events: list) -> list[tuple[faust.EventT, dict]]:
         """Decoded, valid messages of a batch; the others are dead-lettered."""
@@ -97,25 +104,25 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
     async def decide_batch(good: list[tuple[faust.EventT, dict]], embeddings: np.ndarray
                            ) -> None:
         """Score, remember and publish a batch; returns once every send is durable."""
-        expertise = await expertise_vectors()
+        agents = await expertise()
         open_tasks = services.open_tasks()  # one view of the workload for the batch
         remembered = asyncio.create_task(remembering(
             services.memory.remember, [m for _, m in good], embeddings))
         pending = []
         for (event, message), embedding in zip(good, embeddings):
             async with dead_letter_on_failure(deadletter, event.message, "relevance"):
-                pending += await decide_one(event, message, embedding, expertise, open_tasks)
+                pending += await decide_one(event, message, embedding, agents, open_tasks)
         for fut in pending:
             await fut
         await remembered
 
     async def decide_one(event: faust.EventT, message: dict, embedding: np.ndarray,
-                         expertise: dict, open_tasks: dict) -> list:
+                         agents: dict[str, Expertise], open_tasks: dict) -> list:
         """Decide one message; returns the sends under way (its decision and tasks)."""
         pending = []
         channel = state.get(message["channel_id"]) or channels.empty()
         decision = decide(scored_message(message, channel, embedding),
-                          candidates(services.registry.data, channel, message, expertise,
+                          candidates(services.registry.data, channel, message, agents,
                                      open_tasks),
                           config)
         # Table writes go to the changelog partition of the current event: in a

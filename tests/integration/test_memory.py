@@ -57,16 +57,17 @@ def test_recall_finds_the_nearest_of_the_channel_only(memory):
     assert ours[17]["event_id"] not in {h["message_id"] for h in skipped} and len(skipped) == 3
 
 
-def test_expertise_is_kept_per_agent_and_replaced(memory):
+def test_text_vectors_are_kept_per_text(memory):
     rng = np.random.default_rng(4)
-    agent = f"agent-{uuid.uuid4().hex[:6]}"
+    texts = [f"databases {uuid.uuid4().hex[:6]}", "Is the API down?"]
     first, second = unit(rng, 2)
-    memory.put_expertise(agent, "databases", first)
-    memory.put_expertise(agent, "databases and queues", second)
-    found = memory.expertise([agent, "nobody"])
-    assert set(found) == {agent} and found[agent][0] == "databases and queues"
-    assert np.allclose(found[agent][1], second, atol=1e-6)
-    assert memory.expertise([]) == {}
+    memory.put_vectors(dict(zip(texts, [first, second])))
+    memory.put_vectors({texts[0]: second})  # embedded again (another model): replaced
+    found = memory.vectors([*texts, "never embedded"])
+    assert set(found) == set(texts)
+    assert np.allclose(found[texts[0]], second, atol=1e-6)
+    assert np.allclose(found[texts[1]], second, atol=1e-6)
+    assert memory.vectors([]) == {}
 
 
 def _worker(dsn: str, channel: str, seed: int, rounds: int, answers) -> None:

@@ -30,7 +30,7 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 REFERENCE_TABLES = {"agent_templates", "tool_definitions"}
 GATEWAY_TABLES = {"auth_refresh_tokens", "auth_revoked_tokens"}  # not the sink's
 # Written by the workers (memory) and the knowledge agent, not the sink.
-MEMORY_TABLES = {"agent_expertise", "channel_memory", "knowledge_documents", "knowledge_base"}
+MEMORY_TABLES = {"text_vectors", "channel_memory", "knowledge_documents", "knowledge_base"}
 
 
 def migration_sql() -> str:
@@ -46,6 +46,8 @@ def tables() -> dict[str, str]:
         found[match.group(1)] = match.group(2)
     for match in re.finditer(r"ALTER TABLE (\w+) ADD COLUMN (\w+ \w+)", migration_sql()):
         found[match.group(1)] += f"\n    {match.group(2)}"
+    for match in re.finditer(r"DROP TABLE (?:IF EXISTS )?(\w+)", migration_sql()):
+        del found[match.group(1)]
     return found
 
 

@@ -12,11 +12,20 @@ import pytest
 from ops.core.errors import Invalid
 from schemas import codec
 from streams.domain import channels
-from streams.domain.registry import AgentExists, UnknownAgent, created, updated, with_permissions
+from streams.domain.registry import (
+    AgentExists,
+    UnknownAgent,
+    created,
+    templates,
+    updated,
+    with_permissions,
+)
 from streams.domain.relevance.records import (
     TASK_DEADLINE,
     candidates,
     decision_records,
+    expertise_of,
+    expertise_texts,
     scored_message,
 )
 from streams.domain.relevance.scoring import decide, load_config
@@ -43,7 +52,8 @@ def decided(message: dict, channel: dict):
                 "analyst-data": {**PROFILE, "agent_id": "analyst-data", "state": "PAUSED"}}
     config = load_config()
     decision = decide(scored_message(message, channel, UNIT[0]),
-                      candidates(profiles, channel, message, {"developer-backend": UNIT[0]},
+                      candidates(profiles, channel, message,
+                                 {"developer-backend": expertise_of(["x"], [UNIT[0]])},
                                  {"developer-backend": 2}), config)
     return decision, config
 
@@ -62,13 +72,31 @@ def test_candidates_carry_workload_social_and_expertise():
     channel = channel_after(MESSAGE, REPLY)
     [candidate] = candidates({"developer-backend": PROFILE}, channel,
                              {**MESSAGE, "author_id": "human:maya"},
-                             {"developer-backend": UNIT[2]}, {"developer-backend": 3})
+                             {"developer-backend": expertise_of(["indexes", "queries"],
+                                                                [UNIT[2], UNIT[2]])},
+                             {"developer-backend": 3})
     assert candidate.open_tasks == 3 and candidate.channels == ("general",)
     assert candidate.last_spoke_ms == codec.epoch_ms(REPLY["created_at"])
     assert candidate.last_exchange_with_author_ms == codec.epoch_ms(REPLY["created_at"])
-    assert np.array_equal(candidate.expertise, UNIT[2])
+    assert np.allclose(candidate.expertise, UNIT[2])
+    assert candidate.keywords == {"indexe", "querie"}
     [unknown] = candidates({"x": PROFILE}, channels.empty(), MESSAGE, {}, {})
     assert unknown.expertise is None and unknown.open_tasks == 0 and unknown.last_spoke_ms is None
+
+
+def test_an_agents_expertise_is_the_mean_of_its_texts():
+    found = expertise_of(["Backend: SQL", "Slow query?"], [UNIT[0], UNIT[1]])
+    assert np.allclose(found.vector, (UNIT[0] + UNIT[1]) / np.sqrt(2))
+    assert found.vector.dtype == np.float32 and found.keywords == {"backend", "sql", "slow",
+                                                                   "query"}
+
+
+def test_an_agent_is_matched_on_its_expertise_and_its_templates_examples():
+    texts = expertise_texts(PROFILE)
+    assert texts[0] == PROFILE["expertise"] and len(texts) > 8
+    assert texts[1:] == tuple(templates()[PROFILE["template"]]["examples"])
+    # An agent whose template is gone keeps its own expertise sentence.
+    assert expertise_texts({**PROFILE, "template": "retired"}) == (PROFILE["expertise"],)
 
 
 def test_a_decision_makes_the_same_records_when_replayed():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ops.core.config import STATE_FILE, Settings, documented
+from ops.core.config import STATE_FILE, WORKER_AGENTS, Settings, documented
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +47,16 @@ def test_environment_is_typed_and_validated(monkeypatch):
     monkeypatch.setenv("AGORA_PARTITIONS", "0")
     with pytest.raises(ValidationError, match="partitions"):
         Settings()
+
+
+def test_a_worker_runs_the_agents_it_is_told(monkeypatch):
+    assert Settings().worker_agents.split(",") == list(WORKER_AGENTS)
+    monkeypatch.setenv("AGORA_WORKER_AGENTS", "relevance,votes")
+    assert Settings().worker_agents == "relevance,votes"
+    for wrong in ("relevance,responders", "", "relevance,"):
+        monkeypatch.setenv("AGORA_WORKER_AGENTS", wrong)
+        with pytest.raises(ValidationError, match="worker_agents"):
+            Settings()
 
 
 def test_every_setting_is_documented():

@@ -32,6 +32,7 @@ from streams.domain.relevance.scoring import (
     quality_factor,
     social_factor,
     timing_factor,
+    words,
     workload_factor,
 )
 from streams.domain.tools.catalog import load as load_catalog
@@ -48,8 +49,10 @@ REQUIRED_TEMPLATES = {
     "moderator-quality",
     "researcher-tech",
     "creative-writer",
+    "devops-oncall",
 }
-TEMPLATE_KEYS = {"template", "name", "persona", "system_prompt", "expertise", "tools", "permissions", "performance_score"}
+TEMPLATE_KEYS = {"template", "name", "persona", "system_prompt", "expertise", "tools",
+                 "permissions", "performance_score", "examples"}
 
 # --------------------------------------------------------------------------- helpers
 
@@ -66,6 +69,7 @@ def vec_with_cos(cos: float) -> np.ndarray:
 def config(**overrides) -> RelevanceConfig:
     base = dict(
         weights=Weights(expertise=0.5, workload=0.1, social=0.15, timing=0.1, quality=0.15),
+        lexical=0.3,
         threshold=0.41,
         top_k=2,
         cooldown_s=20.0,
@@ -170,6 +174,7 @@ def messages(draw):
 def configs(draw):
     return config(
         weights=Weights(*draw(st.lists(unit_interval, min_size=5, max_size=5).filter(lambda w: sum(w) > 0.01))),
+        lexical=draw(unit_interval),
         threshold=draw(unit_interval),
         top_k=draw(st.integers(min_value=1, max_value=4)),
         cooldown_s=draw(st.floats(min_value=0.0, max_value=3600.0)),
@@ -185,7 +190,7 @@ def configs(draw):
 @given(messages(), candidates(), configs())
 def test_every_factor_is_in_unit_interval(msg, cand, cfg):
     for value in (
-        expertise_factor(msg, cand),
+        expertise_factor(msg, cand, cfg, {"502": 1}, 3),
         workload_factor(cand, cfg),
         social_factor(msg, cand, cfg),
         timing_factor(msg, cand, cfg),
@@ -202,14 +207,51 @@ def test_every_score_and_factor_of_a_decision_is_in_unit_interval(msg, pool, cfg
 
 
 def test_expertise_is_positive_cosine_and_zero_without_a_usable_vector():
-    msg = message()
-    assert expertise_factor(msg, agent("a", cos=0.6)) == pytest.approx(0.6)
-    assert expertise_factor(msg, agent("a", cos=-0.4)) == 0.0
-    assert expertise_factor(msg, agent("a", cos=None)) == 0.0
-    assert expertise_factor(msg, agent("a", expertise=np.zeros(DIM))) == 0.0
-    assert expertise_factor(msg, agent("a", expertise=np.ones(DIM + 1))) == 0.0
+    msg, cfg = message(), config()
+    assert expertise_factor(msg, agent("a", cos=0.6), cfg) == pytest.approx(0.6)
+    assert expertise_factor(msg, agent("a", cos=-0.4), cfg) == 0.0
+    assert expertise_factor(msg, agent("a", cos=None), cfg) == 0.0
+    assert expertise_factor(msg, agent("a", expertise=np.zeros(DIM)), cfg) == 0.0
+    assert expertise_factor(msg, agent("a", expertise=np.ones(DIM + 1)), cfg) == 0.0
     # Not normalised upstream: still a cosine.
-    assert expertise_factor(msg, agent("a", expertise=3 * vec_with_cos(0.6))) == pytest.approx(0.6)
+    assert expertise_factor(msg, agent("a", expertise=3 * vec_with_cos(0.6)), cfg) == \
+        pytest.approx(0.6)
+
+
+def test_words_name_topics_in_english_and_french():
+    assert words("The API returns 502s since the deploy!") == {"api", "return", "502", "since",
+                                                                "deploy"}
+    assert words("Le serveur est en panne") == {"serveur", "panne"}
+    assert words("") == frozenset() and words("a I ?") == frozenset()
+
+
+def test_distinctive_shared_words_add_to_the_cosine():
+    msg = message(words=words("rollback the deploy now"))  # rollback, deploy, now
+    ops = agent("ops", cos=0.2, keywords=words("deploy rollback alert"))
+    dev = agent("dev", cos=0.2, keywords=words("deploy code review"))
+    cfg = config(lexical=0.3)
+    frequency = {"deploy": 2, "rollback": 1}  # agents of the pool that know each word
+    # Each word weighs log(1 + pool / frequency); "now", known by nobody, weighs the most.
+    weight = {"deploy": math.log1p(2 / 2), "rollback": math.log1p(2), "now": math.log1p(2)}
+    total = sum(weight.values())
+    assert expertise_factor(msg, ops, cfg, frequency, 2) == pytest.approx(
+        0.2 + 0.3 * (weight["deploy"] + weight["rollback"]) / total)
+    assert expertise_factor(msg, dev, cfg, frequency, 2) == pytest.approx(
+        0.2 + 0.3 * weight["deploy"] / total)
+    assert expertise_factor(msg, ops, config(lexical=0.0), frequency, 2) == pytest.approx(0.2)
+    # No words, no keywords, or a factor that would pass 1: still in [0,1].
+    assert expertise_factor(message(), ops, cfg, frequency, 2) == pytest.approx(0.2)
+    assert expertise_factor(msg, agent("x", cos=0.9, keywords=msg.words), config(lexical=1.0),
+                            frequency, 2) == 1.0
+
+
+def test_a_shared_rare_word_decides_between_agents_the_embedder_cannot_tell_apart():
+    msg = message(words=words("Serveur down, plus rien ne répond"))
+    pool = [agent("nox", cos=0.15, keywords=words("Le serveur est en panne")),
+            agent("writer", cos=0.18, keywords=words("Write a short poem"))]
+    d = decide(msg, pool, config())
+    assert d.scores[0].agent_id == "nox"
+    assert d.scores[0].factors.expertise > d.scores[1].factors.expertise
 
 
 def test_workload_falls_linearly_to_zero_at_saturation():
@@ -531,7 +573,7 @@ def load_templates() -> dict[str, dict]:
     return {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(TEMPLATES_DIR.glob("*.yaml"))}
 
 
-def test_the_six_templates_ship():
+def test_the_seven_templates_ship():
     assert REQUIRED_TEMPLATES <= set(load_templates())
 
 
@@ -549,13 +591,18 @@ def test_template_is_complete_and_consistent(name):
     tool_permissions = {p.split(":", 1)[1] for p in t["permissions"] if p.startswith("tool:")}
     assert tool_permissions == set(t["tools"])
     assert isinstance(t["performance_score"], (int, float)) and 0.0 <= t["performance_score"] <= 1.0
+    # Example messages: relevance's evidence beside the expertise sentence, all distinct.
+    examples = t["examples"]
+    assert isinstance(examples, list) and len(examples) >= 8
+    assert all(isinstance(e, str) and 3 <= len(e.split()) <= 40 for e in examples)
+    assert len(set(examples)) == len(examples) and t["expertise"] not in examples
 
 
 def test_template_expertise_texts_are_distinct():
     texts = [t["expertise"].lower() for t in load_templates().values()]
     assert len(set(texts)) == len(texts)
     # Word overlap stays low between any two agents, so their embeddings separate.
-    words = [set(re.findall(r"[a-z]{4,}", text)) for text in texts]
-    for i in range(len(words)):
-        for j in range(i + 1, len(words)):
-            assert len(words[i] & words[j]) / len(words[i] | words[j]) < 0.2
+    found = [set(re.findall(r"[a-z]{4,}", text)) for text in texts]
+    for i in range(len(found)):
+        for j in range(i + 1, len(found)):
+            assert len(found[i] & found[j]) / len(found[i] | found[j]) < 0.2

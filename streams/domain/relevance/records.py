@@ -3,7 +3,8 @@ decision makes. Plain functions over plain data: the Faust agent only moves them
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -12,7 +13,8 @@ from schemas.codec import epoch_ms
 from schemas.events import AgentProfile, ChatMessage, InferenceTask, RelevanceDecision
 from schemas.ids import derived_id
 from streams.domain import channels
-from streams.domain.relevance.scoring import Candidate, Decision, Message
+from streams.domain.registry import templates
+from streams.domain.relevance.scoring import Candidate, Decision, Message, words
 
 TASK_DEADLINE = timedelta(minutes=5)  # an answer later than this is worth less than none
 
@@ -25,16 +27,47 @@ def scored_message(message: ChatMessage, channel: dict, embedding: np.ndarray) -
         mentions=tuple(message["mentions"]),
         reply_to_author=channels.author_of(channel, message["reply_to"]),
         thread_depth=message["thread_depth"], created_ms=epoch_ms(message["created_at"]),
-        embedding=embedding, vote_call=message["metadata"].get("kind") == "vote_call")
+        embedding=embedding, vote_call=message["metadata"].get("kind") == "vote_call",
+        words=words(message["text"]))
+
+
+@dataclass(frozen=True)
+class Expertise:
+    """What relevance matches a message against for one agent."""
+
+    vector: np.ndarray  # L2-normalised mean of its texts' embeddings
+    keywords: frozenset[str]  # the words of its texts
+
+
+def expertise_texts(profile: AgentProfile) -> tuple[str, ...]:
+    """An agent's expertise sentence and its template's example messages."""
+    return (profile["expertise"],
+            *templates().get(profile["template"], {}).get("examples", ()))
+
+
+def expertise_of(texts: Sequence[str], vectors: Sequence[np.ndarray]) -> Expertise:
+    """The agent's expertise from its texts and their (normalised) embeddings.
+
+    The mean of the texts, not the best single match: on the templates' own examples,
+    each left out in turn and matched against the rest, the mean picks the right template
+    for 58 of 72 and the best match for 52 (all-MiniLM-L6-v2); a dozen varied examples
+    spread over the topic, and one close example of another agent is then no accident.
+    """
+    mean = np.mean(np.asarray(vectors, dtype=np.float64), axis=0)
+    norm = float(np.linalg.norm(mean))
+    return Expertise(vector=(mean / norm if norm else mean).astype(np.float32),
+                     keywords=frozenset().union(*map(words, texts)))
 
 
 def candidates(profiles: Mapping[str, AgentProfile], channel: dict, message: ChatMessage,
-               expertise: dict[str, np.ndarray], open_tasks: dict[str, int]
+               expertise: Mapping[str, Expertise], open_tasks: dict[str, int]
                ) -> list[Candidate]:
     """Every registered agent as the scorer sees it for ``message`` in ``channel``."""
     return [Candidate(
         agent_id=agent_id, state=profile["state"], channels=tuple(profile["channels"]),
-        expertise=expertise.get(agent_id), performance_score=profile["performance_score"],
+        expertise=expertise[agent_id].vector if agent_id in expertise else None,
+        keywords=expertise[agent_id].keywords if agent_id in expertise else frozenset(),
+        performance_score=profile["performance_score"],
         open_tasks=open_tasks.get(agent_id, 0), last_spoke_ms=channel["spoke"].get(agent_id),
         last_exchange_with_author_ms=channels.last_exchange(channel, agent_id,
                                                             message["author_id"]),

@@ -8,7 +8,9 @@ event. Nothing here does I/O except `load_config`, which reads one YAML file.
 Every eligible agent (allowed in the channel, ACTIVE or WORKING, not the author) is scored
 on five factors in [0,1]:
 
-- expertise: cosine of the message embedding with the agent's expertise embedding;
+- expertise: cosine of the message embedding with the agent's expertise vector (the mean
+             of its expertise sentence and its template's example messages), plus a share
+             of the message's distinctive words found in those texts (IDF over the pool);
 - workload:  1 for an idle agent, falling linearly to 0 at `workload_saturation` open tasks;
 - social:    mentioned (1), replied to (0.8), recently exchanged with the author (0.5);
 - timing:    0 right after the agent spoke in the channel, back to 1 after 4 cool-downs;
@@ -24,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -48,6 +52,7 @@ __all__ = [
     "quality_factor",
     "social_factor",
     "timing_factor",
+    "words",
     "workload_factor",
 ]
 
@@ -68,6 +73,15 @@ SOCIAL_RECENT_EXCHANGE = 0.5
 TIMING_RECOVERY_COOLDOWNS = 4.0
 
 _FACTOR_NAMES = ("expertise", "workload", "social", "timing", "quality")
+# Words that say nothing about a topic, in English and French (the seeds' workspace).
+_STOPWORDS = frozenset("""
+a about after all an and any are as at be been before but by can could do does for from
+had has have how i if in into is it its just me more most my no not of on or our should so
+some than that the their then there this to us was we were what when where which who why
+will with would you your
+au aux avec c ce ces cette d dans de des du elle en est et il ils je l la le les leur mais
+me mon ne nous on ou par pas plus pour qu que qui sa se son sont sur ta te tu un une vous
+""".split())
 _AUTHOR_KINDS = frozenset({"HUMAN", "AGENT", "SYSTEM"})
 
 
@@ -94,6 +108,7 @@ class RelevanceConfig:
     """Weights, threshold and budgets of the relevance engine (see config.yaml for defaults)."""
 
     weights: Weights
+    lexical: float  # weight of the shared distinctive words in the expertise factor
     threshold: float  # minimum weighted score (in [0,1]) to be selected
     top_k: int  # at most k agents selected per message (mentions included; mentions first)
     cooldown_s: float  # an agent that spoke in the channel less than this ago is held back (unless mentioned)
@@ -105,6 +120,7 @@ class RelevanceConfig:
 
 _TOP_KEYS = (
     "weights",
+    "lexical",
     "threshold",
     "top_k",
     "cooldown_s",
@@ -161,6 +177,7 @@ def load_config(path: str | Path | None = None) -> RelevanceConfig:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return RelevanceConfig(
         weights=weights,
+        lexical=_number(path, "lexical", data["lexical"], low=0.0, high=1.0),
         threshold=_number(path, "threshold", data["threshold"], low=0.0, high=1.0),
         top_k=_integer(path, "top_k", data["top_k"], low=1),
         cooldown_s=_number(path, "cooldown_s", data["cooldown_s"], low=0.0),
@@ -208,6 +225,7 @@ class Candidate:
     open_tasks: int
     last_spoke_ms: int | None  # last time it spoke in THIS channel (epoch ms), None if never
     last_exchange_with_author_ms: int | None  # last reply to / from the message author in this channel
+    keywords: frozenset[str] = frozenset()  # `words` of its expertise sentence and examples
 
 
 @dataclass(frozen=True)
@@ -224,6 +242,7 @@ class Message:
     created_ms: int  # epoch ms
     embedding: np.ndarray = field(compare=False)  # L2-normalised
     vote_call: bool = False  # a SYSTEM message asking the agents it mentions to vote
+    words: frozenset[str] = frozenset()  # `words` of its text
 
 
 # --------------------------------------------------------------------------- outputs
@@ -282,13 +301,35 @@ def eligible(message: Message, candidates: Sequence[Candidate]) -> list[Candidat
     return out
 
 
-def expertise_factor(message: Message, candidate: Candidate) -> float:
-    """max(0, cosine) of the message embedding and the agent's expertise embedding.
+def words(text: str) -> frozenset[str]:
+    """The words of a text that can name a topic: lower case, letters and digits ("502"
+    counts), stop words dropped, a plural's final s removed."""
+    found = set()
+    for word in re.findall(r"[^\W_]+", text.lower()):
+        if len(word) > 1 and word not in _STOPWORDS:
+            found.add(word[:-1] if len(word) > 3 and word.endswith("s") else word)
+    return frozenset(found)
 
-    Negative cosine means "unrelated", not "anti-relevant", so it maps to 0. A missing,
-    zero, non-finite or wrongly sized vector also gives 0: one bad registry entry must not
-    break decisions for the whole channel, and the score's reason shows expertise 0.
+
+def expertise_factor(message: Message, candidate: Candidate, config: RelevanceConfig,
+                     frequency: Mapping[str, int] | None = None, pool: int = 1) -> float:
+    """max(0, cosine) of the message with the agent's expertise vector, plus
+    ``config.lexical`` times the share of the message's word weight found in the agent's
+    keywords, clamped to [0,1].
+
+    A word weighs log(1 + pool / agents of the pool that know it) (``frequency``): a
+    word only one agent knows ("rollback", "CSS") says much, one all know says little,
+    one nobody knows counts as rare, so a message of unknown words matches nobody. The
+    embedder (all-MiniLM-L6-v2) blurs short messages and knows no French; the words keep
+    what it misses. Negative cosine means "unrelated", not "anti-relevant", so it maps to
+    0; a missing, zero, non-finite or wrongly sized vector gives cosine 0: one bad
+    registry entry must not break decisions for the whole channel.
     """
+    return _unit(_cosine(message, candidate) + config.lexical * _shared_words(
+        message.words, candidate.keywords, frequency or {}, pool))
+
+
+def _cosine(message: Message, candidate: Candidate) -> float:
     if candidate.expertise is None:
         return 0.0
     a = np.asarray(message.embedding, dtype=np.float64).ravel()
@@ -299,8 +340,14 @@ def expertise_factor(message: Message, candidate: Candidate) -> float:
     norms = float(np.linalg.norm(a) * np.linalg.norm(b))
     if not math.isfinite(norms) or norms == 0.0:
         return 0.0
-    cosine = float(np.dot(a, b)) / norms
-    return _unit(cosine)
+    return _unit(float(np.dot(a, b)) / norms)
+
+
+def _shared_words(said: frozenset[str], known: frozenset[str], frequency: Mapping[str, int],
+                  pool: int) -> float:
+    weight = {w: math.log1p(max(pool, 1) / max(frequency.get(w, 0), 1)) for w in said}
+    total = sum(weight.values())
+    return sum(weight[w] for w in said & known) / total if total else 0.0
 
 
 def workload_factor(candidate: Candidate, config: RelevanceConfig) -> float:
@@ -414,10 +461,11 @@ def decide(message: Message, candidates: Sequence[Candidate], config: RelevanceC
     if not total_weight > 0:
         raise ValueError("relevance weights must sum to more than 0")
 
+    frequency = Counter(w for c in pool for w in c.keywords & message.words)
     scored: list[tuple[float, Candidate, Factors]] = []
     for candidate in pool:
         f = Factors(
-            expertise=expertise_factor(message, candidate),
+            expertise=expertise_factor(message, candidate, config, frequency, len(pool)),
             workload=workload_factor(candidate, config),
             social=social_factor(message, candidate, config),
             timing=timing_factor(message, candidate, config),
