@@ -20,7 +20,10 @@ from gateway.server import signer  # noqa: E402
 from gateway.tls import channel_credentials  # noqa: E402
 from ops import devstack as stack  # noqa: E402
 from ops.core.config import Settings  # noqa: E402
+from ops.devstack import smoke  # noqa: E402
 from schemas import codec  # noqa: E402
+from schemas.topics import CHAT_MESSAGES, RELEVANCE_DECISIONS  # noqa: E402
+from support.kafka import TopicReader, publish_events  # noqa: E402
 
 
 @contextmanager
@@ -68,3 +71,17 @@ def connect(settings: Settings) -> Client:
     token = auth.issue(signer(settings), "human:bench", ["*:member"],
                        settings.gateway_token_max_s)
     return Client(settings.gateway_address, token, channel_credentials(settings))
+
+
+def caught_up(settings: Settings, rooms: list[str]) -> None:
+    """Once a marker posted to every channel is decided, the group has read all before
+    (a channel's messages share a partition, in order)."""
+    markers = [smoke.chat_message(room, "marker", author_id="human:bench") for room in rooms]
+    publish_events(settings, CHAT_MESSAGES.name, [("ChatMessage", m["channel_id"], m)
+                                                 for m in markers])
+    ids = {m["event_id"] for m in markers}
+    reader = TopicReader(settings, RELEVANCE_DECISIONS.name)
+    try:
+        reader.wait(lambda _name, r: r["message_id"] in ids, count=len(ids), timeout_s=600)
+    finally:
+        reader.close()

@@ -43,7 +43,7 @@ import yaml
 from aiokafka.partitioner import murmur2
 from confluent_kafka import TopicPartition
 
-from common import local_stack, rate
+from common import caught_up, local_stack, rate
 from gateway import auth
 from gateway.registry import Registry
 from gateway.server import signer
@@ -60,7 +60,7 @@ from schemas import codec
 from schemas.agora.v1 import chat_pb2, chat_pb2_grpc
 from schemas.topics import ALL, CHAT_MESSAGES, RELEVANCE_DECISIONS, REPLY_CHUNKS
 from streams.domain.relevance.scoring import DEFAULT_CONFIG_PATH
-from support.kafka import TopicReader, publish_events, start_at_ends
+from support.kafka import start_at_ends
 
 TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
         "researcher-tech", "creative-writer")
@@ -306,20 +306,6 @@ def load(settings: Settings, args, rooms: list[str], config: str) -> float:
         watch.close()
         stop(sink, grace_s=15)
         stop(worker, grace_s=15)
-
-
-def caught_up(settings: Settings, rooms: list[str]) -> None:
-    """Once a marker posted to every channel is decided, the group has read all before
-    (a channel's messages share a partition, in order)."""
-    markers = [smoke.chat_message(room, "marker", author_id="human:bench") for room in rooms]
-    publish_events(settings, CHAT_MESSAGES.name, [("ChatMessage", m["channel_id"], m)
-                                                 for m in markers])
-    ids = {m["event_id"] for m in markers}
-    reader = TopicReader(settings, RELEVANCE_DECISIONS.name)
-    try:
-        reader.wait(lambda _name, r: r["message_id"] in ids, count=len(ids), timeout_s=600)
-    finally:
-        reader.close()
 
 
 def drain_rate(settings: Settings, rooms: list[str], backlog: int, config: str,

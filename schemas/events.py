@@ -144,6 +144,42 @@ class DeadLetter(TypedDict):
     failed_at: datetime
 
 
+Severity = Literal[
+    "SEV1",
+    "SEV2",
+    "SEV3",
+    "UNKNOWN",
+]
+
+
+class IncidentSignal(TypedDict):
+    """One signal that counted towards the score."""
+
+    signal: str
+    value: float
+    detail: str
+
+
+class IncidentDetected(TypedDict):
+    """A chat message that reports an incident, with the evidence, the estimated severity
+    and the affected service."""
+
+    event_id: str
+    incident_id: str
+    opened: bool
+    channel_id: str
+    message_id: str
+    author_id: str
+    text: str
+    severity: Severity
+    service: NotRequired[None | str]
+    score: float
+    evidence: NotRequired[list[IncidentSignal]]
+    message_at: datetime
+    detected_at: datetime
+    config_version: str
+
+
 class InferenceTask(TypedDict):
     """Work for the responder: one selected agent answers one message."""
 
@@ -350,6 +386,7 @@ Event = (
     | BallotRejected
     | ChatMessage
     | DeadLetter
+    | IncidentDetected
     | InferenceTask
     | KnowledgeDocument
     | RelevanceDecision

@@ -46,10 +46,12 @@ AGENT_STATUS = Topic("agora.agents.status", "agent_id@worker_id", ("AgentStatus"
 KNOWLEDGE_DOCUMENTS = Topic("agora.knowledge.documents", "document_id", ("KnowledgeDocument",),
                             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
                              "max.message.bytes": str(16 * 1024 * 1024)}, stored=False)
+# Chat messages that report an incident (relevance detects them). No sink keeps them yet.
+INCIDENTS = Topic("agora.incidents", "channel_id", ("IncidentDetected",), stored=False)
 DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
 
 ALL: tuple[Topic, ...] = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, INFERENCE_TASKS,
                           TOOL_REQUESTS, TOOL_APPROVED, TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS,
-                          AGENT_STATUS, KNOWLEDGE_DOCUMENTS, DEADLETTER)
+                          AGENT_STATUS, KNOWLEDGE_DOCUMENTS, INCIDENTS, DEADLETTER)
 STORED: tuple[Topic, ...] = tuple(t for t in ALL if t.stored)
 STORED_EVENTS: frozenset[str] = frozenset(e for t in STORED for e in t.events)

@@ -15,6 +15,7 @@ from ops.core.config import Settings
 from ops.core.logs import configure
 from streams.agents import knowledge, relevance, responder, tools, votes
 from streams.app import create_app
+from streams.domain.incidents.detection import load_config as load_incident_config
 from streams.domain.relevance.scoring import load_config
 from streams.lag import LagGauge
 from streams.services import Services
@@ -28,7 +29,8 @@ def build(settings: Settings) -> faust.App:
     state = app.Table("channels", partitions=settings.partitions)
     agents = set(settings.worker_agents.split(","))
     if "relevance" in agents:
-        relevance.register(app, services, state, load_config(settings.relevance_config))
+        relevance.register(app, services, state, load_config(settings.relevance_config),
+                           load_incident_config(settings.incident_config))
     if "responder" in agents:
         responder.register(app, services, state)
     if "tools" in agents:

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     relevance_config: Path | None = Field(
         None, description="YAML weights, threshold, top-k, cool-down and turn budget of relevance.",
     )
+    incident_config: Path | None = Field(
+        None, description="YAML incident detection: thresholds, signal weights, words, "
+        "services, exemplars, the joining window.",
+    )
     tool_policies: Path | None = Field(
         None, description="YAML channel policies: which tools may run in which channel.",
     )
@@ -246,6 +250,7 @@ def documented() -> list[tuple[str, str, str]]:
     for name, field in Settings.model_fields.items():
         default = {"stack_dir": "./.agora", "worker_id": "host-pid",
                    "relevance_config": "streams/domain/relevance/config.yaml",
+                   "incident_config": "streams/domain/incidents/config.yaml",
                    "tool_policies": "streams/domain/tools/policies.yaml"}.get(name, field.default)
         rows.append((f"AGORA_{name.upper()}", str(default), field.description or ""))
     return rows

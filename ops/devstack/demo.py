@@ -41,8 +41,9 @@ from schemas.topics import ALL
 
 Echo = Callable[[str], None]
 CHANNEL = "incidents"
-TEAM = ("developer-backend", "developer-frontend", "analyst-data", "moderator-quality",
-        "researcher-tech", "creative-writer")
+TEAM = {"developer-backend": "", "developer-frontend": "", "analyst-data": "",  # template: id
+        "moderator-quality": "", "researcher-tech": "", "creative-writer": "",
+        "devops-oncall": "nox"}  # NOX, the on-call agent people address as @nox
 SCRIPT = [
     ("The API server returns 502 since the last deploy and the PostgreSQL connection pool "
      "looks exhausted. Where do we start?", []),
@@ -195,9 +196,9 @@ class Scenario:
     def _team(self, ops) -> None:
         self.echo(f"\n== a team of agents in #{CHANNEL}, created through the gateway "
                   "(AgentService; expertise embedded once, kept in pgvector)")
-        for template in TEAM:
+        for template, agent_id in TEAM.items():
             agent = ops.agents.CreateAgent(agents_pb2.CreateAgentRequest(
-                template=template, channel_id=CHANNEL), timeout=60)
+                template=template, channel_id=CHANNEL, agent_id=agent_id), timeout=60)
             self.echo(f"   {agent.agent_id:<19} tools: {', '.join(agent.tools)}")
 
     def _start_processes(self) -> list:

@@ -27,10 +27,23 @@ from ops.core.errors import Unavailable
 from ops.core.retry import Retry, forever, retrying
 from schemas import codec
 from schemas.codec import epoch_ms
-from schemas.topics import CHAT_MESSAGES, DEADLETTER, INFERENCE_TASKS, RELEVANCE_DECISIONS
+from schemas.topics import (
+    CHAT_MESSAGES,
+    DEADLETTER,
+    INCIDENTS,
+    INFERENCE_TASKS,
+    RELEVANCE_DECISIONS,
+)
 from streams.app import topic
 from streams.deadletter import dead_letter_on_failure, send_dead_letter
 from streams.domain import channels
+from streams.domain.incidents.detection import (
+    Exemplars,
+    IncidentConfig,
+    detect,
+    exemplar_texts,
+    exemplars,
+)
 from streams.domain.relevance.messages import validate
 from streams.domain.relevance.records import (
     TASK_DEADLINE,
@@ -52,17 +65,21 @@ MESSAGES = Counter("agora_relevance_messages_total", "Chat messages decided", ["
 SELECTED = Counter("agora_relevance_selected_total", "Agents selected", ["agent_id"])
 BATCH = Histogram("agora_relevance_batch_size", "Messages per relevance batch",
                   buckets=(1, 2, 4, 8, 16, 32, 64))
+DETECTED = Counter("agora_incidents_detected_total", "Messages that report an incident",
+                   ["outcome"])
 LATENCY = Histogram("agora_relevance_batch_seconds", "Time to decide a batch",
                     buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 
 
 def register(app: faust.App, services: Services, state: faust.TableT, config: RelevanceConfig,
-             batch_size: int = 64, batch_within_s: float = 0.02) -> faust.types.AgentT:
+             incidents: IncidentConfig, batch_size: int = 64, batch_within_s: float = 0.02
+             ) -> faust.types.AgentT:
     chat = topic(app, CHAT_MESSAGES)
     decisions, tasks = topic(app, RELEVANCE_DECISIONS), topic(app, INFERENCE_TASKS)
-    deadletter = topic(app, DEADLETTER)
+    deadletter, incident_topic = topic(app, DEADLETTER), topic(app, INCIDENTS)
     vectors: dict[str, np.ndarray] = {}  # reference text -> its vector
     known: dict[tuple[str, ...], Expertise] = {}  # an agent's texts -> its expertise
+    detector: list[Exemplars] = []
 
     async def embedded(texts: set[str]) -> dict[str, np.ndarray]:
         """The vectors of reference texts (agents' expertise and examples): kept in
@@ -105,19 +122,28 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
                            ) -> None:
         """Score, remember and publish a batch; returns once every send is durable."""
         agents = await expertise()
+        if not detector:  # the config's exemplars, embedded once
+            detector.append(exemplars(incidents, await embedded(exemplar_texts(incidents))))
+        known = detector[0]
         open_tasks = services.open_tasks()  # one view of the workload for the batch
         remembered = asyncio.create_task(remembering(
             services.memory.remember, [m for _, m in good], embeddings))
         pending = []
         for (event, message), embedding in zip(good, embeddings):
             async with dead_letter_on_failure(deadletter, event.message, "relevance"):
-                pending += await decide_one(event, message, embedding, agents, open_tasks)
+                pending += await decide_one(event, message, embedding, agents, known,
+                                            open_tasks)
         for fut in pending:
             await fut
         await remembered
 
+    def oncall() -> list[str]:
+        return [a for a, p in services.registry.data.items()
+                if p["template"] in incidents.oncall_templates]
+
     async def decide_one(event: faust.EventT, message: dict, embedding: np.ndarray,
-                         agents: dict[str, Expertise], open_tasks: dict) -> list:
+                         agents: dict[str, Expertise], known: Exemplars, open_tasks: dict
+                         ) -> list:
         """Decide one message; returns the sends under way (its decision and tasks)."""
         pending = []
         channel = state.get(message["channel_id"]) or channels.empty()
@@ -129,9 +155,12 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         # batch, make it this message's event.
         _current_event.set(ref(event))
         now = datetime.now(timezone.utc)
-        updated = channels.remember(
+        incident, open_incidents = detect(message, embedding, channel, oncall(), known,
+                                          incidents, now)
+        updated = {**channels.remember(
             channel, message, HISTORY_KEPT, now_ms=epoch_ms(now),
-            pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None)
+            pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None),
+            "incidents": open_incidents}
         state[message["channel_id"]] = updated
         decision_record, task_records = decision_records(
             message, decision, updated["history"], now, config.version,
@@ -142,6 +171,10 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         for task in task_records:
             pending.append(await tasks.send(key=key,
                                             value=codec.encode("InferenceTask", task)))
+        if incident is not None:
+            DETECTED.labels("opened" if incident["opened"] else "joined").inc()
+            pending.append(await incident_topic.send(
+                key=key, value=codec.encode("IncidentDetected", incident)))
         MESSAGES.labels("selected" if decision.selected else "none").inc()
         for agent_id in decision.selected:
             SELECTED.labels(agent_id).inc()

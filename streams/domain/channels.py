@@ -3,8 +3,8 @@
 The relevance agent keeps one such dict per channel in a Faust table keyed by
 channel id (co-partitioned with the chat topic; its changelog holds JSON): the last
 messages (the responder's prompt history, reply-to lookups), when each agent last spoke
-(cool-down), and when an agent and another author last exchanged messages (the social
-factor).
+(cool-down), when an agent and another author last exchanged messages (the social
+factor), and the channel's open incidents (``incidents``, kept by incident detection).
 
 A message that selected agents stays in the history past its turn, pinned until its
 tasks' deadline: the responder reads the message from here, and in a busy channel its
@@ -73,5 +73,5 @@ def remember(state: dict, message: dict, history_size: int, *, now_ms: int | Non
             exchanges = dict(sorted(exchanges.items(), key=lambda kv: kv[1])[-EXCHANGES_KEPT:])
     now_ms = item["created_ms"] if now_ms is None else now_ms
     pinned = [h for h in history[:-history_size] if h.get("pinned_until_ms", 0) > now_ms]
-    return {"history": pinned[-PINNED_KEPT:] + history[-history_size:], "spoke": spoke,
-            "exchanges": exchanges}
+    return {**state, "history": pinned[-PINNED_KEPT:] + history[-history_size:],
+            "spoke": spoke, "exchanges": exchanges}

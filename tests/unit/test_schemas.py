@@ -34,7 +34,7 @@ ROOT = Path(codec.__file__).parent
 EXPECTED_EVENTS = {
     "ChatMessage", "AgentProfile", "RelevanceDecision", "InferenceTask", "ToolRequest",
     "ToolResult", "VoteProposal", "Ballot", "VoteResult", "BallotRejected", "DeadLetter",
-    "AgentStatus", "VoteDeadline", "ReplyChunk", "KnowledgeDocument",
+    "AgentStatus", "VoteDeadline", "ReplyChunk", "KnowledgeDocument", "IncidentDetected",
 }
 # Released schemas are frozen: a changed fingerprint here means a released
 # file was edited, which would orphan every payload written with it.
@@ -46,6 +46,7 @@ RELEASED_FINGERPRINTS = {
     ("ChatMessage", 1): "2f43b1c6b516ba99",
     ("ChatMessage", 2): "a1f61c0941374502",
     ("DeadLetter", 1): "1035c625cc402137",
+    ("IncidentDetected", 1): "c84bc6372b348150",
     ("InferenceTask", 1): "b1e2562c7d60af93",
     ("KnowledgeDocument", 1): "8f902a427f140a7d",
     ("RelevanceDecision", 1): "351a9068d7b734d8",
