@@ -1,5 +1,5 @@
-"""What a worker's agents share: the registry, agent status, inference, memory and the
-knowledge base.
+"""What a worker's agents share: the registry, agent status, inference, memory, the
+knowledge base and the tool-run ledger.
 
 Started once per worker, before any agent handles a record.
 """
@@ -8,14 +8,31 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
+from typing import TypeVar
 
 from inference.client import InferenceClient
 from ops.core.config import Settings
+from ops.core.errors import Unavailable
 from ops.core.globaltable import GlobalTable
+from ops.core.retry import Retry, forever, retrying
 from ops.store.knowledge import KnowledgeStore
+from ops.store.ledger import ToolLedger
 from ops.store.memory import open_memory
 from schemas import codec
 from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
+
+T = TypeVar("T")
+
+
+async def stored(call: Callable[..., T], *args, **kwargs) -> T:
+    """``call(*args, **kwargs)`` on a synchronous store (Postgres, memory), in a thread,
+    waiting out the store's outages (``Unavailable``) however long: the record being
+    handled, and the stream behind it, wait with their offsets uncommitted, as for a
+    Triton outage, instead of failing."""
+    return await retrying(lambda: asyncio.to_thread(call, *args, **kwargs),
+                          Retry(stop=forever()), (Unavailable,), "store_retry",
+                          what=getattr(call, "__qualname__", repr(call)))
 
 
 def _approval(value: bytes) -> dict | None:
@@ -39,6 +56,7 @@ class Services:
         self.approvals: GlobalTable[dict] = GlobalTable(settings, VOTE_RESULTS.name, _approval)
         self.memory = open_memory(settings.memory)
         self.knowledge = KnowledgeStore(settings.postgres_dsn)
+        self.ledger = ToolLedger(settings.postgres_dsn)
         self.inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None
 
@@ -60,6 +78,7 @@ class Services:
             await self.inference.close()
         await asyncio.to_thread(self.memory.close)
         await asyncio.to_thread(self.knowledge.close)
+        await asyncio.to_thread(self.ledger.close)
 
     def open_tasks(self) -> dict[str, int]:
         """Workload per agent: open tasks summed over the responder workers."""

@@ -12,8 +12,6 @@ stays searchable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TypeVar
 
 import faust
 import numpy as np
@@ -21,7 +19,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from inference.client import InferenceTimeout, InferenceUnavailable
-from ops.core.errors import Conflict, Unavailable
+from ops.core.errors import Conflict
 from ops.core.retry import Retry, retrying
 from schemas import codec
 from schemas.topics import DEADLETTER, KNOWLEDGE_DOCUMENTS
@@ -30,7 +28,7 @@ from streams.deadletter import dead_letter_on_failure
 from streams.domain.knowledge.chunks import chunk
 from streams.domain.knowledge.documents import check, plan, sha256
 from streams.domain.knowledge.extract import BadDocument, extract
-from streams.services import Services
+from streams.services import Services, stored
 
 log = structlog.get_logger("agora.knowledge")
 DOCUMENTS = Counter("agora_knowledge_documents_total", "Knowledge documents by outcome",
@@ -38,7 +36,6 @@ DOCUMENTS = Counter("agora_knowledge_documents_total", "Knowledge documents by o
 CHUNKS = Counter("agora_knowledge_chunks_total", "Passages embedded and stored")
 INGEST = Histogram("agora_knowledge_ingest_seconds", "A document's extract, embed and store",
                    buckets=(.1, .25, .5, 1, 2, 5, 10, 30, 60, 120, 300))
-T = TypeVar("T")
 EMBED_BATCH = 64  # the embedder's max_batch_size: one request per batch
 
 
@@ -56,11 +53,6 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         return await retrying(lambda: services.inference.embed(texts), Retry(),
                               (InferenceUnavailable, InferenceTimeout),
                               "knowledge.embed_retry")
-
-    async def stored(call: Callable[..., T], *args, **kwargs) -> T:
-        # And for Postgres: a document is not failed for an outage of the store.
-        return await retrying(lambda: asyncio.to_thread(call, *args, **kwargs), Retry(),
-                              (Unavailable,), "knowledge.store_retry")
 
     async def ingest(record: dict) -> str:
         content = record["content"]

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime, timezone
-from typing import TypeVar
 from weakref import ref
 
 import faust
@@ -23,7 +22,6 @@ from faust.streams import _current_event
 from prometheus_client import Counter, Histogram
 
 from inference.client import InferenceTimeout, InferenceUnavailable
-from ops.core.errors import Unavailable
 from ops.core.retry import Retry, forever, retrying
 from schemas import codec
 from schemas.codec import epoch_ms
@@ -55,9 +53,8 @@ from streams.domain.relevance.records import (
     scored_message,
 )
 from streams.domain.relevance.scoring import RelevanceConfig, decide
-from streams.services import Services
+from streams.services import Services, stored
 
-T = TypeVar("T")
 log = structlog.get_logger("agora.relevance")
 HISTORY_KEPT = 50
 
@@ -86,11 +83,11 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         memory, each embedded once, by whichever worker needs it first."""
         missing = sorted(texts - vectors.keys())
         if missing:
-            vectors.update(await remembering(services.memory.vectors, missing))
+            vectors.update(await stored(services.memory.vectors, missing))
             unknown = [t for t in missing if t not in vectors]
             if unknown:
                 computed = dict(zip(unknown, await patiently(unknown)))
-                await remembering(services.memory.put_vectors, computed)
+                await stored(services.memory.put_vectors, computed)
                 vectors.update(computed)
         return vectors
 
@@ -126,7 +123,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             detector.append(exemplars(incidents, await embedded(exemplar_texts(incidents))))
         known = detector[0]
         open_tasks = services.open_tasks()  # one view of the workload for the batch
-        remembered = asyncio.create_task(remembering(
+        remembered = asyncio.create_task(stored(
             services.memory.remember, [m for _, m in good], embeddings))
         pending = []
         for (event, message), embedding in zip(good, embeddings):
@@ -190,12 +187,6 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         return await retrying(lambda: next(first, None) or services.inference.embed(texts),
                               Retry(stop=forever()), (InferenceUnavailable, InferenceTimeout),
                               "relevance.inference_retry", texts=len(texts))
-
-    async def remembering(call: Callable[..., T], *args) -> T:
-        """``call(*args)`` on memory, in a thread, waiting out a memory outage (Postgres or
-        Qdrant down) like a Triton one: the batch and the stream behind it wait."""
-        return await retrying(lambda: asyncio.to_thread(call, *args), Retry(stop=forever()),
-                              (Unavailable,), "relevance.memory_retry")
 
     @app.agent(chat, name="relevance")
     async def relevance(stream):

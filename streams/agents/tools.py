@@ -6,9 +6,11 @@ that needs a vote opens a TOOL_USAGE vote and waits: the votes agent sends the
 request back on ``agora.tool.approved`` if the vote passes, or rejects it. A record
 there runs only when a PASSED VoteResult of its vote exists and the request hashes to
 what was voted on; otherwise it is dead-lettered (a forged or swapped approval).
-Everything else runs in the sandbox, and the outcome goes out as a ToolResult plus a
-notice in the channel. Ids derive from the request id, so a replayed request yields
-the same events. Any failure while handling a record becomes a dead letter.
+Everything else runs in the sandbox, claimed first in the Postgres ledger (a replayed
+request publishes its stored outcome, or fails if its run of a tool with external
+effects was cut off: never a second run), and the outcome goes out as a ToolResult
+plus a notice in the channel. Ids derive from the request id, so a replayed request
+yields the same events. Any failure while handling a record becomes a dead letter.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from schemas.topics import (
 from streams.app import send_all, topic
 from streams.deadletter import dead_letter_on_failure
 from streams.domain.tools import catalog, permissions
+from streams.domain.tools.runs import interrupted_reason, next_step
 from streams.domain.tools.records import (
     request_digest,
     result_events,
     usage_proposal,
     vote_id_of,
 )
-from streams.services import Services
+from streams.services import Services, stored
 from streams.tools import sandbox
 
 log = structlog.get_logger("agora.tools")
@@ -56,6 +59,7 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
     tools = catalog.load()
     policy = permissions.load_policy(settings.tool_policies)
     runs = settings.stack_dir / "tool-runs"
+    ledger = services.ledger
     source = app.topic(TOOL_REQUESTS.name, TOOL_APPROVED.name, key_type=bytes,
                        value_type=bytes, internal=False)
     votes = topic(app, VOTES)  # vote records are keyed by the vote, the rest by the channel
@@ -98,17 +102,43 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         if tool.needs_vote and not approved:
             return [("ToolRequest", request),
                     ("VoteProposal", usage_proposal(request, tool, settings.vote_deadline_s))]
-        log.info("tools.sandbox_run", request=request["event_id"], tool=tool.name)
+        return await run_once(request, tool, arguments, vote_id, now)
+
+    async def run_once(request: dict, tool: catalog.Tool, arguments: dict,
+                       vote_id: str | None, now: datetime) -> list[tuple[str, dict]]:
+        """Run the request's tool unless the ledger says an earlier attempt did: its
+        stored outcome is published again, or, cut off mid-run, it fails."""
+        request_id = request["event_id"]
+        earlier = await stored(ledger.claim, request_id, tool.name, settings.worker_id)
+        step = next_step(earlier.state if earlier else None, tool)
+        if earlier and step == "publish":
+            log.info("tools.replayed", request=request_id, state=earlier.state)
+            return [codec.decode(event) for event in earlier.outcome]
+        if earlier and step == "interrupted":
+            log.warning("tools.interrupted", request=request_id, worker=earlier.worker_id)
+            produced = result_events(request, "FAILED", now, vote_id=vote_id,
+                                     error=interrupted_reason(tool, earlier.worker_id))
+            await stored(ledger.finish, request_id, "failed", "FAILED",
+                         [codec.encode(name, record) for name, record in produced])
+            return produced
+        if earlier:  # claimed by a run that never started, or a tool safe to run again
+            await stored(ledger.take, request_id, settings.worker_id)
+        await stored(ledger.running, request_id)
+        log.info("tools.sandbox_run", request=request_id, tool=tool.name)
         try:
-            run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request["event_id"]))
+            run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request_id))
         except OSError as exc:  # the sandbox could not even start: the request fails
-            log.exception("tools.sandbox_error", request=request["event_id"])
+            log.exception("tools.sandbox_error", request=request_id)
             run = sandbox.Run("FAILED", error=f"the sandbox could not start: {exc}")
         RUN_SECONDS.labels(tool.name).observe(run.duration_ms / 1000)
         error = "\n".join(filter(None, [run.error, *run.notes])) or None
-        return result_events(request, run.status, datetime.now(timezone.utc), output=run.output,
-                             error=error, artifacts=run.artifacts, vote_id=vote_id,
-                             started_at=now, duration_ms=run.duration_ms)
+        produced = result_events(request, run.status, datetime.now(timezone.utc),
+                                 output=run.output, error=error, artifacts=run.artifacts,
+                                 vote_id=vote_id, started_at=now, duration_ms=run.duration_ms)
+        # Kept before it is sent: a replay from here on publishes these same events.
+        await stored(ledger.finish, request_id, "done", run.status,
+                     [codec.encode(name, record) for name, record in produced])
+        return produced
 
     @app.agent(source, name="tools", concurrency=settings.tool_concurrency)
     async def tool_requests(stream):

@@ -10,6 +10,7 @@ through the generator.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
@@ -18,6 +19,7 @@ from gateway.registry import Registry
 from ops.core import kafka
 from ops.core.kafka import ensure_topics
 from ops.devstack.process import members, start_worker, stop, survivors
+from ops.store.ledger import ToolLedger
 from schemas import codec
 from schemas.topics import (
     ALL,
@@ -29,7 +31,7 @@ from schemas.topics import (
     VOTE_RESULTS,
     VOTES,
 )
-from streams.domain.tools.records import new_request, vote_id_of
+from streams.domain.tools.records import new_request, result_events, vote_id_of
 from streams.domain.votes.records import new_ballot, new_proposal
 from support.kafka import publish_events
 
@@ -366,3 +368,50 @@ def test_proposals_naming_unknown_voters_fail_at_once_and_delay_no_vote(settings
     failed = outcomes.wait(lambda n, r: n == "VoteResult" and r["vote_id"] in
                            {g["vote_id"] for g in ghosts}, count=50, timeout_s=60)
     assert all(r["outcome"] == "FAILED" and "unknown voters" in r["reason"] for r in failed)
+
+
+def test_an_interrupted_run_of_a_tool_with_external_effects_is_never_run_twice(
+        settings, team, worker, reader):
+    votes, results = reader(VOTES.name), reader(TOOL_RESULTS.name)
+    req = request(settings, team, "shell", {"command": f"echo once-{uuid.uuid4().hex}"})
+    # The ledger as a worker killed during the run leaves it: claimed, then running.
+    ledger = ToolLedger(settings.postgres_dsn)
+    try:
+        assert ledger.claim(req["event_id"], "shell", "worker-gone") is None
+        ledger.running(req["event_id"])
+        pass_vote(settings, team, votes, req)
+        result = result_of(results, req)
+        assert result["status"] == "FAILED" and "interrupted" in result["error"]
+        assert "worker-gone" in result["error"] and never_ran(settings, req)
+        row = ledger.claim(req["event_id"], "shell", "someone-else")
+        assert row is not None and row.state == "failed" and len(row.outcome) == 2
+    finally:
+        ledger.close()
+
+
+def test_a_finished_run_is_published_again_and_a_pure_tool_reruns(settings, team, worker,
+                                                                  reader):
+    results = reader(TOOL_RESULTS.name)
+    ledger = ToolLedger(settings.postgres_dsn)
+    try:
+        # Finished before the worker died, its result unpublished: published as stored.
+        done = new_request(team["requester"], team["channel"], "calculator",
+                           {"expression": "6 * 7"}, "the test needs it")
+        ledger.claim(done["event_id"], "calculator", "worker-gone")
+        stored = result_events(done, "OK", datetime.now(timezone.utc), output="stored: 42")
+        ledger.finish(done["event_id"], "done", "OK",
+                      [codec.encode(name, record) for name, record in stored])
+        publish_events(settings, TOOL_REQUESTS.name, [("ToolRequest", team["channel"], done)])
+        assert result_of(results, done)["output"] == "stored: 42" and never_ran(settings, done)
+        # Cut off while running a tool without external effects: simply run again.
+        cut = new_request(team["requester"], team["channel"], "calculator",
+                          {"expression": "6 * 7"}, "the test needs it")
+        ledger.claim(cut["event_id"], "calculator", "worker-gone")
+        ledger.running(cut["event_id"])
+        publish_events(settings, TOOL_REQUESTS.name, [("ToolRequest", team["channel"], cut)])
+        again = result_of(results, cut)
+        assert again["status"] == "OK" and "42" in again["output"]
+        assert not never_ran(settings, cut)
+        assert ledger.claim(cut["event_id"], "calculator", "x").state == "done"
+    finally:
+        ledger.close()

@@ -30,7 +30,9 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 REFERENCE_TABLES = {"agent_templates", "tool_definitions"}
 GATEWAY_TABLES = {"auth_refresh_tokens", "auth_revoked_tokens"}  # not the sink's
 # Written by the workers (memory) and the knowledge agent, not the sink.
-MEMORY_TABLES = {"text_vectors", "channel_memory", "knowledge_documents", "knowledge_base"}
+# Written by the workers themselves, not by the sinks: memory, knowledge, the tool ledger.
+MEMORY_TABLES = {"text_vectors", "channel_memory", "knowledge_documents", "knowledge_base",
+                 "tool_ledger"}
 
 
 def migration_sql() -> str:

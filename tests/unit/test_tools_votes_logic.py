@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from schemas import codec
 from schemas.ids import derived_id
 from streams.domain import notices
-from streams.domain.tools import catalog, permissions
+from streams.domain.tools import catalog, permissions, runs
 from streams.domain.tools.permissions import Policy, Rule, denial, load_policy
 from streams.domain.tools.records import (
     SHOWN,
@@ -841,3 +841,21 @@ def test_system_message_cuts_at_max_text():
                                   mentions=["p"])
     assert over["text"] == "a" * (notices.MAX_TEXT - 1) + "…" and over["mentions"] == ["p"]
     valid([("ChatMessage", over)])
+
+
+def test_a_run_the_ledger_knows_is_published_failed_or_run_by_its_effects():
+    tools = catalog.load()
+    shell, calculator = tools["shell"], tools["calculator"]
+    assert shell.external_effects and not calculator.external_effects
+    for tool in (shell, calculator):
+        assert runs.next_step(None, tool) == "run"  # never claimed
+        assert runs.next_step("claimed", tool) == "run"  # claimed, never started
+        assert runs.next_step("done", tool) == runs.next_step("failed", tool) == "publish"
+    assert runs.next_step("running", shell) == "interrupted"  # it may have acted
+    assert runs.next_step("running", calculator) == "run"  # running it again changes nothing
+    reason = runs.interrupted_reason(shell, "worker-7")
+    assert "worker-7" in reason and "not run a second time" in reason
+    # A definition that does not say is taken to have external effects.
+    data = yaml.safe_load((catalog.CATALOG / "calculator.yaml").read_text())
+    del data["external_effects"]
+    assert catalog.parse(data).external_effects

@@ -2,7 +2,8 @@
 
 A definition names the tool's entry point, the JSON schema of its arguments (which
 also constrains the generator when an agent calls it), the permissions it needs,
-whether it needs a vote, and its sandbox limits.
+whether it needs a vote, whether it has external effects (true unless it says
+otherwise), and its sandbox limits.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class Tool:
     needs_vote: bool
     network: bool
     limits: Limits
+    # Whether a run can change anything outside its scratch directory and its result: an
+    # interrupted run of such a tool is never run a second time (tools/runs.py).
+    external_effects: bool = True
     vote_strategy: VoteStrategy = "SIMPLE_MAJORITY"  # how a tool-usage vote is counted
     vote_quorum: float = 0.5
 
@@ -80,6 +84,7 @@ def parse(data: dict, source: str = "<tool>") -> Tool:
                 permissions=tuple(data.get("permissions", [f"tool:{data['name']}"])),
                 needs_vote=bool(data.get("needs_vote", False)),
                 network=bool(data.get("network", False)), limits=Limits(**limits),
+                external_effects=bool(data.get("external_effects", True)),
                 vote_strategy=vote.get("strategy", "SIMPLE_MAJORITY"),
                 vote_quorum=float(vote.get("quorum", 0.5)))
 
