@@ -34,13 +34,13 @@ from schemas.topics import (
 from streams.app import send_all, topic
 from streams.deadletter import dead_letter_on_failure
 from streams.domain.tools import catalog, permissions
-from streams.domain.tools.runs import interrupted_reason, next_step
 from streams.domain.tools.records import (
     request_digest,
     result_events,
     usage_proposal,
     vote_id_of,
 )
+from streams.domain.tools.runs import interrupted_reason, next_step
 from streams.services import Services, stored
 from streams.tools import sandbox
 
