@@ -1,5 +1,5 @@
 """What a worker's agents share: the registry, agent status, inference, memory, the
-knowledge base and the tool-run ledger.
+knowledge base, the tool-run ledger and the incident tickets.
 
 Started once per worker, before any agent handles a record.
 """
@@ -19,6 +19,7 @@ from ops.core.retry import Retry, forever, retrying
 from ops.store.knowledge import KnowledgeStore
 from ops.store.ledger import ToolLedger
 from ops.store.memory import open_memory
+from ops.store.tickets import TicketStore
 from schemas import codec
 from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
 
@@ -57,6 +58,7 @@ class Services:
         self.memory = open_memory(settings.memory)
         self.knowledge = KnowledgeStore(settings.postgres_dsn)
         self.ledger = ToolLedger(settings.postgres_dsn)
+        self.tickets = TicketStore(settings.postgres_dsn)
         self.inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None
 
@@ -79,6 +81,7 @@ class Services:
         await asyncio.to_thread(self.memory.close)
         await asyncio.to_thread(self.knowledge.close)
         await asyncio.to_thread(self.ledger.close)
+        await asyncio.to_thread(self.tickets.close)
 
     def open_tasks(self) -> dict[str, int]:
         """Workload per agent: open tasks summed over the responder workers."""

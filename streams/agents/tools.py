@@ -21,7 +21,8 @@ import faust
 import structlog
 from prometheus_client import Counter, Histogram
 
-from ops.core.errors import Denied
+from ops.core.errors import Denied, Unavailable
+from ops.core.retry import Retry, retrying
 from schemas import codec
 from schemas.topics import (
     CHAT_MESSAGES,
@@ -42,7 +43,7 @@ from streams.domain.tools.records import (
 )
 from streams.domain.tools.runs import interrupted_reason, next_step
 from streams.services import Services, stored
-from streams.tools import sandbox
+from streams.tools import actions, sandbox
 
 log = structlog.get_logger("agora.tools")
 RESULTS = Counter("agora_tool_results_total", "Tool requests by outcome", ["tool", "status"])
@@ -60,6 +61,7 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
     policy = permissions.load_policy(settings.tool_policies)
     runs = settings.stack_dir / "tool-runs"
     ledger = services.ledger
+    stores = actions.Stores(tickets=services.tickets)
     source = app.topic(TOOL_REQUESTS.name, TOOL_APPROVED.name, key_type=bytes,
                        value_type=bytes, internal=False)
     votes = topic(app, VOTES)  # vote records are keyed by the vote, the rest by the channel
@@ -99,7 +101,8 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             arguments = catalog.arguments(tool, request["arguments_json"])
         except catalog.InvalidArguments as exc:
             return result_events(request, "FAILED", now, error=str(exc), vote_id=vote_id)
-        if tool.needs_vote and not approved:
+        profile = services.registry.get(request["agent_id"]) or {}
+        if catalog.needs_vote(tool, profile.get("template"), arguments) and not approved:
             return [("ToolRequest", request),
                     ("VoteProposal", usage_proposal(request, tool, settings.vote_deadline_s))]
         return await run_once(request, tool, arguments, vote_id, now)
@@ -124,12 +127,16 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         if earlier:  # claimed by a run that never started, or a tool safe to run again
             await stored(ledger.take, request_id, settings.worker_id)
         await stored(ledger.running, request_id)
-        log.info("tools.sandbox_run", request=request_id, tool=tool.name)
-        try:
-            run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request_id))
-        except OSError as exc:  # the sandbox could not even start: the request fails
-            log.exception("tools.sandbox_error", request=request_id)
-            run = sandbox.Run("FAILED", error=f"the sandbox could not start: {exc}")
+        log.info("tools.sandbox_run", request=request_id, tool=tool.name, runs_in=tool.runs_in)
+        if tool.runs_in == "worker":  # an action of our own; idempotent, so it waits out
+            run = await retrying(lambda: actions.run(tool, request, arguments, stores),
+                                 Retry(), (Unavailable,), "tools.action_retry")
+        else:
+            try:
+                run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request_id))
+            except OSError as exc:  # the sandbox could not even start: the request fails
+                log.exception("tools.sandbox_error", request=request_id)
+                run = sandbox.Run("FAILED", error=f"the sandbox could not start: {exc}")
         RUN_SECONDS.labels(tool.name).observe(run.duration_ms / 1000)
         error = "\n".join(filter(None, [run.error, *run.notes])) or None
         produced = result_events(request, run.status, datetime.now(timezone.utc),

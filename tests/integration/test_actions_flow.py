@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
+import psycopg
 import pytest
 
 from conftest import run_agora
@@ -20,6 +21,7 @@ from ops.core import kafka
 from ops.core.kafka import ensure_topics
 from ops.devstack.process import members, start_worker, stop, survivors
 from ops.store.ledger import ToolLedger
+from ops.store.tickets import TicketStore
 from schemas import codec
 from schemas.topics import (
     ALL,
@@ -57,8 +59,12 @@ def team(settings):
     deciders = [f"lead-{suffix}", f"writer-{suffix}"]
     registry.create("developer-frontend", f"{channel}-decide", deciders[0])
     registry.create("creative-writer", f"{channel}-decide", deciders[1])
+    # NOX on call in a channel of its own; the requester may open tickets too.
+    nox = f"nox-{suffix}"
+    registry.create("devops-oncall", f"{channel}-oncall", nox)
+    registry.grant(requester, ["tool:ticket.create"])
     return {"channel": channel, "requester": requester, "voters": voters, "suffix": suffix,
-            "deciders": deciders}
+            "deciders": deciders, "nox": nox, "oncall": f"{channel}-oncall"}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +78,12 @@ def worker(settings, team):
     assert not survivors(tracked)
 
 
-def request(settings, team, tool: str, arguments: dict, agent_id: str | None = None) -> dict:
-    record = new_request(agent_id or team["requester"], team["channel"], tool, arguments,
+def request(settings, team, tool: str, arguments: dict, agent_id: str | None = None,
+            channel: str | None = None) -> dict:
+    channel = channel or team["channel"]
+    record = new_request(agent_id or team["requester"], channel, tool, arguments,
                          "the test needs it")
-    publish_events(settings, TOOL_REQUESTS.name, [("ToolRequest", team["channel"], record)])
+    publish_events(settings, TOOL_REQUESTS.name, [("ToolRequest", channel, record)])
     return record
 
 
@@ -415,3 +423,67 @@ def test_a_finished_run_is_published_again_and_a_pure_tool_reruns(settings, team
         assert ledger.claim(cut["event_id"], "calculator", "x").state == "done"
     finally:
         ledger.close()
+
+
+def test_nox_opens_a_sev1_ticket_at_once_once_per_incident_and_resolves_it(
+        settings, team, worker, reader):
+    results, votes = reader(TOOL_RESULTS.name), reader(VOTES.name)
+    incident = str(uuid.uuid4())
+
+    def act(tool: str, **arguments) -> dict:
+        return result_of(results, request(settings, team, tool, arguments, team["nox"],
+                                          team["oncall"]))
+
+    opened = act("ticket.create", title="API returns 502 since the deploy", severity="SEV1",
+                 service="api", incident_id=incident)
+    assert opened["status"] == "OK" and opened["output"].startswith("opened: INC-")
+    name = opened["output"].split()[1]
+    again = act("ticket.create", title="The API is down", severity="SEV1", incident_id=incident)
+    assert again["output"].startswith(f"already open: {name} ")  # one ticket per incident
+    assert act("ticket.update", ticket=name, status="in_progress",
+               assignee="human:maya")["status"] == "OK"
+    closed = act("ticket.close", ticket=name, resolution="rolled back to v1.4.2")
+    assert closed["status"] == "OK" and closed["output"].startswith("resolved: ")
+    missing = act("ticket.close", ticket="INC-999999999", resolution="nothing")
+    assert missing["status"] == "FAILED" and "no ticket" in missing["error"]
+    tickets = TicketStore(settings.postgres_dsn)
+    try:
+        row = tickets.get(name)
+        assert (row["status"], row["assignee"], row["incident_id"]) == \
+            ("resolved", "human:maya", incident)
+        assert row["resolution"] == "rolled back to v1.4.2" and row["closed_at"] is not None
+    finally:
+        tickets.close()
+    # Anyone else's Sev1 ticket waits for the channel's vote; it opens nothing yet.
+    gated = request(settings, team, "ticket.create", {"title": "Checkout down",
+                                                      "severity": "SEV1"})
+    [proposal] = votes.wait(lambda n, r: n == "VoteProposal"
+                            and r["tool_request_id"] == gated["event_id"])
+    assert proposal["vote_type"] == "TOOL_USAGE" and never_ran(settings, gated)
+
+
+def test_a_worker_killed_after_writing_the_ticket_opens_no_second_one(settings, team, worker,
+                                                                      reader):
+    results = reader(TOOL_RESULTS.name)
+    incident = str(uuid.uuid4())
+    req = new_request(team["nox"], team["oncall"], "ticket.create",
+                      {"title": "Serveur down", "severity": "SEV1", "incident_id": incident},
+                      "the test needs it")
+    # What the killed worker left: the run claimed and running, the ticket written, the
+    # result never published (so the request's offset was never committed).
+    ledger, tickets = ToolLedger(settings.postgres_dsn), TicketStore(settings.postgres_dsn)
+    try:
+        ledger.claim(req["event_id"], "ticket.create", "worker-gone")
+        ledger.running(req["event_id"])
+        written, _ = tickets.open(req["event_id"], team["oncall"], team["nox"], "Serveur down",
+                                  "SEV1", None, incident)
+        publish_events(settings, TOOL_REQUESTS.name, [("ToolRequest", team["oncall"], req)])
+        result = result_of(results, req)
+        assert result["status"] == "OK"
+        assert result["output"].startswith(f"already open: INC-{written['id']} ")
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM tickets WHERE incident_id = %s",
+                                (incident,)).fetchone()[0] == 1
+        assert ledger.claim(req["event_id"], "ticket.create", "x").state == "done"
+    finally:
+        ledger.close(), tickets.close()

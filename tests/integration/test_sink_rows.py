@@ -29,10 +29,10 @@ MIGRATIONS = sorted((Path(__file__).resolve().parents[2] / "ops" / "store" / "mi
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 REFERENCE_TABLES = {"agent_templates", "tool_definitions"}
 GATEWAY_TABLES = {"auth_refresh_tokens", "auth_revoked_tokens"}  # not the sink's
-# Written by the workers (memory) and the knowledge agent, not the sink.
-# Written by the workers themselves, not by the sinks: memory, knowledge, the tool ledger.
-MEMORY_TABLES = {"text_vectors", "channel_memory", "knowledge_documents", "knowledge_base",
-                 "tool_ledger"}
+# Written by the workers themselves, not by the sinks: memory, knowledge, the tool ledger,
+# the tickets of the ticket actions.
+WORKER_TABLES = {"text_vectors", "channel_memory", "knowledge_documents", "knowledge_base",
+                 "tool_ledger", "tickets"}
 
 
 def migration_sql() -> str:
@@ -250,7 +250,7 @@ def test_event_tables_have_ingested_at_and_enum_checks():
     defined = tables()
     event_tables = set().union(*(written_tables(sql) for sql in every_sql().values()))
     event_tables -= REFERENCE_TABLES
-    assert event_tables == set(defined) - REFERENCE_TABLES - GATEWAY_TABLES - MEMORY_TABLES
+    assert event_tables == set(defined) - REFERENCE_TABLES - GATEWAY_TABLES - WORKER_TABLES
     for table in event_tables:
         assert re.search(r"ingested_at\s+timestamptz NOT NULL DEFAULT now\(\)", defined[table]), table
     # Each Avro enum has a CHECK listing exactly its symbols, and every CHECK list of
@@ -272,7 +272,10 @@ def test_event_tables_have_ingested_at_and_enum_checks():
     for enum, symbols in enums.items():
         assert symbols in checks, enum
     upper = {c for c in checks if all(s.isupper() for s in c)}
-    assert upper <= set(enums.values()) | {frozenset({"OPEN", "CLOSED"})}
+    # Besides: the vote status, and a ticket's severity (IncidentDetected's, less UNKNOWN).
+    severities = frozenset(codec.schema("IncidentDetected")["fields"][7]["type"]["symbols"])
+    assert upper <= set(enums.values()) | {frozenset({"OPEN", "CLOSED"}),
+                                           severities - {"UNKNOWN"}}
 
 
 # --- on the real Postgres ------------------------------------------------------------

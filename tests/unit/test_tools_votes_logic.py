@@ -31,6 +31,7 @@ from streams.domain.tools.records import (
 )
 from streams.domain.votes import ledger
 from streams.domain.votes.records import new_ballot, new_proposal
+from streams.tools import actions
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 DEADLINE = T0 + timedelta(minutes=5)
@@ -649,14 +650,22 @@ def test_load_policy_defaults(tmp_path: Path):
 
 # --- catalog -------------------------------------------------------------------------------------
 
+ACTIONS = {"ticket.create", "ticket.update", "ticket.close"}
+
+
 def test_load_gives_the_shipped_tools():
     assert set(TOOLS) == {"calculator", "chart_generator", "code_analyzer", "csv_processor",
-                          "shell", "text_formatter"}
+                          "shell", "text_formatter"} | ACTIONS
     for name, tool in TOOLS.items():
         assert tool.name == name and tool.category in catalog.CATEGORIES
-        assert tool.entrypoint == f"streams.tools.builtin.{name}:run"
+        if name in ACTIONS:  # Agora's own, in the worker: idempotent by request
+            assert tool.runs_in == "worker" and tool.idempotent and tool.external_effects
+            assert tool.entrypoint in actions.ACTIONS and tool.category == "incident"
+        else:
+            assert tool.entrypoint == f"streams.tools.builtin.{name}:run"
+            assert tool.runs_in == "sandbox" and not tool.idempotent
         assert tool.permissions == (f"tool:{name}",)
-        assert tool.needs_vote == (name == "shell") and not tool.network
+        assert tool.needs_vote == (name in ("shell", "ticket.create")) and not tool.network
         assert all(getattr(tool.limits, k) > 0 for k in catalog.LIMIT_KEYS)
         assert tool.vote_strategy in catalog.STRATEGIES and 0 <= tool.vote_quorum <= 1
         if not tool.needs_vote:
@@ -859,3 +868,15 @@ def test_a_run_the_ledger_knows_is_published_failed_or_run_by_its_effects():
     data = yaml.safe_load((catalog.CATALOG / "calculator.yaml").read_text())
     del data["external_effects"]
     assert catalog.parse(data).external_effects
+
+
+def test_an_oncall_agent_opens_a_sev1_ticket_without_a_vote():
+    create, shell = TOOLS["ticket.create"], TOOLS["shell"]
+    sev1, sev2 = {"title": "API down", "severity": "SEV1"}, {"title": "slow", "severity": "SEV2"}
+    assert not catalog.needs_vote(create, "devops-oncall", sev1)
+    assert catalog.needs_vote(create, "devops-oncall", sev2)  # a lesser incident: the vote
+    assert catalog.needs_vote(create, "developer-backend", sev1)  # not on call: the vote
+    assert catalog.needs_vote(shell, "devops-oncall", {"severity": "SEV1"})  # never exempt
+    assert not catalog.needs_vote(TOOLS["calculator"], None, {})
+    # An idempotent action cut off mid-run simply runs again: it finds what it did.
+    assert runs.next_step("running", create) == "run"

@@ -22,7 +22,9 @@ from schemas.events import VoteStrategy
 from streams.domain.votes.tally import STRATEGIES
 
 CATALOG = Path(__file__).resolve().parent / "catalog"
-CATEGORIES = ("math", "text", "data", "code", "visualization", "analytics", "system")
+CATEGORIES = ("math", "text", "data", "code", "visualization", "analytics", "system",
+              "incident")
+RUNS_IN = ("sandbox", "worker")
 LIMIT_KEYS = ("cpu_s", "memory_mb", "wall_s", "output_kb", "processes", "file_mb",
               "disk_mb")
 
@@ -52,6 +54,16 @@ class Tool:
     # Whether a run can change anything outside its scratch directory and its result: an
     # interrupted run of such a tool is never run a second time (tools/runs.py).
     external_effects: bool = True
+    # Running it again for the same request changes nothing more (it finds what the
+    # first run did): an interrupted run may simply run again.
+    idempotent: bool = False
+    # "sandbox": our runner in namespaces (tools/sandbox.py); "worker": an action of
+    # Agora's own (tools/actions.py) that needs its stores, run in the worker.
+    runs_in: str = "sandbox"
+    # Templates whose agents run it without a vote when its `severity` argument is one
+    # of these (an on-call agent acting on a Sev1).
+    vote_exempt_templates: tuple[str, ...] = ()
+    vote_exempt_severities: tuple[str, ...] = ()
     vote_strategy: VoteStrategy = "SIMPLE_MAJORITY"  # how a tool-usage vote is counted
     vote_quorum: float = 0.5
 
@@ -78,6 +90,11 @@ def parse(data: dict, source: str = "<tool>") -> Tool:
         raise ValueError(f"{source}: vote quorum must be in [0, 1]")
     if not isinstance(data.get("permissions", []), list):
         raise ValueError(f"{source}: permissions must be a list")
+    if data.get("runs_in", "sandbox") not in RUNS_IN:
+        raise ValueError(f"{source}: runs_in must be one of {RUNS_IN}")
+    exempt = data.get("vote_exempt") or {}
+    if not isinstance(exempt, dict) or set(exempt) - {"templates", "severities"}:
+        raise ValueError(f"{source}: vote_exempt takes templates and severities")
     return Tool(name=data["name"], category=data["category"],
                 description=" ".join(data["description"].split()),
                 entrypoint=data["entrypoint"], parameters=data["parameters"],
@@ -85,6 +102,10 @@ def parse(data: dict, source: str = "<tool>") -> Tool:
                 needs_vote=bool(data.get("needs_vote", False)),
                 network=bool(data.get("network", False)), limits=Limits(**limits),
                 external_effects=bool(data.get("external_effects", True)),
+                idempotent=bool(data.get("idempotent", False)),
+                runs_in=data.get("runs_in", "sandbox"),
+                vote_exempt_templates=tuple(exempt.get("templates", ())),
+                vote_exempt_severities=tuple(exempt.get("severities", ())),
                 vote_strategy=vote.get("strategy", "SIMPLE_MAJORITY"),
                 vote_quorum=float(vote.get("quorum", 0.5)))
 
@@ -98,6 +119,14 @@ def load(directory: Path = CATALOG) -> dict[str, Tool]:
             raise ValueError(f"{path}: name {tool.name!r} differs from the file name")
         tools[tool.name] = tool
     return tools
+
+
+def needs_vote(tool: Tool, template: str | None, arguments: dict) -> bool:
+    """Whether this request of ``tool`` waits for the channel's vote: the tool's rule,
+    unless the requesting agent's template and the request's severity are exempt."""
+    exempt = template in tool.vote_exempt_templates and \
+        arguments.get("severity") in tool.vote_exempt_severities
+    return tool.needs_vote and not exempt
 
 
 def arguments(tool: Tool, arguments_json: str) -> dict:

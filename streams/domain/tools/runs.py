@@ -18,14 +18,15 @@ STATES = ("claimed", "running", "done", "failed")
 
 
 def next_step(state: str | None, tool: Tool) -> Next:
-    """``run`` when nothing ran yet (no row, or claimed but never started) or the tool
-    has no external effects (running it again changes nothing outside); ``publish`` the
+    """``run`` when nothing ran yet (no row, or claimed but never started), or the tool
+    has no external effects or is idempotent (running it again changes nothing more
+    outside); ``publish`` the
     stored outcome of a finished run; ``interrupted`` for a run of a tool with external
     effects that was cut off while running: it may have acted, so it is failed with
     that reason rather than run twice."""
     if state in ("done", "failed"):
         return "publish"
-    if state == "running" and tool.external_effects:
+    if state == "running" and tool.external_effects and not tool.idempotent:
         return "interrupted"
     return "run"
 
