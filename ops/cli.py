@@ -33,6 +33,7 @@ from ops.devstack.services import gateway_files, save_signing_keys
 from ops.store import analytics as queries
 from ops.store import migrate
 from ops.store.clickhouse import ClickHouseStore, open_client
+from ops.store.oncall import OncallStore
 from ops.store.postgres import PostgresStore
 from schemas import codec
 from schemas.agora.v1 import agents_pb2, auth_pb2, knowledge_pb2, votes_pb2
@@ -68,6 +69,7 @@ sink_app = _group("sink", "Sinks from Kafka into the stores.")
 token_app = _group("token", "Bearer tokens of the gRPC gateway.")
 gateway_app = _group("gateway", "The gRPC gateway (agora.v1).")
 kb_app = _group("kb", "The knowledge base agents answer from (through the gateway).")
+oncall_app = _group("oncall", "The on-call rota the notify action pages (Postgres).")
 
 
 def _settings() -> Settings:
@@ -461,6 +463,55 @@ def analytics(
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     if not rows:
         typer.echo("(no rows)", err=True)
+
+
+def _when(value: str | None, default: datetime | None) -> datetime | None:
+    if value is None:
+        return default
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO time (2026-12-05T18:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+@oncall_app.command("add")
+def oncall_add(
+    channel: str = typer.Argument(..., help="Channel whose incidents the person answers."),
+    person: str = typer.Argument(..., help="Who is on call, e.g. human:maya."),
+    alerts: str = typer.Option(None, "--alerts", help="Channel the alerts go to "
+                               "(default: CHANNEL-oncall)."),
+    start: str = typer.Option(None, "--from", help="Shift start, ISO time (default: now)."),
+    end: str = typer.Option(None, "--until", help="Shift end, ISO time (default: open)."),
+) -> None:
+    """Put a person on call for a channel, from now or --from, until --until."""
+    starts = _when(start, datetime.now(timezone.utc))
+    ends = _when(end, None)
+    if ends is not None and ends <= starts:
+        raise typer.BadParameter("--until must come after --from")
+    rota = OncallStore(_settings().postgres_dsn)
+    try:
+        rota.add(channel, person, alerts or f"{channel}-oncall", starts, ends)
+    finally:
+        rota.close()
+    typer.echo(f"{person} on call for #{channel} from {starts:%Y-%m-%d %H:%M} UTC"
+               + (f" until {ends:%Y-%m-%d %H:%M} UTC" if ends else "")
+               + f"; alerts in #{alerts or channel + '-oncall'}")
+
+
+@oncall_app.command("list")
+def oncall_list(channel: str = typer.Argument(None, help="Only this channel.")) -> None:
+    """The rota's shifts, by channel."""
+    rota = OncallStore(_settings().postgres_dsn)
+    try:
+        shifts = rota.shifts(channel)
+    finally:
+        rota.close()
+    for room, person, starts, ends, alerts in shifts:
+        typer.echo(f"#{room:<20} {person:<20} {starts:%Y-%m-%d %H:%M} -> "
+                   f"{f'{ends:%Y-%m-%d %H:%M}' if ends else 'open':<16} alerts in #{alerts}")
+    if not shifts:
+        typer.echo("(nobody on call)", err=True)
 
 
 @gateway_app.command("serve")

@@ -1,5 +1,5 @@
 """What a worker's agents share: the registry, agent status, inference, memory, the
-knowledge base, the tool-run ledger and the incident tickets.
+knowledge base, the tool-run ledger, incident tickets and the on-call rota.
 
 Started once per worker, before any agent handles a record.
 """
@@ -19,6 +19,7 @@ from ops.core.retry import Retry, forever, retrying
 from ops.store.knowledge import KnowledgeStore
 from ops.store.ledger import ToolLedger
 from ops.store.memory import open_memory
+from ops.store.oncall import OncallStore
 from ops.store.tickets import TicketStore
 from schemas import codec
 from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
@@ -59,6 +60,7 @@ class Services:
         self.knowledge = KnowledgeStore(settings.postgres_dsn)
         self.ledger = ToolLedger(settings.postgres_dsn)
         self.tickets = TicketStore(settings.postgres_dsn)
+        self.oncall = OncallStore(settings.postgres_dsn)
         self.inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None
 
@@ -82,6 +84,7 @@ class Services:
         await asyncio.to_thread(self.knowledge.close)
         await asyncio.to_thread(self.ledger.close)
         await asyncio.to_thread(self.tickets.close)
+        await asyncio.to_thread(self.oncall.close)
 
     def open_tasks(self) -> dict[str, int]:
         """Workload per agent: open tasks summed over the responder workers."""

@@ -145,6 +145,15 @@ class Settings(BaseSettings):
     )
     history_size: int = Field(12, ge=1, description="Channel messages a prompt includes.")
     inference_timeout_s: float = Field(60.0, gt=0, description="Deadline of one inference call.")
+    notify_webhook_url: str = Field(
+        "", description="Where the notify action POSTs each alert as JSON (empty: no webhook; "
+        "alerts still go to the on-call channel).",
+    )
+    notify_timeout_s: float = Field(5.0, gt=0, description="Deadline of one webhook POST.")
+    notify_attempts: int = Field(
+        4, ge=1, le=20, description="Webhook POSTs tried (with backoff) before the alert "
+        "fails and is dead-lettered with the reason.",
+    )
     metrics_port: int = Field(
         0, ge=0, description="Port of a worker's Prometheus /metrics (0: not served)."
     )

@@ -21,8 +21,7 @@ import faust
 import structlog
 from prometheus_client import Counter, Histogram
 
-from ops.core.errors import Denied, Unavailable
-from ops.core.retry import Retry, retrying
+from ops.core.errors import Denied
 from schemas import codec
 from schemas.topics import (
     CHAT_MESSAGES,
@@ -33,7 +32,7 @@ from schemas.topics import (
     VOTES,
 )
 from streams.app import send_all, topic
-from streams.deadletter import dead_letter_on_failure
+from streams.deadletter import dead_letter, dead_letter_on_failure
 from streams.domain.tools import catalog, permissions
 from streams.domain.tools.records import (
     request_digest,
@@ -61,14 +60,18 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
     policy = permissions.load_policy(settings.tool_policies)
     runs = settings.stack_dir / "tool-runs"
     ledger = services.ledger
-    stores = actions.Stores(tickets=services.tickets)
+    stores = actions.Stores(settings=settings, tickets=services.tickets,
+                            oncall=services.oncall)
     source = app.topic(TOOL_REQUESTS.name, TOOL_APPROVED.name, key_type=bytes,
                        value_type=bytes, internal=False)
-    votes = topic(app, VOTES)  # vote records are keyed by the vote, the rest by the channel
-    routes = {"ToolResult": (topic(app, TOOL_RESULTS), False),
-              "ChatMessage": (topic(app, CHAT_MESSAGES), False),
-              "ToolRequest": (votes, True), "VoteProposal": (votes, True)}
-    deadletter = topic(app, DEADLETTER)
+    votes, deadletter = topic(app, VOTES), topic(app, DEADLETTER)
+    # Where each event goes, and its key: vote records by the vote, dead letters by
+    # their source topic, the rest by the channel.
+    routes = {"ToolResult": (topic(app, TOOL_RESULTS), lambda r: r["channel_id"]),
+              "ChatMessage": (topic(app, CHAT_MESSAGES), lambda r: r["channel_id"]),
+              "ToolRequest": (votes, lambda r: vote_id_of(r["event_id"])),
+              "VoteProposal": (votes, lambda r: r["vote_id"]),
+              "DeadLetter": (deadletter, lambda r: r["source_topic"])}
 
     async def check_approval(request: dict) -> None:
         """Raise Unapproved unless a PASSED vote approved exactly this request."""
@@ -84,8 +87,9 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             raise Unapproved(f"request {request['event_id']} differs from the one vote "
                              f"{vote_id} approved")
 
-    async def handle(request: dict, approved: bool) -> list[tuple[str, dict]]:
+    async def handle(request: dict, message: faust.types.Message) -> list[tuple[str, dict]]:
         now = datetime.now(timezone.utc)
+        approved = message.topic == TOOL_APPROVED.name
         if approved:
             await check_approval(request)
         tool = tools.get(request["tool"])
@@ -105,10 +109,11 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         if catalog.needs_vote(tool, profile.get("template"), arguments) and not approved:
             return [("ToolRequest", request),
                     ("VoteProposal", usage_proposal(request, tool, settings.vote_deadline_s))]
-        return await run_once(request, tool, arguments, vote_id, now)
+        return await run_once(request, tool, arguments, vote_id, now, message)
 
     async def run_once(request: dict, tool: catalog.Tool, arguments: dict,
-                       vote_id: str | None, now: datetime) -> list[tuple[str, dict]]:
+                       vote_id: str | None, now: datetime, message: faust.types.Message
+                       ) -> list[tuple[str, dict]]:
         """Run the request's tool unless the ledger says an earlier attempt did: its
         stored outcome is published again, or, cut off mid-run, it fails."""
         request_id = request["event_id"]
@@ -128,10 +133,17 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             await stored(ledger.take, request_id, settings.worker_id)
         await stored(ledger.running, request_id)
         log.info("tools.sandbox_run", request=request_id, tool=tool.name, runs_in=tool.runs_in)
-        if tool.runs_in == "worker":  # an action of our own; idempotent, so it waits out
-            run = await retrying(lambda: actions.run(tool, request, arguments, stores),
-                                 Retry(), (Unavailable,), "tools.action_retry")
+        if tool.runs_in == "worker":  # an action of our own
+            done = await actions.run(tool, request, arguments, stores)
+            run = sandbox.Run(done.status, done.output, done.error,
+                              duration_ms=done.duration_ms)
+            more = list(done.events)
+            if done.dead_letter:  # it failed outside: say so where failures are watched
+                more.append(("DeadLetter", dead_letter(
+                    message.topic, message.partition, message.offset, message.key,
+                    message.value, "tools", done.dead_letter, "ActionFailed")))
         else:
+            more = []
             try:
                 run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request_id))
             except OSError as exc:  # the sandbox could not even start: the request fails
@@ -141,7 +153,8 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         error = "\n".join(filter(None, [run.error, *run.notes])) or None
         produced = result_events(request, run.status, datetime.now(timezone.utc),
                                  output=run.output, error=error, artifacts=run.artifacts,
-                                 vote_id=vote_id, started_at=now, duration_ms=run.duration_ms)
+                                 vote_id=vote_id, started_at=now,
+                                 duration_ms=run.duration_ms) + more
         # Kept before it is sent: a replay from here on publishes these same events.
         await stored(ledger.finish, request_id, "done", run.status,
                      [codec.encode(name, record) for name, record in produced])
@@ -153,13 +166,10 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         async for event in stream.events():
             async with dead_letter_on_failure(deadletter, event.message, "tools"):
                 _, request = codec.decode(event.message.value, expected="ToolRequest")
-                produced = await handle(request,
-                                        approved=event.message.topic == TOOL_APPROVED.name)
-                vote_id = vote_id_of(request["event_id"])
+                produced = await handle(request, event.message)
                 # Durable before the request's offset is committed.
-                await send_all((routes[name][0],
-                                vote_id if routes[name][1] else record["channel_id"], name,
-                                record) for name, record in produced)
+                await send_all((routes[name][0], routes[name][1](record), name, record)
+                               for name, record in produced)
                 status = next((r["status"] for n, r in produced if n == "ToolResult"), "VOTING")
                 RESULTS.labels(request["tool"], status).inc()
                 log.info("tools.request", request=request["event_id"], tool=request["tool"],

@@ -30,9 +30,9 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 REFERENCE_TABLES = {"agent_templates", "tool_definitions"}
 GATEWAY_TABLES = {"auth_refresh_tokens", "auth_revoked_tokens"}  # not the sink's
 # Written by the workers themselves, not by the sinks: memory, knowledge, the tool ledger,
-# the tickets of the ticket actions.
+# the tickets and on-call rota of the incident actions.
 WORKER_TABLES = {"text_vectors", "channel_memory", "knowledge_documents", "knowledge_base",
-                 "tool_ledger", "tickets"}
+                 "tool_ledger", "tickets", "oncall_rota"}
 
 
 def migration_sql() -> str:

@@ -20,7 +20,7 @@ from streams.tools.builtin import (
 )
 
 CATALOG = pathlib.Path(__file__).resolve().parents[2] / "streams" / "domain" / "tools" / "catalog"
-CATEGORIES = {"math", "text", "data", "code", "visualization", "analytics", "system"}
+CATEGORIES = {"math", "text", "data", "code", "visualization", "analytics", "system", "incident"}
 LIMIT_KEYS = {"cpu_s", "memory_mb", "wall_s", "output_kb", "processes", "file_mb", "disk_mb"}
 
 
@@ -288,7 +288,15 @@ EXAMPLES = {
     "chart_generator": {"kind": "pie", "title": "Share", "labels": ["a", "b"], "values": [1, 2.5],
                         "filename": "share.png"},
     "shell": {"command": "ls -la"},
+    "ticket.create": {"title": "API returns 502", "severity": "SEV1", "service": "api"},
+    "ticket.update": {"ticket": "INC-42", "status": "in_progress", "assignee": "human:maya"},
+    "ticket.close": {"ticket": "INC-42", "resolution": "rolled back"},
+    "notify": {"message": "API down for everyone", "severity": "SEV1", "ticket": "INC-42"},
 }
+# Optional keys: how a gated tool is voted and who skips the vote, what a run may change
+# outside, and where it runs.
+OPTIONAL = {"vote", "vote_exempt", "external_effects", "idempotent", "runs_in"}
+GATED = {"shell", "ticket.create", "notify"}
 
 
 def schema_problems(schema: dict, where: str = "parameters") -> list[str]:
@@ -328,9 +336,10 @@ def test_catalog_has_every_tool():
 def test_catalog_entry(path):
     assert path.read_text().startswith("# Tool: ")
     entry = yaml.safe_load(path.read_text())
-    assert set(entry) - {"vote"} == {"name", "category", "description", "entrypoint",
+    assert set(entry) - OPTIONAL == {"name", "category", "description", "entrypoint",
                                      "parameters", "permissions", "needs_vote", "network",
                                      "limits"}
+    assert isinstance(entry["external_effects"], bool)  # every tool says
     assert ("vote" in entry) is entry["needs_vote"]  # a gated tool says how it is voted
     assert entry["name"] == path.stem
     assert entry["category"] in CATEGORIES
@@ -340,7 +349,7 @@ def test_catalog_entry(path):
     jsonschema.Draft202012Validator.check_schema(entry["parameters"])
     assert schema_problems(entry["parameters"]) == []
     assert entry["permissions"] == [f"tool:{path.stem}"]
-    assert entry["needs_vote"] is (path.stem == "shell")
+    assert entry["needs_vote"] is (path.stem in GATED)
     assert entry["network"] is False
     limits = entry["limits"]
     assert set(limits) == LIMIT_KEYS

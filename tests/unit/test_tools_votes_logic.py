@@ -650,7 +650,7 @@ def test_load_policy_defaults(tmp_path: Path):
 
 # --- catalog -------------------------------------------------------------------------------------
 
-ACTIONS = {"ticket.create", "ticket.update", "ticket.close"}
+ACTIONS = {"ticket.create", "ticket.update", "ticket.close", "notify"}
 
 
 def test_load_gives_the_shipped_tools():
@@ -658,14 +658,16 @@ def test_load_gives_the_shipped_tools():
                           "shell", "text_formatter"} | ACTIONS
     for name, tool in TOOLS.items():
         assert tool.name == name and tool.category in catalog.CATEGORIES
-        if name in ACTIONS:  # Agora's own, in the worker: idempotent by request
-            assert tool.runs_in == "worker" and tool.idempotent and tool.external_effects
+        if name in ACTIONS:  # Agora's own, in the worker; a ticket's idempotent by request
+            assert tool.runs_in == "worker" and tool.external_effects
+            assert tool.idempotent == name.startswith("ticket.")
             assert tool.entrypoint in actions.ACTIONS and tool.category == "incident"
         else:
             assert tool.entrypoint == f"streams.tools.builtin.{name}:run"
             assert tool.runs_in == "sandbox" and not tool.idempotent
         assert tool.permissions == (f"tool:{name}",)
-        assert tool.needs_vote == (name in ("shell", "ticket.create")) and not tool.network
+        assert tool.needs_vote == (name in ("shell", "ticket.create", "notify"))
+        assert not tool.network
         assert all(getattr(tool.limits, k) > 0 for k in catalog.LIMIT_KEYS)
         assert tool.vote_strategy in catalog.STRATEGIES and 0 <= tool.vote_quorum <= 1
         if not tool.needs_vote:
@@ -878,5 +880,7 @@ def test_an_oncall_agent_opens_a_sev1_ticket_without_a_vote():
     assert catalog.needs_vote(create, "developer-backend", sev1)  # not on call: the vote
     assert catalog.needs_vote(shell, "devops-oncall", {"severity": "SEV1"})  # never exempt
     assert not catalog.needs_vote(TOOLS["calculator"], None, {})
-    # An idempotent action cut off mid-run simply runs again: it finds what it did.
+    # An idempotent action cut off mid-run simply runs again: it finds what it did; an
+    # alert may have gone out, so it is never sent twice.
     assert runs.next_step("running", create) == "run"
+    assert runs.next_step("running", TOOLS["notify"]) == "interrupted"

@@ -1,0 +1,165 @@
+"""The notify action on the real stack: the on-call rota in Postgres, the alert in the
+on-call channel, and a real webhook receiver on 127.0.0.1 (ok, failing, too slow)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import run_agora
+from gateway.registry import Registry
+from ops.core.kafka import ensure_topics
+from ops.devstack.process import start_worker, stop
+from ops.store.ledger import ToolLedger
+from ops.store.oncall import OncallStore
+from schemas.topics import ALL, CHAT_MESSAGES, DEADLETTER, TOOL_REQUESTS, TOOL_RESULTS
+from streams.domain.tools.records import new_request
+from support.kafka import publish_events
+
+pytestmark = pytest.mark.stack
+ATTEMPTS = 3
+
+
+class Receiver:
+    """A webhook on 127.0.0.1: records each POST and answers as ``mode`` says."""
+
+    def __init__(self):
+        self.posts: list[dict] = []
+        self.mode = "ok"  # ok | fail (500) | slow (answers after the notify timeout)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append(json.loads(body))
+                if receiver.mode == "slow":
+                    time.sleep(2)
+                self.send_response(500 if receiver.mode == "fail" else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def oncall(settings):
+    """NOX on call in a channel whose rota pages two people in an alert channel, and a
+    worker whose notify action posts to a receiver of ours."""
+    ensure_topics(settings, ALL)
+    room = f"prod-{uuid.uuid4().hex[:6]}"
+    Registry(settings).create("devops-oncall", room, f"nox-{room}")
+    rota = OncallStore(settings.postgres_dsn)
+    now = datetime.now(timezone.utc)
+    rota.add(room, "human:maya", f"{room}-pager", now - timedelta(hours=1))
+    rota.add(room, "human:lea", f"{room}-pager", now - timedelta(hours=1), now + timedelta(hours=8))
+    rota.add(room, "human:tom", f"{room}-pager", now - timedelta(days=2), now - timedelta(days=1))
+    rota.close()
+    receiver = Receiver()
+    worker = start_worker(settings, f"notify-{room}", AGORA_NOTIFY_WEBHOOK_URL=receiver.url,
+                          AGORA_NOTIFY_TIMEOUT_S="0.5", AGORA_NOTIFY_ATTEMPTS=str(ATTEMPTS))
+    yield {"room": room, "nox": f"nox-{room}", "receiver": receiver}
+    stop(worker, grace_s=15)
+    receiver.close()
+
+
+def alert(settings, oncall, message: str) -> dict:
+    req = new_request(oncall["nox"], oncall["room"], "notify",
+                      {"message": message, "severity": "SEV1", "ticket": "INC-7"},
+                      "the test needs it")
+    publish_events(settings, TOOL_REQUESTS.name, [("ToolRequest", oncall["room"], req)])
+    return req
+
+
+def result_of(reader, req: dict) -> dict:
+    [found] = reader.wait(lambda n, r: n == "ToolResult" and r["request_id"] == req["event_id"],
+                          timeout_s=60)
+    return found
+
+
+def test_nox_pages_the_people_on_call_and_the_webhook_once(settings, oncall, reader):
+    results, chat = reader(TOOL_RESULTS.name), reader(CHAT_MESSAGES.name)
+    oncall["receiver"].mode = "ok"
+    before = len(oncall["receiver"].posts)
+    req = alert(settings, oncall, "API returns 502 for everyone since the deploy")
+    result = result_of(results, req)
+    assert result["status"] == "OK" and "webhook answered 200" in result["output"]
+    assert "human:lea, human:maya" in result["output"]  # human:tom's shift is over
+    [page] = chat.wait(lambda n, r: r["channel_id"] == f"{oncall['room']}-pager"
+                       and r["metadata"].get("tool_request_id") == req["event_id"])
+    assert page["author_kind"] == "SYSTEM" and "@human:maya" in page["text"]
+    assert page["metadata"]["severity"] == "SEV1" and page["metadata"]["ticket"] == "INC-7"
+    [posted] = oncall["receiver"].posts[before:]
+    assert posted["request_id"] == req["event_id"] and posted["oncall"] == ["human:lea",
+                                                                          "human:maya"]
+
+
+@pytest.mark.parametrize("mode, why", [("fail", "answered 500"), ("slow", "timed out")])
+def test_a_webhook_that_fails_is_retried_then_dead_lettered(settings, oncall, reader, mode,
+                                                           why):
+    results, letters = reader(TOOL_RESULTS.name), reader(DEADLETTER.name)
+    oncall["receiver"].mode = mode
+    before = len(oncall["receiver"].posts)
+    req = alert(settings, oncall, f"checkout down ({mode})")
+    result = result_of(results, req)
+    assert result["status"] == "FAILED" and f"after {ATTEMPTS} attempts" in result["error"]
+    assert why in result["error"]
+    assert len(oncall["receiver"].posts) - before == ATTEMPTS
+    [letter] = letters.wait(lambda n, r: r["stage"] == "tools"
+                            and r["source_topic"] == TOOL_REQUESTS.name
+                            and req["event_id"].encode() in (r["value"] or b""))
+    assert "webhook" in letter["reason"] and letter["error_type"] == "ActionFailed"
+
+
+def test_an_interrupted_alert_is_never_sent_twice(settings, oncall, reader):
+    results = reader(TOOL_RESULTS.name)
+    oncall["receiver"].mode = "ok"
+    before = len(oncall["receiver"].posts)
+    req = new_request(oncall["nox"], oncall["room"], "notify",
+                      {"message": "Serveur down", "severity": "SEV1"}, "the test needs it")
+    ledger = ToolLedger(settings.postgres_dsn)
+    try:  # as a worker killed while posting leaves it
+        ledger.claim(req["event_id"], "notify", "worker-gone")
+        ledger.running(req["event_id"])
+    finally:
+        ledger.close()
+    publish_events(settings, TOOL_REQUESTS.name, [("ToolRequest", oncall["room"], req)])
+    result = result_of(results, req)
+    assert result["status"] == "FAILED" and "interrupted" in result["error"]
+    time.sleep(1)
+    assert len(oncall["receiver"].posts) == before
+
+
+def test_the_cli_keeps_the_rota(settings):
+    room = f"web-{uuid.uuid4().hex[:6]}"
+    added = run_agora(settings.stack_dir, "oncall", "add", room, "human:sam",
+                      "--from", "2026-01-01T08:00Z", "--until", "2026-01-01T20:00")
+    assert added.returncode == 0, added.stderr
+    assert f"alerts in #{room}-oncall" in added.stdout
+    backwards = run_agora(settings.stack_dir, "oncall", "add", room, "human:sam",
+                          "--from", "2026-01-02T08:00Z", "--until", "2026-01-01T20:00Z")
+    assert backwards.returncode != 0 and "--until must come after --from" in backwards.stderr
+    listed = run_agora(settings.stack_dir, "oncall", "list", room)
+    assert listed.returncode == 0 and "human:sam" in listed.stdout
+    assert "2026-01-01 08:00 -> 2026-01-01 20:00" in listed.stdout
+    rota = OncallStore(settings.postgres_dsn)
+    try:
+        assert rota.now(room, datetime(2026, 1, 1, 12, tzinfo=timezone.utc)) == \
+            (f"{room}-oncall", ["human:sam"])
+        assert rota.now(room, datetime(2026, 1, 1, 21, tzinfo=timezone.utc)) == (None, [])
+    finally:
+        rota.close()
