@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import grpc
@@ -36,6 +37,7 @@ from ops.core.kafka import ensure_topics
 from ops.devstack import smoke
 from ops.devstack.process import agora_command, spawn, start_agora, start_worker, stop, wait_until
 from ops.store import migrate
+from ops.store.oncall import OncallStore
 from schemas.agora.v1 import agents_pb2, analytics_pb2, knowledge_pb2, tools_pb2, votes_pb2
 from schemas.topics import ALL
 
@@ -50,6 +52,7 @@ SCRIPT = [
     ("The checkout page renders blank in Safari after the same deploy, CSS or JavaScript?", []),
     ("Please draft a two-line status note for customers about the outage.",
      ["creative-writer"]),
+    ("@nox Serveur down", ["nox"]),  # the seeds' scenario: a Sev1, NOX on call
 ]
 REPLY_WAIT_S = 180
 KNOWLEDGE = Path(__file__).resolve().parents[2] / "examples" / "knowledge"
@@ -172,6 +175,7 @@ class Scenario:
         tls = channel_credentials(self.settings)
         with Client(self.settings.gateway_address, self.operator, tls) as ops:
             self._team(ops)
+            self._rota()
             processes = self._start_processes()
             try:
                 self._knowledge(ops)
@@ -200,6 +204,15 @@ class Scenario:
             agent = ops.agents.CreateAgent(agents_pb2.CreateAgentRequest(
                 template=template, channel_id=CHANNEL, agent_id=agent_id), timeout=60)
             self.echo(f"   {agent.agent_id:<19} tools: {', '.join(agent.tools)}")
+
+    def _rota(self) -> None:
+        self.echo(f"\n== the on-call rota: human:maya on call for #{CHANNEL}, alerts in "
+                  f"#{CHANNEL} (agora oncall add)")
+        rota = OncallStore(self.settings.postgres_dsn)
+        try:
+            rota.add(CHANNEL, "human:maya", CHANNEL, datetime.now(timezone.utc))
+        finally:
+            rota.close()
 
     def _start_processes(self) -> list:
         self.echo("\n== a worker (relevance, responder, tools, votes: Faust) and the "
@@ -244,6 +257,12 @@ class Scenario:
         if "502" in text and not any(s.title == RUNBOOK for r in replies
                                      for s in r.message.sources):
             self.missing.append(f"an answer to {text[:30]!r} citing {RUNBOOK!r}")
+        if text.startswith("@nox"):  # NOX's first response: the ticket, then the page
+            for kind, tool in (("tool_result", "ticket.create"), ("oncall_alert", None)):
+                if not live.wait(lambda e: e.WhichOneof("event") == "message"
+                                 and e.message.metadata.get("kind") == kind
+                                 and (tool is None or e.message.metadata.get("tool") == tool)):
+                    self.missing.append(f"NOX's {tool or 'page'} for {text!r}")
 
     def _tool_call(self, maya, live: Live) -> None:
         self.echo("\n== a tool call: analyst-data runs the calculator in the sandbox "

@@ -42,4 +42,5 @@ class OncallStore:
                 """SELECT person, notify_channel FROM oncall_rota
                    WHERE channel_id = %s AND starts_at <= %s AND (ends_at IS NULL OR ends_at > %s)
                    ORDER BY starts_at DESC, person""", (channel_id, at, at)).fetchall()
-        return (rows[0][1] if rows else None), [person for person, _ in rows]
+        # A person with overlapping shifts is paged once.
+        return (rows[0][1] if rows else None), list(dict.fromkeys(p for p, _ in rows))

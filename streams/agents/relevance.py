@@ -1,4 +1,6 @@
-"""The relevance Faust agent: which agents answer each chat message, and why.
+"""The relevance Faust agent: which agents answer each chat message, and why; and which
+messages report an incident (it has their embeddings), with the on-call agent's first
+response to a severe one.
 
 Messages are taken in batches so one embedder request covers many of them. Each
 message gets one RelevanceDecision (every eligible agent's score and factors) and one
@@ -31,6 +33,7 @@ from schemas.topics import (
     INCIDENTS,
     INFERENCE_TASKS,
     RELEVANCE_DECISIONS,
+    TOOL_REQUESTS,
 )
 from streams.app import topic
 from streams.deadletter import dead_letter_on_failure, send_dead_letter
@@ -41,6 +44,7 @@ from streams.domain.incidents.detection import (
     detect,
     exemplar_texts,
     exemplars,
+    first_response,
 )
 from streams.domain.relevance.messages import validate
 from streams.domain.relevance.records import (
@@ -52,7 +56,7 @@ from streams.domain.relevance.records import (
     expertise_texts,
     scored_message,
 )
-from streams.domain.relevance.scoring import RelevanceConfig, decide
+from streams.domain.relevance.scoring import ELIGIBLE_STATES, RelevanceConfig, decide
 from streams.services import Services, stored
 
 log = structlog.get_logger("agora.relevance")
@@ -74,6 +78,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
     chat = topic(app, CHAT_MESSAGES)
     decisions, tasks = topic(app, RELEVANCE_DECISIONS), topic(app, INFERENCE_TASKS)
     deadletter, incident_topic = topic(app, DEADLETTER), topic(app, INCIDENTS)
+    tool_requests = topic(app, TOOL_REQUESTS)
     vectors: dict[str, np.ndarray] = {}  # reference text -> its vector
     known: dict[tuple[str, ...], Expertise] = {}  # an agent's texts -> its expertise
     detector: list[Exemplars] = []
@@ -134,9 +139,13 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             await fut
         await remembered
 
-    def oncall() -> list[str]:
-        return [a for a, p in services.registry.data.items()
-                if p["template"] in incidents.oncall_templates]
+    def oncall(channel_id: str | None = None) -> list[str]:
+        """The on-call agents (of the detection config's templates); with a channel, those
+        in it that can act now."""
+        return sorted(a for a, p in services.registry.data.items()
+                      if p["template"] in incidents.oncall_templates and (
+                          channel_id is None or (channel_id in p["channels"]
+                                                 and p["state"] in ELIGIBLE_STATES)))
 
     async def decide_one(event: faust.EventT, message: dict, embedding: np.ndarray,
                          agents: dict[str, Expertise], known: Exemplars, open_tasks: dict
@@ -172,6 +181,9 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             DETECTED.labels("opened" if incident["opened"] else "joined").inc()
             pending.append(await incident_topic.send(
                 key=key, value=codec.encode("IncidentDetected", incident)))
+            for request in first_response(incident, oncall(message["channel_id"]), incidents):
+                pending.append(await tool_requests.send(
+                    key=key, value=codec.encode("ToolRequest", request)))
         MESSAGES.labels("selected" if decision.selected else "none").inc()
         for agent_id in decision.selected:
             SELECTED.labels(agent_id).inc()

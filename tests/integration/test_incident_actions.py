@@ -10,15 +10,25 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import psycopg
 import pytest
 
 from conftest import run_agora
 from gateway.registry import Registry
 from ops.core.kafka import ensure_topics
+from ops.devstack import smoke
 from ops.devstack.process import start_worker, stop
 from ops.store.ledger import ToolLedger
 from ops.store.oncall import OncallStore
-from schemas.topics import ALL, CHAT_MESSAGES, DEADLETTER, TOOL_REQUESTS, TOOL_RESULTS
+from schemas.ids import derived_id
+from schemas.topics import (
+    ALL,
+    CHAT_MESSAGES,
+    DEADLETTER,
+    INCIDENTS,
+    TOOL_REQUESTS,
+    TOOL_RESULTS,
+)
 from streams.domain.tools.records import new_request
 from support.kafka import publish_events
 
@@ -163,3 +173,36 @@ def test_the_cli_keeps_the_rota(settings):
         assert rota.now(room, datetime(2026, 1, 1, 21, tzinfo=timezone.utc)) == (None, [])
     finally:
         rota.close()
+
+
+def test_serveur_down_opens_the_incidents_ticket_and_pages_on_call_once(settings, oncall,
+                                                                        reader):
+    """The seeds' scenario: "@nox Serveur down" -> the incident is detected -> NOX opens
+    its ticket and pages the people on call, without waiting for the model."""
+    incidents, results = reader(INCIDENTS.name), reader(TOOL_RESULTS.name)
+    chat = reader(CHAT_MESSAGES.name)
+    oncall["receiver"].mode = "ok"
+    before = len(oncall["receiver"].posts)
+    message = {**smoke.chat_message(oncall["room"], f"@{oncall['nox']} Serveur down",
+                                    author_id="human:maya"), "mentions": [oncall["nox"]]}
+    publish_events(settings, CHAT_MESSAGES.name, [("ChatMessage", oncall["room"], message)])
+    [incident] = incidents.wait(lambda n, r: r["message_id"] == message["event_id"])
+    assert incident["opened"] and incident["severity"] == "SEV1"
+    asked = {derived_id(incident["incident_id"], "first-response", tool)
+             for tool in ("ticket.create", "notify")}
+    found = results.wait(lambda n, r: r["request_id"] in asked, count=2, timeout_s=90)
+    by_tool = {r["tool"]: r for r in found}
+    assert {r["agent_id"] for r in found} == {oncall["nox"]}
+    assert by_tool["ticket.create"]["status"] == "OK", by_tool["ticket.create"]
+    assert by_tool["ticket.create"]["output"].startswith("opened: INC-")
+    assert by_tool["notify"]["status"] == "OK", by_tool["notify"]
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        [(severity, linked)] = conn.execute(
+            "SELECT severity, message_ids FROM tickets WHERE incident_id = %s",
+            (incident["incident_id"],)).fetchall()
+    assert severity == "SEV1" and linked == [message["event_id"]]
+    chat.wait(lambda n, r: r["channel_id"] == f"{oncall['room']}-pager"
+              and r["metadata"].get("incident_id") == incident["incident_id"])
+    [posted] = [p for p in oncall["receiver"].posts[before:]
+                if p.get("incident_id") == incident["incident_id"]]
+    assert posted["severity"] == "SEV1" and "human:maya" in posted["oncall"]

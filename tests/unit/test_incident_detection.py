@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -19,6 +20,7 @@ from streams.domain.incidents.detection import (
     detect,
     exemplar_texts,
     exemplars,
+    first_response,
     found_words,
     incident_of,
     load_config,
@@ -143,3 +145,27 @@ def test_a_persons_incident_report_becomes_an_event_and_opens_the_channels_incid
     calm = {**message, "text": "lunch?"}
     assert detect(calm, E[3], {"incidents": open_incidents}, [], KNOWN, CONFIG, NOW) == \
         (None, open_incidents)
+
+
+def test_a_sev1_opening_gets_the_oncall_agents_first_response_once():
+    _, message = sample("m1")
+    message = {**message, "author_kind": "HUMAN", "text": "Checkout is down!", "mentions": []}
+    record, _ = detect(message, E[0], {}, ["nox"], KNOWN, CONFIG, NOW)
+    assert record is not None and record["severity"] == "SEV1"
+    ticket, page = first_response(record, ["nox", "nox-2"], CONFIG)
+    assert (ticket["tool"], page["tool"]) == ("ticket.create", "notify")
+    assert ticket["agent_id"] == page["agent_id"] == "nox"
+    assert ticket["channel_id"] == message["channel_id"]
+    arguments = json.loads(ticket["arguments_json"])
+    assert arguments["incident_id"] == record["incident_id"]
+    assert arguments["severity"] == "SEV1" and arguments["service"] == "checkout"
+    assert arguments["message_ids"] == [message["event_id"]]
+    assert json.loads(page["arguments_json"])["incident_id"] == record["incident_id"]
+    for request in (ticket, page):
+        codec.encode("ToolRequest", request)
+    # The same incident asks for the same runs (the ledger runs them once).
+    assert first_response(record, ["nox"], CONFIG) == [ticket, page]
+    # Nobody on call, a joined message, or a lesser severity: no first response.
+    assert first_response(record, [], CONFIG) == []
+    assert first_response({**record, "opened": False}, ["nox"], CONFIG) == []
+    assert first_response({**record, "severity": "SEV2"}, ["nox"], CONFIG) == []

@@ -25,6 +25,7 @@ from streams.domain.responder.actions import (
     BALLOT_EXAMPLE,
     EXAMPLES,
     LINE_CHARS,
+    PROMPT_CHARS,
     VOTE_TYPES,
     action_schema,
     ballot_options,
@@ -1097,3 +1098,16 @@ def test_chunks_name_the_reply_they_become_and_encode():
     assert (first["reply_to"], first["thread_id"]) == (message["event_id"], "t-1")
     for record in (first, second):
         assert codec.decode(codec.encode("ReplyChunk", record))[1]["text"] == record["text"]
+
+
+def test_a_long_channel_is_cut_to_the_prompts_budget_oldest_lines_first():
+    _, message = setup("Who can look at the 502s?")
+    history = [{"id": f"h{i}", "author_id": "alice", "text": f"line {i} " + "x" * 280}
+               for i in range(40)]
+    memories = [{"author_id": "bob", "text": "an old remark " + "y" * 280}]
+    prompt = build_prompt(agent_from("devops-oncall"), history, memories, message, False)
+    assert len(prompt) <= PROMPT_CHARS + 200  # the template's own few words aside
+    assert "line 39 " in prompt and "line 0 " not in prompt  # the newest kept
+    assert prompt.rstrip().endswith("JSON:") and "Who can look at the 502s?" in prompt
+    short = build_prompt(agent_from("devops-oncall"), history[-2:], memories, message, False)
+    assert "line 38 " in short and "an old remark" in short  # nothing cut when it fits

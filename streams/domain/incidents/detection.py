@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from schemas.codec import epoch_ms
-from schemas.events import ChatMessage, IncidentDetected, Severity
+from schemas.events import ChatMessage, IncidentDetected, Severity, ToolRequest
 from schemas.ids import derived_id
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
@@ -32,7 +32,7 @@ SEVERITIES: tuple[Severity, ...] = ("SEV1", "SEV2", "SEV3")
 SIGNALS = ("similarity", "words", "mention")
 OPEN_KEPT = 32  # open incidents remembered per channel (the oldest are forgotten first)
 _KEYS = ("enabled", "threshold", "weights", "margin", "window_s", "oncall_templates",
-         "words", "services", "incidents", "calm")
+         "first_response", "words", "services", "incidents", "calm")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class IncidentConfig:
     margin: float  # cosine lead over the calm exemplars that makes similarity 1
     window_s: float  # a message joins an open incident seen less than this ago
     oncall_templates: frozenset[str]
+    first_response: frozenset[Severity]  # severities whose opening pages at once
     words: Mapping[Severity, tuple[str, ...]]  # incident words and the severity each suggests
     services: Mapping[str, tuple[str, ...]]  # service -> the words that name it
     incidents: Mapping[Severity, tuple[str, ...]]  # exemplar messages per severity
@@ -76,6 +77,7 @@ def load_config(path: str | Path | None = None) -> IncidentConfig:
         margin=_number(path, "margin", data["margin"], 1e-6, 2.0),
         window_s=_number(path, "window_s", data["window_s"], 0.0, math.inf),
         oncall_templates=frozenset(_texts(path, "oncall_templates", data["oncall_templates"])),
+        first_response=_severities(path, "first_response", data["first_response"]),
         words=_by_severity(path, "words", data["words"]),
         services={str(name): _texts(path, f"services.{name}", names)
                   for name, names in _mapping(path, "services", data["services"]).items()},
@@ -111,6 +113,12 @@ def _texts(path: Path, key: str, value: Any) -> tuple[str, ...]:
         raise ValueError(f"{path}: {key!r} must be a non-empty list of texts")
     return tuple(str(v).lower() if key.startswith(("words", "services")) else str(v)
                  for v in value)
+
+
+def _severities(path: Path, key: str, value: Any) -> frozenset[Severity]:
+    if not isinstance(value, list) or not set(value) <= set(SEVERITIES):
+        raise ValueError(f"{path}: {key!r} must list some of {', '.join(SEVERITIES)}")
+    return frozenset(value)
 
 
 def _by_severity(path: Path, key: str, value: Any) -> dict[Severity, tuple[str, ...]]:
@@ -303,3 +311,29 @@ def detect(message: ChatMessage, embedding: np.ndarray, channel: Mapping[str, An
         epoch_ms(message["created_at"]), assessment, config.window_s)
     return detected_record(message, assessment, incident_id, opened, now,
                            config.version), open_incidents
+
+
+def first_response(incident: IncidentDetected, oncall: Sequence[str], config: IncidentConfig
+                   ) -> list[ToolRequest]:
+    """The on-call agent's first moves when an incident opens at a severity of
+    ``config.first_response`` in a channel where one is (``oncall``: the on-call agents
+    there, the first acts): open the incident's ticket, then page the people on call.
+    Request ids derive from the incident, so a replay asks again for the same runs,
+    which the tool ledger runs once."""
+    if not incident["opened"] or incident["severity"] not in config.first_response or \
+            not oncall:
+        return []
+    agent, incident_id = oncall[0], incident["incident_id"]
+    title = " ".join(incident["text"].split())[:200]
+    service = {"service": incident["service"]} if incident["service"] else {}
+    asks = [("ticket.create", {"title": title if len(title) >= 3 else "Incident reported",
+                               "severity": incident["severity"], "incident_id": incident_id,
+                               "message_ids": [incident["message_id"]], **service}),
+            ("notify", {"message": f"{incident['severity']} incident reported by "
+                                   f"{incident['author_id']}: {title}"[:500],
+                        "severity": incident["severity"], "incident_id": incident_id})]
+    return [{"event_id": derived_id(incident_id, "first-response", tool),
+             "channel_id": incident["channel_id"], "agent_id": agent, "tool": tool,
+             "arguments_json": json.dumps(arguments), "source_message_id": incident["message_id"],
+             "reason": f"first response to the {incident['severity']} incident it detected",
+             "requested_at": incident["detected_at"]} for tool, arguments in asks]

@@ -24,6 +24,9 @@ from streams.domain.votes.ledger import AUTHOR as VOTES_AUTHOR
 from streams.domain.votes.records import new_ballot, new_proposal
 
 VOTE_TYPES = ("PROJECT_DECISION", "CONFLICT_RESOLUTION", "RESOURCE_ALLOCATION")
+# The prompt's budget in characters: the bundled model's 2,048-token context less the
+# reply's 400 tokens, at a conservative 3 characters a token (chat lines hold ids, JSON).
+PROMPT_CHARS = 4500
 LINE_CHARS = 300  # a history line longer than this is cut in the prompt
 # An action is one generation of at most MAX_TOKENS: tool arguments written by an agent
 # stay short even where the tool itself accepts more (a CSV pasted by a person, say).
@@ -176,13 +179,18 @@ def _prompt_parts(agent: dict, history: list[dict], memories: list[dict], messag
         "Your tools:" if tools else "You have no tools.", *described,
     ]
     ask = grounding.prompt_lines(passages)
-    if memories:
-        ask += ["Earlier messages that may matter:",
-                *[_line(m["author_id"], m["text"]) for m in memories], ""]
-    recent = [h for h in history if h["id"] != message["event_id"]]
+    recalled = [_line(m["author_id"], m["text"]) for m in memories]
+    recent = [_line(h["author_id"], h["text"]) for h in history
+              if h["id"] != message["event_id"]]
+    # Within the context: the oldest channel lines go first, then the memories.
+    used = sum(len(s) + 1 for s in [*instructions, *ask, *recalled, *recent, message["text"]])
+    used += sum(len(json.dumps(ex[2])) + len(ex[1]) + 40 for ex in examples)
+    while used > PROMPT_CHARS and (recent or recalled):
+        used -= len((recent or recalled).pop(0)) + 1
+    if recalled:
+        ask += ["Earlier messages that may matter:", *recalled, ""]
     if recent:
-        ask += [f"Recent messages in #{message['channel_id']}:",
-                *[_line(h["author_id"], h["text"]) for h in recent], ""]
+        ask += [f"Recent messages in #{message['channel_id']}:", *recent, ""]
     if ballot_open:
         ask.append(f"A vote is open ({message['metadata']['vote_id']}): answer with a ballot.")
     ask.append(f"Message from {message['author_id']}: {' '.join(message['text'].split())}")
