@@ -85,3 +85,18 @@ def caught_up(settings: Settings, rooms: list[str]) -> None:
         reader.wait(lambda _name, r: r["message_id"] in ids, count=len(ids), timeout_s=600)
     finally:
         reader.close()
+
+
+POSTS_PER_S = 10  # one person's pace, under the gateway's per-caller rate
+
+
+def post_labelled(settings: Settings, channel: str, messages: list[tuple[str, str]]
+                  ) -> dict[str, tuple[str, str]]:
+    """Post (text, label) pairs through the gateway at a person's pace; message id ->
+    the pair."""
+    posted = {}
+    with connect(settings) as client:
+        for text, label in messages:
+            posted[client.post(channel, text).message_id] = (text, label)
+            time.sleep(1 / POSTS_PER_S)
+    return posted

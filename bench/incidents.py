@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from common import caught_up, connect, local_stack, rate
+from common import caught_up, local_stack, post_labelled, rate
 from gateway.registry import Registry
 from ops.core.config import Settings
 from ops.core.kafka import ensure_topics
@@ -42,7 +41,6 @@ from support.kafka import TopicReader, publish_events, start_at_ends
 
 DATA = Path(__file__).resolve().parent / "data" / "incidents" / "messages.yaml"
 LABELS = ("SEV1", "SEV2", "SEV3", "none")
-POSTS_PER_S = 10  # one person's pace, under the gateway's per-caller rate
 
 
 def labelled() -> list[tuple[str, str]]:
@@ -67,11 +65,7 @@ def quality(settings: Settings, run: str) -> tuple[float, float, list[str]]:
                           keep=lambda name, r: r["channel_id"] == room)
     worker = start_worker(settings, f"incidents-{run}", AGORA_WORKER_AGENTS="relevance")
     try:
-        posted = {}
-        with connect(settings) as client:
-            for text, label in messages:
-                posted[client.post(room, text).message_id] = (text, label)
-                time.sleep(1 / POSTS_PER_S)
+        posted = post_labelled(settings, room, messages)
         decided.wait(lambda name, r: r["message_id"] in posted, count=len(posted),
                      timeout_s=600)
         found.poll(2.0)  # a message's incident is sent with its decision

@@ -17,14 +17,13 @@ labelled one) and ``RATIO routing_recall`` (the labelled agent is among those se
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from common import connect, local_stack
+from common import local_stack, post_labelled
 from gateway.registry import Registry
 from inference.client import InferenceClient
 from ops.core.kafka import ensure_topics
@@ -42,7 +41,6 @@ from streams.domain.relevance.scoring import (
 from support.kafka import TopicReader
 
 DATA = Path(__file__).resolve().parent / "data" / "routing" / "messages.yaml"
-POSTS_PER_S = 10  # one person's pace, under the gateway's per-caller rate
 
 
 def labelled() -> list[tuple[str, str]]:
@@ -111,11 +109,7 @@ def main() -> None:
                                 keep=lambda name, r: r["channel_id"] == channel)
         worker = start_worker(settings, f"routing-{run}", AGORA_WORKER_AGENTS="relevance")
         try:
-            posted = {}
-            with connect(settings) as client:
-                for text, label in messages:
-                    posted[client.post(channel, text).message_id] = (text, label)
-                    time.sleep(1 / POSTS_PER_S)
+            posted = post_labelled(settings, channel, messages)
             found = {r["message_id"]: r for r in decisions.wait(
                 lambda name, r: r["message_id"] in posted, count=len(posted), timeout_s=600)}
         finally:
