@@ -56,7 +56,7 @@ from streams.domain.relevance.records import (
     expertise_texts,
     scored_message,
 )
-from streams.domain.relevance.scoring import ELIGIBLE_STATES, RelevanceConfig, decide
+from streams.domain.relevance.scoring import RelevanceConfig, decide
 from streams.services import Services, stored
 
 log = structlog.get_logger("agora.relevance")
@@ -126,30 +126,23 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         agents = await expertise()
         if not detector:  # the config's exemplars, embedded once
             detector.append(exemplars(incidents, await embedded(exemplar_texts(incidents))))
-        known = detector[0]
         open_tasks = services.open_tasks()  # one view of the workload for the batch
+        on_call = {a: p for a, p in services.registry.data.items()
+                   if p["template"] in incidents.oncall_templates}
         remembered = asyncio.create_task(stored(
             services.memory.remember, [m for _, m in good], embeddings))
         pending = []
         for (event, message), embedding in zip(good, embeddings):
             async with dead_letter_on_failure(deadletter, event.message, "relevance"):
-                pending += await decide_one(event, message, embedding, agents, known,
-                                            open_tasks)
+                pending += await decide_one(event, message, embedding, agents, detector[0],
+                                            on_call, open_tasks)
         for fut in pending:
             await fut
         await remembered
 
-    def oncall(channel_id: str | None = None) -> list[str]:
-        """The on-call agents (of the detection config's templates); with a channel, those
-        in it that can act now."""
-        return sorted(a for a, p in services.registry.data.items()
-                      if p["template"] in incidents.oncall_templates and (
-                          channel_id is None or (channel_id in p["channels"]
-                                                 and p["state"] in ELIGIBLE_STATES)))
-
     async def decide_one(event: faust.EventT, message: dict, embedding: np.ndarray,
-                         agents: dict[str, Expertise], known: Exemplars, open_tasks: dict
-                         ) -> list:
+                         agents: dict[str, Expertise], reference: Exemplars,
+                         on_call: dict[str, dict], open_tasks: dict) -> list:
         """Decide one message; returns the sends under way (its decision and tasks)."""
         pending = []
         channel = state.get(message["channel_id"]) or channels.empty()
@@ -161,8 +154,8 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
         # batch, make it this message's event.
         _current_event.set(ref(event))
         now = datetime.now(timezone.utc)
-        incident, open_incidents = detect(message, embedding, channel, oncall(), known,
-                                          incidents, now)
+        incident, open_incidents = detect(message, embedding, channel, list(on_call),
+                                          reference, incidents, now)
         updated = {**channels.remember(
             channel, message, HISTORY_KEPT, now_ms=epoch_ms(now),
             pinned_until_ms=epoch_ms(now + TASK_DEADLINE) if decision.selected else None),
@@ -181,7 +174,7 @@ def register(app: faust.App, services: Services, state: faust.TableT, config: Re
             DETECTED.labels("opened" if incident["opened"] else "joined").inc()
             pending.append(await incident_topic.send(
                 key=key, value=codec.encode("IncidentDetected", incident)))
-            for request in first_response(incident, oncall(message["channel_id"]), incidents):
+            for request in first_response(incident, on_call, incidents):
                 pending.append(await tool_requests.send(
                     key=key, value=codec.encode("ToolRequest", request)))
         MESSAGES.labels("selected" if decision.selected else "none").inc()

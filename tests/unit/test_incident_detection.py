@@ -152,7 +152,12 @@ def test_a_sev1_opening_gets_the_oncall_agents_first_response_once():
     message = {**message, "author_kind": "HUMAN", "text": "Checkout is down!", "mentions": []}
     record, _ = detect(message, E[0], {}, ["nox"], KNOWN, CONFIG, NOW)
     assert record is not None and record["severity"] == "SEV1"
-    ticket, page = first_response(record, ["nox", "nox-2"], CONFIG)
+    channel = message["channel_id"]
+    on_call = {"nox-2": {"channels": [channel], "state": "ACTIVE"},
+               "nox": {"channels": [channel], "state": "WORKING"},
+               "nox-0": {"channels": [channel], "state": "PAUSED"},  # cannot act now
+               "nox-1": {"channels": ["elsewhere"], "state": "ACTIVE"}}
+    ticket, page = first_response(record, on_call, CONFIG)
     assert (ticket["tool"], page["tool"]) == ("ticket.create", "notify")
     assert ticket["agent_id"] == page["agent_id"] == "nox"
     assert ticket["channel_id"] == message["channel_id"]
@@ -164,8 +169,8 @@ def test_a_sev1_opening_gets_the_oncall_agents_first_response_once():
     for request in (ticket, page):
         codec.encode("ToolRequest", request)
     # The same incident asks for the same runs (the ledger runs them once).
-    assert first_response(record, ["nox"], CONFIG) == [ticket, page]
+    assert first_response(record, on_call, CONFIG) == [ticket, page]
     # Nobody on call, a joined message, or a lesser severity: no first response.
-    assert first_response(record, [], CONFIG) == []
-    assert first_response({**record, "opened": False}, ["nox"], CONFIG) == []
-    assert first_response({**record, "severity": "SEV2"}, ["nox"], CONFIG) == []
+    assert first_response(record, {a: on_call[a] for a in ("nox-0", "nox-1")}, CONFIG) == []
+    assert first_response({**record, "opened": False}, on_call, CONFIG) == []
+    assert first_response({**record, "severity": "SEV2"}, on_call, CONFIG) == []

@@ -24,8 +24,9 @@ import numpy as np
 import yaml
 
 from schemas.codec import epoch_ms
-from schemas.events import ChatMessage, IncidentDetected, Severity, ToolRequest
+from schemas.events import AgentProfile, ChatMessage, IncidentDetected, Severity, ToolRequest
 from schemas.ids import derived_id
+from streams.domain.relevance.scoring import ELIGIBLE_STATES
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
 SEVERITIES: tuple[Severity, ...] = ("SEV1", "SEV2", "SEV3")
@@ -313,17 +314,19 @@ def detect(message: ChatMessage, embedding: np.ndarray, channel: Mapping[str, An
                            config.version), open_incidents
 
 
-def first_response(incident: IncidentDetected, oncall: Sequence[str], config: IncidentConfig
-                   ) -> list[ToolRequest]:
+def first_response(incident: IncidentDetected, on_call: Mapping[str, AgentProfile],
+                   config: IncidentConfig) -> list[ToolRequest]:
     """The on-call agent's first moves when an incident opens at a severity of
-    ``config.first_response`` in a channel where one is (``oncall``: the on-call agents
-    there, the first acts): open the incident's ticket, then page the people on call.
-    Request ids derive from the incident, so a replay asks again for the same runs,
-    which the tool ledger runs once."""
+    ``config.first_response`` in a channel where one can act (``on_call``: the on-call
+    agents' profiles; the first by id in the channel, active or working, acts): open
+    the incident's ticket, then page the people on call. Request ids derive from the
+    incident, so a replay asks again for the same runs, which the tool ledger runs once."""
+    present = sorted(a for a, p in on_call.items() if incident["channel_id"] in p["channels"]
+                     and p["state"] in ELIGIBLE_STATES)
     if not incident["opened"] or incident["severity"] not in config.first_response or \
-            not oncall:
+            not present:
         return []
-    agent, incident_id = oncall[0], incident["incident_id"]
+    agent, incident_id = present[0], incident["incident_id"]
     title = " ".join(incident["text"].split())[:200]
     service = {"service": incident["service"]} if incident["service"] else {}
     asks = [("ticket.create", {"title": title if len(title) >= 3 else "Incident reported",
