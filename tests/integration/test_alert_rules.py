@@ -102,3 +102,18 @@ def test_rules_use_only_metrics_the_code_exports():
     assert used, "no agora_* metric found in the rules: the pattern is wrong"
     missing = sorted(used - defined_metrics())
     assert not missing, f"metrics used in {RULES.relative_to(REPO)} but not exported: {missing}"
+
+
+def test_rules_read_recordings_made_earlier_in_their_own_group():
+    # Groups are evaluated independently (promtool orders them at random): a rule that
+    # reads another group's recording may see the previous evaluation's value.
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        recorded: set[str] = set()
+        for rule in group["rules"]:
+            for name in re.findall(r"\bagora:[a-z0-9_:]+\b", rule["expr"]):
+                assert name in recorded, (
+                    f"{rule.get('alert') or rule.get('record')} reads {name}, which is not "
+                    f"recorded before it in group {group['name']}"
+                )
+            if "record" in rule:
+                recorded.add(rule["record"])
