@@ -144,12 +144,34 @@ class DeadLetter(TypedDict):
     failed_at: datetime
 
 
+IncidentChange = Literal[
+    "ACKNOWLEDGED",
+    "RESOLVED",
+    "UNKNOWN",
+]
+
+
 Severity = Literal[
     "SEV1",
     "SEV2",
     "SEV3",
     "UNKNOWN",
 ]
+
+
+class IncidentChanged(TypedDict):
+    """A person acknowledged or resolved an incident (through the gateway's
+    IncidentService)."""
+
+    event_id: str
+    incident_id: str
+    channel_id: str
+    change: IncidentChange
+    actor_id: str
+    note: NotRequired[None | str]
+    severity: Severity
+    opened_at: datetime
+    changed_at: datetime
 
 
 class IncidentSignal(TypedDict):
@@ -386,6 +408,7 @@ Event = (
     | BallotRejected
     | ChatMessage
     | DeadLetter
+    | IncidentChanged
     | IncidentDetected
     | InferenceTask
     | KnowledgeDocument

@@ -46,8 +46,9 @@ AGENT_STATUS = Topic("agora.agents.status", "agent_id@worker_id", ("AgentStatus"
 KNOWLEDGE_DOCUMENTS = Topic("agora.knowledge.documents", "document_id", ("KnowledgeDocument",),
                             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
                              "max.message.bytes": str(16 * 1024 * 1024)}, stored=False)
-# Chat messages that report an incident (relevance detects them). No sink keeps them yet.
-INCIDENTS = Topic("agora.incidents", "channel_id", ("IncidentDetected",), stored=False)
+# An incident's life in one partition, in order: the messages that report it (relevance
+# detects them) and what people do about it (the gateway's IncidentService).
+INCIDENTS = Topic("agora.incidents", "channel_id", ("IncidentDetected", "IncidentChanged"))
 DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
 
 ALL: tuple[Topic, ...] = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, INFERENCE_TASKS,

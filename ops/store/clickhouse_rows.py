@@ -80,6 +80,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "failed_at"),
     "vote_deadlines": (
         "event_id", "vote_id", "deadline_at", "noticed_at", "lag_ms"),
+    "incident_messages": (
+        "event_id", "incident_id", "opened", "channel_id", "message_id", "author_id", "text",
+        "severity", "service", "score", "evidence", "message_at", "detected_at",
+        "config_version"),
+    "incident_changes": (
+        "event_id", "incident_id", "channel_id", "change", "actor_id", "note", "severity",
+        "opened_at", "changed_at", "seconds_open"),
 }
 
 # The dedupe key of a stored row, as a ClickHouse expression over its columns
@@ -299,6 +306,29 @@ def _vote_deadline(r: dict) -> Rows:
         lag_ms=(noticed_at - deadline_at) // timedelta(milliseconds=1))]
 
 
+def _incident_detected(r: dict) -> Rows:
+    return [_row(
+        "incident_messages", event_id=r["event_id"], incident_id=r["incident_id"],
+        opened=bool(r["opened"]), channel_id=safe_text(r["channel_id"]),
+        message_id=r["message_id"], author_id=safe_text(r["author_id"]),
+        text=safe_text(r["text"]), severity=r.get("severity", "UNKNOWN"),
+        service=_opt_text(r.get("service")), score=float(r["score"]),
+        evidence=[(safe_text(e["signal"]), float(e["value"]), safe_text(e["detail"]))
+                  for e in r.get("evidence") or ()],
+        message_at=_time(r["message_at"]), detected_at=_time(r["detected_at"]),
+        config_version=safe_text(r["config_version"]))]
+
+
+def _incident_changed(r: dict) -> Rows:
+    opened_at, changed_at = _time(r["opened_at"]), _time(r["changed_at"])
+    return [_row(
+        "incident_changes", event_id=r["event_id"], incident_id=r["incident_id"],
+        channel_id=safe_text(r["channel_id"]), change=r.get("change", "UNKNOWN"),
+        actor_id=safe_text(r["actor_id"]), note=_opt_text(r.get("note")),
+        severity=r.get("severity", "UNKNOWN"), opened_at=opened_at, changed_at=changed_at,
+        seconds_open=(changed_at - opened_at).total_seconds())]
+
+
 _EVENTS: dict[str, Callable[[dict], Rows]] = {
     "ChatMessage": _chat_message,
     "RelevanceDecision": _relevance_decision,
@@ -313,6 +343,8 @@ _EVENTS: dict[str, Callable[[dict], Rows]] = {
     "AgentStatus": _agent_status,
     "DeadLetter": _dead_letter,
     "VoteDeadline": _vote_deadline,
+    "IncidentDetected": _incident_detected,
+    "IncidentChanged": _incident_changed,
 }
 
 

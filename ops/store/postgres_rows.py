@@ -71,6 +71,50 @@ WHERE (t.category, t.description, t.parameters, t.permissions, t.needs_vote, t.n
       IS DISTINCT FROM (excluded.category, excluded.description, excluded.parameters,
                         excluded.permissions, excluded.needs_vote, excluded.network,
                         excluded.limits, excluded.vote_strategy, excluded.vote_quorum)""",
+    # --- incidents --------------------------------------------------------------------
+    # A joining message raises the severity (SEV1 < SEV2 < SEV3 < UNKNOWN as text) and
+    # recounts the incident's messages, so a replay changes nothing.
+    "incident_message": """
+INSERT INTO incident_messages (event_id, incident_id, opened, channel_id, message_id,
+    author_id, text, severity, service, score, evidence, message_at, detected_at,
+    config_version)
+VALUES (%(event_id)s, %(incident_id)s, %(opened)s, %(channel_id)s, %(message_id)s,
+        %(author_id)s, %(text)s, %(severity)s, %(service)s, %(score)s, %(evidence)s::jsonb,
+        %(message_at)s, %(detected_at)s, %(config_version)s)
+ON CONFLICT (event_id) DO NOTHING""",
+    "incident": """
+INSERT INTO incidents AS i (incident_id, channel_id, title, severity, service, opened_by,
+    opened_message_id, opened_at, updated_at)
+VALUES (%(incident_id)s, %(channel_id)s, %(title)s, %(severity)s, %(service)s,
+        %(author_id)s, %(message_id)s, %(message_at)s, %(detected_at)s)
+ON CONFLICT (incident_id) DO UPDATE SET
+    severity = least(i.severity, excluded.severity),
+    service = coalesce(i.service, excluded.service),
+    messages = (SELECT count(*) FROM incident_messages m
+                WHERE m.incident_id = excluded.incident_id),
+    updated_at = greatest(i.updated_at, excluded.updated_at)""",
+    "incident_change": """
+INSERT INTO incident_changes (event_id, incident_id, channel_id, change, actor_id, note,
+    severity, opened_at, changed_at)
+VALUES (%(event_id)s, %(incident_id)s, %(channel_id)s, %(change)s, %(actor_id)s, %(note)s,
+        %(severity)s, %(opened_at)s, %(changed_at)s)
+ON CONFLICT (event_id) DO NOTHING""",
+    # The gateway made the change already; this keeps the first acknowledgement and
+    # resolution whatever the order, and never reopens a resolved incident.
+    "incident_state": """
+UPDATE incidents SET
+    status = CASE WHEN %(resolved)s OR status = 'resolved' THEN 'resolved'
+                  ELSE 'acknowledged' END,
+    acknowledged_at = coalesce(acknowledged_at, %(changed_at)s),
+    acknowledged_by = coalesce(acknowledged_by, %(actor_id)s),
+    resolved_at = CASE WHEN %(resolved)s THEN coalesce(resolved_at, %(changed_at)s)
+                       ELSE resolved_at END,
+    resolved_by = CASE WHEN %(resolved)s THEN coalesce(resolved_by, %(actor_id)s)
+                       ELSE resolved_by END,
+    resolution = CASE WHEN %(resolved)s AND resolved_at IS NULL THEN %(note)s
+                      ELSE resolution END,
+    updated_at = greatest(updated_at, %(changed_at)s)
+WHERE incident_id = %(incident_id)s""",
     # --- shared ---------------------------------------------------------------------
     # Serialises the two sides of a vote (proposal/result) or of a ballot
     # (ballot/rejection) across concurrent transactions; released at commit.
@@ -344,6 +388,36 @@ def _ballot_rejected(r: dict) -> list[tuple[str, dict]]:
             occurred_at=r["rejected_at"]))]
 
 
+def _incident_detected(r: dict) -> list[tuple[str, dict]]:
+    message = _params(
+        event_id=r["event_id"], incident_id=r["incident_id"], opened=r["opened"],
+        channel_id=r["channel_id"], message_id=r["message_id"], author_id=r["author_id"],
+        text=r["text"], severity=r.get("severity", "UNKNOWN"), service=r.get("service"),
+        score=r["score"], evidence=_json(list(r.get("evidence") or [])),
+        message_at=r["message_at"], detected_at=r["detected_at"],
+        config_version=r["config_version"])
+    incident = {k: message[k] for k in ("incident_id", "channel_id", "severity", "service",
+                                        "author_id", "message_id", "message_at",
+                                        "detected_at")}
+    incident["title"] = " ".join(message["text"].split())[:200] or "(no text)"
+    return [("incident_message", message), ("incident", incident)]
+
+
+def _incident_changed(r: dict) -> list[tuple[str, dict]]:
+    change = r.get("change", "UNKNOWN")
+    recorded = _params(
+        event_id=r["event_id"], incident_id=r["incident_id"], channel_id=r["channel_id"],
+        change=change, actor_id=r["actor_id"], note=r.get("note"),
+        severity=r.get("severity", "UNKNOWN"), opened_at=r["opened_at"],
+        changed_at=r["changed_at"])
+    out = [("incident_change", recorded)]
+    if change != "UNKNOWN":  # a change of a later version: recorded, state left alone
+        out.append(("incident_state", {
+            **{k: recorded[k] for k in ("incident_id", "actor_id", "note", "changed_at")},
+            "resolved": change == "RESOLVED"}))
+    return out
+
+
 def _dead_letter(r: dict) -> list[tuple[str, dict]]:
     detail = {
         "topic": r["source_topic"], "partition": r["partition"], "offset": r["offset"],
@@ -370,6 +444,8 @@ _EVENTS = {
     "VoteDeadline": _vote_deadline,
     "VoteResult": _vote_result,
     "BallotRejected": _ballot_rejected,
+    "IncidentDetected": _incident_detected,
+    "IncidentChanged": _incident_changed,
     "DeadLetter": _dead_letter,
 }
 

@@ -25,7 +25,8 @@ from support.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "ops" / "grafana" / "provisioning" / "datasources" / "datasources.yml"
-EXPECTED = {"system-overview", "agent-performance", "relevance", "tools-and-votes"}
+EXPECTED = {"system-overview", "agent-performance", "relevance", "tools-and-votes",
+            "incidents"}
 PANEL_TYPES = {"row", "timeseries", "stat", "table", "barchart", "piechart"}
 # Grafana's own variables in PromQL, replaced by a valid duration for promtool.
 PROM_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "6h"}
@@ -223,7 +224,7 @@ def test_every_panel_returns_rows_on_chdb(tmp_path):
         assert_panels_run(client)
         # One value selected instead of All: the conditions must be valid SQL too.
         one = {"channel": ["general"], "agent": ["developer-backend"], "tool": ["shell"],
-               "vote_type": ["TOOL_USAGE"]}
+               "vote_type": ["TOOL_USAGE"], "severity": ["SEV1"]}
         start, end = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc)
         for name, board in dashboards.load().items():
             for title, sql in dashboards.clickhouse_targets(board):

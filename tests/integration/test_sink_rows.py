@@ -151,6 +151,8 @@ def test_statement_names_per_event():
         "VoteDeadline": {"system_event"},
         "VoteResult": {"advisory_lock", "vote_result", "vote_close"},
         "BallotRejected": {"advisory_lock", "ballot_rejection", "ballot_reject", "infraction"},
+        "IncidentDetected": {"incident_message", "incident"},
+        "IncidentChanged": {"incident_change", "incident_state"},
         "DeadLetter": {"system_event"},
     }
     assert set(STATEMENTS) | set(BULK) == (set().union(*got.values())
@@ -282,7 +284,8 @@ def test_event_tables_have_ingested_at_and_enum_checks():
 
 EVENT_TABLES = ("agents", "agent_status", "channels", "messages", "votes", "ballots",
                 "ballot_rejections", "vote_results", "tool_requests", "tool_runs",
-                "relevance_decisions", "inference_tasks", "infractions", "system_events")
+                "relevance_decisions", "inference_tasks", "infractions", "system_events",
+                "incidents", "incident_messages", "incident_changes")
 
 
 @pytest.fixture
@@ -351,7 +354,16 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
             "inference_tasks": n["InferenceTask"],
             "infractions": 1 + n["BallotRejected"],
             "system_events": n["DeadLetter"] + n["VoteDeadline"],
+            "incidents": 1, "incident_messages": n["IncidentDetected"],
+            "incident_changes": n["IncidentChanged"],
         }
+        # The join counted and did not lower the severity; the first acknowledgement and the
+        # resolution stand, whatever the order they were replayed in.
+        assert conn.execute(
+            "SELECT title, severity, service, status, messages, acknowledged_by, "
+            "acknowledged_at, resolved_by, resolved_at, resolution FROM incidents"
+        ).fetchone() == ("the API returns 502 since the deploy", "SEV1", "api", "resolved", 2,
+                         "human:maya", at(900), "human:lea", at(1500), "pool size raised")
         assert dict(conn.execute("SELECT channel_id, message_count FROM channels")) == {
             "general": 2, "random": 1}
         assert conn.execute("SELECT first_message_at, last_message_at FROM channels "

@@ -55,6 +55,18 @@ def _samples() -> list[tuple[str, dict]]:
     status = {"event_id": uid("status-new"), "agent_id": "developer-backend",
               "worker_id": "responder-1", "state": "WORKING", "open_tasks": 2,
               "finished_tasks": 7, "last_error": None, "updated_at": at(100)}
+    incident = {
+        "event_id": uid("incident-open"), "incident_id": uid("incident-1"), "opened": True,
+        "channel_id": "general", "message_id": m1, "author_id": "human:maya",
+        "text": "the API returns 502 since the deploy", "severity": "SEV1",
+        "service": "api", "score": 0.82,
+        "evidence": [{"signal": "words", "value": 1.0, "detail": "502"},
+                     {"signal": "similarity", "value": float("nan"), "detail": "nearest"}],
+        "message_at": at(800), "detected_at": at(800.5), "config_version": "abc123"}
+    acknowledged = {
+        "event_id": uid("incident-ack"), "incident_id": uid("incident-1"),
+        "channel_id": "general", "change": "ACKNOWLEDGED", "actor_id": "human:maya",
+        "note": None, "severity": "SEV1", "opened_at": at(800), "changed_at": at(900)}
     proposal = {
         "event_id": uid("proposal-1"), "vote_id": v1, "channel_id": "general",
         "proposer_id": "tools", "vote_type": "TOOL_USAGE", "strategy": "WEIGHTED",
@@ -175,6 +187,18 @@ def _samples() -> list[tuple[str, dict]]:
                           "tool_request_id": None}),
         ("Ballot", {**ballot, "event_id": b2, "vote_id": v2, "choice": "yes",
                     "cast_at": at(705)}),
+        # An incident: opened (Sev1), joined (Sev2: it stays Sev1), acknowledged,
+        # resolved.
+        ("IncidentDetected", incident),
+        ("IncidentDetected", {**incident, "event_id": uid("incident-join"), "opened": False,
+                              "message_id": m2, "author_id": "human:lea",
+                              "text": "still slow \x00, some 502s", "severity": "SEV2",
+                              "service": None, "evidence": [], "message_at": at(830),
+                              "detected_at": at(830.5)}),
+        ("IncidentChanged", acknowledged),
+        ("IncidentChanged", {**acknowledged, "event_id": uid("incident-resolved"),
+                             "change": "RESOLVED", "actor_id": "human:lea",
+                             "note": "pool size raised", "changed_at": at(1500)}),
         ("DeadLetter", {
             "event_id": uid("dead-1"), "source_topic": "agora.chat.messages", "partition": 2,
             "offset": 12345678901, "key": b"general", "value": b"\x00\xffnot avro",

@@ -49,14 +49,13 @@ def comment_free(sql: str) -> str:
 def created_tables() -> dict[str, list[str]]:
     """Table name -> its column names, parsed from the DDL."""
     found = {}
-    for stmt in statements():
-        m = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\n\)\nENGINE",
-                     comment_free(stmt).strip(), re.S)
-        if m:
-            found[m.group(1)] = [line.split()[0] for line in m.group(2).splitlines()
-                                 if line.strip()]
-    for path in MIGRATIONS[1:]:  # columns added later, where they are added
+    for path in MIGRATIONS:  # tables and columns added later, where they are added
         for stmt in statements(path):
+            m = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\n\)\nENGINE",
+                         comment_free(stmt).strip(), re.S)
+            if m:
+                found[m.group(1)] = [line.split()[0] for line in m.group(2).splitlines()
+                                     if line.strip()]
             m = re.match(r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) .* AFTER (\w+)$",
                          comment_free(stmt).strip())
             if m:

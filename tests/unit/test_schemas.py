@@ -35,6 +35,7 @@ EXPECTED_EVENTS = {
     "ChatMessage", "AgentProfile", "RelevanceDecision", "InferenceTask", "ToolRequest",
     "ToolResult", "VoteProposal", "Ballot", "VoteResult", "BallotRejected", "DeadLetter",
     "AgentStatus", "VoteDeadline", "ReplyChunk", "KnowledgeDocument", "IncidentDetected",
+    "IncidentChanged",
 }
 # Released schemas are frozen: a changed fingerprint here means a released
 # file was edited, which would orphan every payload written with it.
@@ -46,6 +47,7 @@ RELEASED_FINGERPRINTS = {
     ("ChatMessage", 1): "2f43b1c6b516ba99",
     ("ChatMessage", 2): "a1f61c0941374502",
     ("DeadLetter", 1): "1035c625cc402137",
+    ("IncidentChanged", 1): "c4a0dcd0fbd8b2fb",
     ("IncidentDetected", 1): "c84bc6372b348150",
     ("InferenceTask", 1): "b1e2562c7d60af93",
     ("KnowledgeDocument", 1): "8f902a427f140a7d",
