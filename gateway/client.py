@@ -27,6 +27,7 @@ from schemas.agora.v1 import (
     auth_pb2_grpc,
     chat_pb2,
     chat_pb2_grpc,
+    incidents_pb2_grpc,
     knowledge_pb2,
     knowledge_pb2_grpc,
     tools_pb2_grpc,
@@ -76,6 +77,7 @@ class Client:
         self.analytics = analytics_pb2_grpc.AnalyticsServiceStub(self.channel)
         self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
         self.knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(self.channel)
+        self.incidents = incidents_pb2_grpc.IncidentServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self

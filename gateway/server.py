@@ -23,6 +23,7 @@ from gateway.analytics import AnalyticsService
 from gateway.auth import KeyRing, Signer, signing_key
 from gateway.chat import ChatService
 from gateway.guard import Guard
+from gateway.incidents import IncidentService
 from gateway.knowledge import KnowledgeService
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import AuthService, RevokedTokens, TokenStore
@@ -42,6 +43,8 @@ from schemas.agora.v1 import (
     auth_pb2_grpc,
     chat_pb2,
     chat_pb2_grpc,
+    incidents_pb2,
+    incidents_pb2_grpc,
     knowledge_pb2,
     knowledge_pb2_grpc,
     tools_pb2,
@@ -58,7 +61,8 @@ GRACE_S = 5.0
 SERVICES = [pb.DESCRIPTOR.services_by_name[name].full_name for pb, name in (
     (chat_pb2, "ChatService"), (agents_pb2, "AgentService"), (votes_pb2, "VoteService"),
     (tools_pb2, "ToolService"), (analytics_pb2, "AnalyticsService"),
-    (auth_pb2, "AuthService"), (knowledge_pb2, "KnowledgeService"))]
+    (auth_pb2, "AuthService"), (knowledge_pb2, "KnowledgeService"),
+    (incidents_pb2, "IncidentService"))]
 # Authenticated by the refresh token it carries, not by a bearer token.
 REFRESH = f"/{auth_pb2.DESCRIPTOR.services_by_name['AuthService'].full_name}/Refresh"
 
@@ -112,6 +116,8 @@ async def serve(settings: Settings) -> None:
     votes_pb2_grpc.add_VoteServiceServicer_to_server(VoteService(settings, producer, pool), server)
     tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(producer), server)
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(AnalyticsService(settings), server)
+    incidents_pb2_grpc.add_IncidentServiceServicer_to_server(
+        IncidentService(producer, tail, pool), server)
     knowledge = KnowledgeService(settings, producer)
     knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(knowledge, server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(

@@ -2,7 +2,7 @@
 number of subscribers.
 
 The ``Tail`` reads the channel topics (messages, reply chunks, relevance decisions,
-tool results, votes and vote results) from their end when the gateway starts, decodes each record
+tool results, votes and vote results, incidents) from their end when the gateway starts, decodes each record
 once and hands it to the subscribers of its channel. A subscriber's position is the
 next offset of every topic partition (the cursor), so:
 
@@ -36,6 +36,7 @@ from ops.core.config import Settings
 from schemas import codec
 from schemas.topics import (
     CHAT_MESSAGES,
+    INCIDENTS,
     RELEVANCE_DECISIONS,
     REPLY_CHUNKS,
     TOOL_RESULTS,
@@ -44,7 +45,8 @@ from schemas.topics import (
 )
 
 log = structlog.get_logger("agora.gateway")
-_SHOWN = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, TOOL_RESULTS, VOTES, VOTE_RESULTS)
+_SHOWN = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, TOOL_RESULTS, VOTES, VOTE_RESULTS,
+          INCIDENTS)
 TOPICS = tuple(t.name for t in _SHOWN)
 _KEYED_BY_CHANNEL = frozenset(t.name for t in _SHOWN if t.key == "channel_id")
 QUEUE_SIZE = 10_000

@@ -36,7 +36,7 @@ from ops.store.clickhouse import ClickHouseStore, open_client
 from ops.store.oncall import OncallStore
 from ops.store.postgres import PostgresStore
 from schemas import codec
-from schemas.agora.v1 import agents_pb2, auth_pb2, knowledge_pb2, votes_pb2
+from schemas.agora.v1 import agents_pb2, auth_pb2, incidents_pb2, knowledge_pb2, votes_pb2
 from schemas.convert import enum, symbol
 from schemas.topics import ALL, TOOL_REQUESTS, VOTES
 from streams import sinks as consumer
@@ -70,6 +70,8 @@ token_app = _group("token", "Bearer tokens of the gRPC gateway.")
 gateway_app = _group("gateway", "The gRPC gateway (agora.v1).")
 kb_app = _group("kb", "The knowledge base agents answer from (through the gateway).")
 oncall_app = _group("oncall", "The on-call rota the notify action pages (Postgres).")
+incident_app = _group("incident", "Incidents the workers detect: list, timeline, "
+                                  "acknowledge, resolve (through the gateway).")
 
 
 def _settings() -> Settings:
@@ -688,6 +690,73 @@ def kb_search(
         typer.echo(f"[{i}] {location(p.title, p.heading)} (score {p.score:.4f}, vector "
                    f"#{p.vector_rank or '-'}, text #{p.text_rank or '-'}, {p.chunk_id[:8]})")
         typer.echo(f"    {' '.join(p.content.split())[:400]}")
+
+
+def _duration(value) -> str:
+    seconds = int(value.ToTimedelta().total_seconds())
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def incident_line(found: incidents_pb2.Incident) -> str:
+    severity = symbol(incidents_pb2.IncidentSeverity, found.severity) or "SEV?"
+    status = symbol(incidents_pb2.IncidentStatus, found.status)
+    times = [f"{name} in {_duration(getattr(found, field))}"
+             for name, field in (("acknowledged", "time_to_acknowledge"),
+                                 ("resolved", "time_to_resolve")) if found.HasField(field)]
+    return (f"{found.incident_id}  {severity} {status:<12} #{found.channel_id} "
+            f"{found.ticket or '-'} {found.opened_at.ToDatetime():%Y-%m-%d %H:%M} "
+            f"\"{found.title}\"" + (f" ({', '.join(times)})" if times else ""))
+
+
+@incident_app.command("list")
+def incident_list(
+    channel: str = typer.Option("", "--channel", "-c", help="One channel (default: all "
+                                                            "you see)."),
+    resolved: bool = typer.Option(False, "--all", help="Resolved incidents too."),
+) -> None:
+    """Incidents, newest first."""
+    page_token = None
+    with _client() as client:
+        while page_token != "":
+            page = _rpc(lambda: client.incidents.ListIncidents(incidents_pb2.ListIncidentsRequest(
+                channel_id=channel, include_resolved=resolved, page_token=page_token or "")))
+            for found in page.incidents:
+                typer.echo(incident_line(found))
+            page_token = page.next_page_token
+
+
+@incident_app.command("show")
+def incident_show(incident_id: str = typer.Argument(..., help="As incident list shows it.")
+                  ) -> None:
+    """An incident and its timeline: messages, decisions, replies, actions, changes."""
+    with _client() as client:
+        detail = _rpc(lambda: client.incidents.GetIncident(
+            incidents_pb2.GetIncidentRequest(incident_id=incident_id)))
+    typer.echo(incident_line(detail.incident))
+    for entry in detail.timeline:
+        typer.echo(f"  {entry.time.ToDatetime():%H:%M:%S}  {entry.kind:<12} "
+                   f"{entry.actor_id:<16} {entry.summary}")
+
+
+@incident_app.command("ack")
+def incident_ack(incident_id: str = typer.Argument(...),
+                 note: str = typer.Option("", "--note", help="Kept with the change.")) -> None:
+    """Acknowledge an incident: you are on it."""
+    with _client() as client:
+        found = _rpc(lambda: client.incidents.Acknowledge(
+            incidents_pb2.ChangeIncidentRequest(incident_id=incident_id, note=note)))
+    typer.echo(incident_line(found))
+
+
+@incident_app.command("resolve")
+def incident_resolve(incident_id: str = typer.Argument(...),
+                     note: str = typer.Option("", "--note", help="The resolution.")) -> None:
+    """Resolve an incident (and its ticket)."""
+    with _client() as client:
+        found = _rpc(lambda: client.incidents.Resolve(
+            incidents_pb2.ChangeIncidentRequest(incident_id=incident_id, note=note)))
+    typer.echo(incident_line(found))
 
 
 def _signer():

@@ -41,15 +41,21 @@ class Receiver:
 
     def __init__(self):
         self.posts: list[dict] = []
-        self.mode = "ok"  # ok | fail (500) | slow (answers after the notify timeout)
+        # ok | fail (500) | slow (answers after the notify timeout) | hold (answers once
+        # released, so that the test can kill the poster meanwhile)
+        self.mode = "ok"
+        self.arrived, self.released = threading.Event(), threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the http.server name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.posts.append(json.loads(body))
+                receiver.arrived.set()
                 if receiver.mode == "slow":
                     time.sleep(2)
+                elif receiver.mode == "hold":
+                    receiver.released.wait(60)
                 self.send_response(500 if receiver.mode == "fail" else 200)
                 self.end_headers()
 
@@ -62,6 +68,7 @@ class Receiver:
         self.thread.start()
 
     def close(self):
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -23,7 +23,14 @@ from gateway.describe import Transcript
 from gateway.ratelimit import RateLimiter
 from gateway.validation import InvalidField
 from schemas import codec, codegen
-from schemas.agora.v1 import agents_pb2, analytics_pb2, chat_pb2, tools_pb2, votes_pb2
+from schemas.agora.v1 import (
+    agents_pb2,
+    analytics_pb2,
+    chat_pb2,
+    incidents_pb2,
+    tools_pb2,
+    votes_pb2,
+)
 from support.clock import Clock
 
 KEY = "k" * 64  # an HS256 development secret
@@ -433,7 +440,7 @@ def test_generated_code_is_up_to_date(tmp_path):
     committed_dir = codegen.OUTPUT_ROOT / codegen.PACKAGE_DIR
     committed = {p.name: p.read_text()
                  for pattern in codegen.GENERATED for p in committed_dir.glob(pattern)}
-    assert len(fresh) == 3 * len(codegen.protos()) == 21
+    assert len(fresh) == 3 * len(codegen.protos()) == 24
     differ = sorted(n for n in fresh.keys() | committed.keys() if fresh.get(n) != committed.get(n))
     assert not differ, f"schemas/agora/v1 is stale, run `python -m schemas.codegen`: {differ}"
 
@@ -452,7 +459,11 @@ def test_codegen_replaces_stale_files_and_keeps_the_package(tmp_path):
 
 def test_services_and_their_methods():
     want = {
-        chat_pb2: {"ChatService": {"PostMessage": False, "StreamChannel": True, "History": False}},
+        chat_pb2: {"ChatService": {"PostMessage": False, "StreamChannel": True, "History": False,
+                                   "RateReply": False}},
+        incidents_pb2: {"IncidentService": {
+            "ListIncidents": False, "GetIncident": False, "Acknowledge": False,
+            "Resolve": False, "StreamIncidents": True}},
         agents_pb2: {"AgentService": dict.fromkeys(
             ["CreateAgent", "GetAgent", "ListAgents", "UpdateAgent", "PauseAgent",
              "ResumeAgent"], False)},

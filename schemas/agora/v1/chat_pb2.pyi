@@ -208,3 +208,33 @@ class HistoryResponse(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     next_page_token: str
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RateReplyRequest(_message.Message):
+    __slots__ = ("message_id", "rating", "comment")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    rating: int
+    comment: str
+    def __init__(self, message_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class ReplyRating(_message.Message):
+    __slots__ = ("rating_id", "message_id", "channel_id", "agent_id", "rater_id", "rating", "comment", "rated_at")
+    RATING_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RATER_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    RATED_AT_FIELD_NUMBER: _ClassVar[int]
+    rating_id: str
+    message_id: str
+    channel_id: str
+    agent_id: str
+    rater_id: str
+    rating: int
+    comment: str
+    rated_at: _timestamp_pb2.Timestamp
+    def __init__(self, rating_id: _Optional[str] = ..., message_id: _Optional[str] = ..., channel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., rater_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., rated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -51,6 +51,11 @@ class ChatServiceStub:
                 request_serializer=agora_dot_v1_dot_chat__pb2.HistoryRequest.SerializeToString,
                 response_deserializer=agora_dot_v1_dot_chat__pb2.HistoryResponse.FromString,
                 _registered_method=True)
+        self.RateReply = channel.unary_unary(
+                '/agora.v1.ChatService/RateReply',
+                request_serializer=agora_dot_v1_dot_chat__pb2.RateReplyRequest.SerializeToString,
+                response_deserializer=agora_dot_v1_dot_chat__pb2.ReplyRating.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -86,6 +91,17 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateReply(self, request, context):
+        """Rate an agent's reply: +1 (it helped) or -1 (it did not), with an optional comment.
+        The rating moves the agent's performance score, and so how often it is chosen.
+        One rating per person per reply (ALREADY_EXISTS for a second); NOT_FOUND for a
+        message that is not stored (yet); INVALID_ARGUMENT for a rating other than +1/-1,
+        a message that is not an agent's reply, or a reply by the caller itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -103,6 +119,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.History,
                     request_deserializer=agora_dot_v1_dot_chat__pb2.HistoryRequest.FromString,
                     response_serializer=agora_dot_v1_dot_chat__pb2.HistoryResponse.SerializeToString,
+            ),
+            'RateReply': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateReply,
+                    request_deserializer=agora_dot_v1_dot_chat__pb2.RateReplyRequest.FromString,
+                    response_serializer=agora_dot_v1_dot_chat__pb2.ReplyRating.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -188,6 +209,33 @@ class ChatService:
             '/agora.v1.ChatService/History',
             agora_dot_v1_dot_chat__pb2.HistoryRequest.SerializeToString,
             agora_dot_v1_dot_chat__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RateReply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agora.v1.ChatService/RateReply',
+            agora_dot_v1_dot_chat__pb2.RateReplyRequest.SerializeToString,
+            agora_dot_v1_dot_chat__pb2.ReplyRating.FromString,
             options,
             channel_credentials,
             insecure,
