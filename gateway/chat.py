@@ -21,18 +21,21 @@ from gateway import cursor as cursors
 from gateway import validation
 from gateway.auth import Role
 from gateway.guard import caller, require_channel
-from gateway.publish import Recent, publish
+from gateway.publish import Recent, publish, send
 from gateway.tail import Item, Tail
 from gateway.tools import tool_result
 from gateway.votes import postgres_errors, vote_update
-from ops.core.errors import NotFound
+from ops.core.errors import AlreadyExists, NotFound, Unavailable
 from ops.core.kafka import AsyncProducer
+from ops.store import feedback as ratings
 from ops.store.postgres_rows import MESSAGE_COLUMNS
+from schemas import codec
 from schemas.agora.v1 import chat_pb2, chat_pb2_grpc
 from schemas.codec import epoch_ms, from_epoch_ms
 from schemas.convert import enum, timestamp
 from schemas.ids import derived_id
-from schemas.topics import CHAT_MESSAGES
+from schemas.topics import AGENT_FEEDBACK, CHAT_MESSAGES
+from streams.domain import feedback
 
 COLUMNS = ", ".join(MESSAGE_COLUMNS)
 PARENT_TIMEOUT_S = 2  # a post waits no longer for a connection to look up its parent
@@ -198,3 +201,37 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             messages=[chat_message(r) for r in page],
             next_page_token=_page_token(page[-1]["created_at"], page[-1]["event_id"])
             if more else "")
+
+    async def RateReply(self, request, context):
+        message_id = validation.identifier(request.message_id, "message_id")
+        rater = caller().subject
+        async with postgres_errors(), self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {COLUMNS} FROM messages WHERE event_id = %s",
+                              (message_id,))
+            message = await cur.fetchone()
+            if message is None:
+                raise NotFound(f"no message {message_id!r} (a reply of a moment ago may not "
+                               "be stored yet)")
+            require_channel(message["channel_id"], Role.MEMBER)
+            record = feedback.rating(message, rater, request.rating, request.comment.strip(),
+                                     _now())  # Invalid: INVALID_ARGUMENT, with the reason
+            # Stored first: of two ratings of one reply by one person, one is kept.
+            if not await ratings.claim(conn, record):
+                raise AlreadyExists(f"{rater} rated reply {message_id} already")
+            try:
+                await send(self.producer, AGENT_FEEDBACK.name, record["agent_id"],
+                           codec.encode("AgentFeedback", record))
+            except Unavailable:
+                await ratings.release(conn, record["event_id"])
+                raise
+        return chat_pb2.ReplyRating(
+            rating_id=record["event_id"], message_id=message_id,
+            channel_id=record["channel_id"], agent_id=record["agent_id"], rater_id=rater,
+            rating=record["value"], comment=record["comment"] or "",
+            rated_at=timestamp(record["created_at"]))
+
+
+def _now() -> datetime:
+    """Now, to the millisecond as the event carries it."""
+    return from_epoch_ms(epoch_ms(datetime.now(timezone.utc)))

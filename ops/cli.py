@@ -36,7 +36,14 @@ from ops.store.clickhouse import ClickHouseStore, open_client
 from ops.store.oncall import OncallStore
 from ops.store.postgres import PostgresStore
 from schemas import codec
-from schemas.agora.v1 import agents_pb2, auth_pb2, incidents_pb2, knowledge_pb2, votes_pb2
+from schemas.agora.v1 import (
+    agents_pb2,
+    auth_pb2,
+    chat_pb2,
+    incidents_pb2,
+    knowledge_pb2,
+    votes_pb2,
+)
 from schemas.convert import enum, symbol
 from schemas.topics import ALL, TOOL_REQUESTS, VOTES
 from streams import sinks as consumer
@@ -562,6 +569,23 @@ def post(
     with _client() as client:
         message = _rpc(lambda: client.post(channel, text, reply_to, mention, key))
     typer.echo(message.message_id)
+
+
+@app.command("rate")
+def rate(
+    message_id: str = typer.Argument(..., help="The agent's reply (its message id)."),
+    verdict: str = typer.Argument(..., help="up (+1: it helped) or down (-1: it did not)."),
+    comment: str = typer.Option("", "--comment", "-c", help="Why, in a few words."),
+) -> None:
+    """Rate an agent's reply: it moves the agent's performance score (once per reply)."""
+    values = {"up": 1, "+1": 1, "down": -1}
+    if verdict not in values:
+        typer.echo("the verdict is up or down", err=True)
+        raise typer.Exit(1)
+    with _client() as client:
+        found = _rpc(lambda: client.chat.RateReply(chat_pb2.RateReplyRequest(
+            message_id=message_id, rating=values[verdict], comment=comment)))
+    typer.echo(f"{found.rating_id}  {found.agent_id} rated {found.rating:+d} by {found.rater_id}")
 
 
 @app.command("tail")

@@ -7,6 +7,31 @@ from datetime import datetime
 from typing import Literal, NotRequired, TypedDict
 
 
+FeedbackKind = Literal[
+    "RATING",
+    "TOOL_FAILED",
+    "PROPOSAL_LOST",
+    "BALLOT_LATE",
+    "UNKNOWN",
+]
+
+
+class AgentFeedback(TypedDict):
+    """One piece of evidence about how well an agent does: a person's rating of its reply,
+    or an outcome (a tool run that failed, a proposal that lost its vote, a ballot rejected
+    as late)."""
+
+    event_id: str
+    agent_id: str
+    channel_id: str
+    kind: FeedbackKind
+    value: int
+    rater_id: NotRequired[None | str]
+    ref_id: str
+    comment: NotRequired[None | str]
+    created_at: datetime
+
+
 AgentState = Literal[
     "ACTIVE",
     "WORKING",
@@ -402,7 +427,8 @@ class VoteResult(TypedDict):
 
 # Any event: what a topic carries.
 Event = (
-    AgentProfile
+    AgentFeedback
+    | AgentProfile
     | AgentStatus
     | Ballot
     | BallotRejected

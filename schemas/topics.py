@@ -49,10 +49,13 @@ KNOWLEDGE_DOCUMENTS = Topic("agora.knowledge.documents", "document_id", ("Knowle
 # An incident's life in one partition, in order: the messages that report it (relevance
 # detects them) and what people do about it (the gateway's IncidentService).
 INCIDENTS = Topic("agora.incidents", "channel_id", ("IncidentDetected", "IncidentChanged"))
+# Ratings of replies and outcomes, per agent: the feedback agent scores them.
+AGENT_FEEDBACK = Topic("agora.agents.feedback", "agent_id", ("AgentFeedback",))
 DEADLETTER = Topic("agora.deadletter", "source_topic", ("DeadLetter",))
 
 ALL: tuple[Topic, ...] = (CHAT_MESSAGES, REPLY_CHUNKS, RELEVANCE_DECISIONS, INFERENCE_TASKS,
                           TOOL_REQUESTS, TOOL_APPROVED, TOOL_RESULTS, VOTES, VOTE_RESULTS, AGENTS,
-                          AGENT_STATUS, KNOWLEDGE_DOCUMENTS, INCIDENTS, DEADLETTER)
+                          AGENT_STATUS, AGENT_FEEDBACK, KNOWLEDGE_DOCUMENTS, INCIDENTS,
+                          DEADLETTER)
 STORED: tuple[Topic, ...] = tuple(t for t in ALL if t.stored)
 STORED_EVENTS: frozenset[str] = frozenset(e for t in STORED for e in t.events)

@@ -1,5 +1,5 @@
 """What a worker's agents share: the registry, agent status, inference, memory, the
-knowledge base, the tool-run ledger, incident tickets and the on-call rota.
+knowledge base, the tool-run ledger, incident tickets, the on-call rota and feedback.
 
 Started once per worker, before any agent handles a record.
 """
@@ -16,6 +16,7 @@ from ops.core.config import Settings
 from ops.core.errors import Unavailable
 from ops.core.globaltable import GlobalTable
 from ops.core.retry import Retry, forever, retrying
+from ops.store.feedback import FeedbackStore
 from ops.store.knowledge import KnowledgeStore
 from ops.store.ledger import ToolLedger
 from ops.store.memory import open_memory
@@ -61,6 +62,7 @@ class Services:
         self.ledger = ToolLedger(settings.postgres_dsn)
         self.tickets = TicketStore(settings.postgres_dsn)
         self.oncall = OncallStore(settings.postgres_dsn)
+        self.feedback = FeedbackStore(settings.postgres_dsn)
         self.inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None
 
@@ -85,6 +87,7 @@ class Services:
         await asyncio.to_thread(self.ledger.close)
         await asyncio.to_thread(self.tickets.close)
         await asyncio.to_thread(self.oncall.close)
+        await asyncio.to_thread(self.feedback.close)
 
     def open_tasks(self) -> dict[str, int]:
         """Workload per agent: open tasks summed over the responder workers."""

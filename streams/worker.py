@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from ops.core.config import Settings
 from ops.core.logs import configure
-from streams.agents import knowledge, relevance, responder, tools, votes
+from streams.agents import feedback, knowledge, relevance, responder, tools, votes
 from streams.app import create_app
 from streams.domain.incidents.detection import load_config as load_incident_config
 from streams.domain.relevance.scoring import load_config
@@ -35,6 +35,8 @@ def build(settings: Settings) -> faust.App:
         responder.register(app, services, state)
     if "tools" in agents:
         tools.register(app, services)
+    if "feedback" in agents:
+        feedback.register(app, services)
     if "knowledge" in agents:
         knowledge.register(app, services)
     if "votes" in agents:  # open and closed votes by vote id, co-partitioned with agora.votes

@@ -9,13 +9,17 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from ops import devstack as stack
 from ops.core.config import Settings
 from ops.devstack.process import Proc, members, start_worker, stop, survivors
+from ops.store import migrate
 from support.kafka import TopicReader
 
 
@@ -66,6 +70,21 @@ def metric(port: int, name: str, **labels: str) -> float | None:
         if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
             return float(match.group(2))
     return None
+
+
+@pytest.fixture
+def own_postgres(settings: Settings):
+    """Settings whose Postgres is a migrated schema of the test's own, dropped after."""
+    schema = f"own_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            mine = settings.model_copy(update={"postgres_dsn": make_conninfo(
+                settings.postgres_dsn, options=f"-c search_path={schema},public")})
+            migrate.postgres(mine)
+            yield mine
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

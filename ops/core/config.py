@@ -20,7 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 STATE_FILE = "stack.json"
-WORKER_AGENTS = ("relevance", "responder", "tools", "knowledge", "votes")
+WORKER_AGENTS = ("relevance", "responder", "tools", "knowledge", "votes", "feedback")
 _AGENT = "|".join(WORKER_AGENTS)
 
 

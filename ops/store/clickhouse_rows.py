@@ -84,6 +84,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "event_id", "incident_id", "opened", "channel_id", "message_id", "author_id", "text",
         "severity", "service", "score", "evidence", "message_at", "detected_at",
         "config_version"),
+    "agent_feedback": (
+        "event_id", "agent_id", "channel_id", "kind", "value", "rater_id", "ref_id", "comment",
+        "created_at"),
     "incident_changes": (
         "event_id", "incident_id", "channel_id", "change", "actor_id", "note", "severity",
         "opened_at", "changed_at", "seconds_open"),
@@ -329,6 +332,14 @@ def _incident_changed(r: dict) -> Rows:
         seconds_open=(changed_at - opened_at).total_seconds())]
 
 
+def _agent_feedback(r: dict) -> Rows:
+    return [_row(
+        "agent_feedback", event_id=r["event_id"], agent_id=safe_text(r["agent_id"]),
+        channel_id=safe_text(r["channel_id"]), kind=r.get("kind", "UNKNOWN"),
+        value=int(r["value"]), rater_id=_opt_text(r.get("rater_id")), ref_id=r["ref_id"],
+        comment=_opt_text(r.get("comment")), created_at=_time(r["created_at"]))]
+
+
 _EVENTS: dict[str, Callable[[dict], Rows]] = {
     "ChatMessage": _chat_message,
     "RelevanceDecision": _relevance_decision,
@@ -345,6 +356,7 @@ _EVENTS: dict[str, Callable[[dict], Rows]] = {
     "VoteDeadline": _vote_deadline,
     "IncidentDetected": _incident_detected,
     "IncidentChanged": _incident_changed,
+    "AgentFeedback": _agent_feedback,
 }
 
 

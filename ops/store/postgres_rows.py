@@ -115,6 +115,12 @@ UPDATE incidents SET
                       ELSE resolution END,
     updated_at = greatest(updated_at, %(changed_at)s)
 WHERE incident_id = %(incident_id)s""",
+    "agent_feedback": """
+INSERT INTO agent_feedback (event_id, agent_id, channel_id, kind, value, rater_id, ref_id,
+    comment, created_at)
+VALUES (%(event_id)s, %(agent_id)s, %(channel_id)s, %(kind)s, %(value)s, %(rater_id)s,
+        %(ref_id)s, %(comment)s, %(created_at)s)
+ON CONFLICT (event_id) DO NOTHING""",
     # --- shared ---------------------------------------------------------------------
     # Serialises the two sides of a vote (proposal/result) or of a ballot
     # (ballot/rejection) across concurrent transactions; released at commit.
@@ -418,6 +424,13 @@ def _incident_changed(r: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def _agent_feedback(r: dict) -> list[tuple[str, dict]]:
+    return [("agent_feedback", _params(
+        event_id=r["event_id"], agent_id=r["agent_id"], channel_id=r["channel_id"],
+        kind=r.get("kind", "UNKNOWN"), value=r["value"], rater_id=r.get("rater_id"),
+        ref_id=r["ref_id"], comment=r.get("comment"), created_at=r["created_at"]))]
+
+
 def _dead_letter(r: dict) -> list[tuple[str, dict]]:
     detail = {
         "topic": r["source_topic"], "partition": r["partition"], "offset": r["offset"],
@@ -446,6 +459,7 @@ _EVENTS = {
     "BallotRejected": _ballot_rejected,
     "IncidentDetected": _incident_detected,
     "IncidentChanged": _incident_changed,
+    "AgentFeedback": _agent_feedback,
     "DeadLetter": _dead_letter,
 }
 

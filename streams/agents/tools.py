@@ -24,6 +24,7 @@ from prometheus_client import Counter, Histogram
 from ops.core.errors import Denied
 from schemas import codec
 from schemas.topics import (
+    AGENT_FEEDBACK,
     CHAT_MESSAGES,
     DEADLETTER,
     TOOL_APPROVED,
@@ -33,6 +34,7 @@ from schemas.topics import (
 )
 from streams.app import send_all, topic
 from streams.deadletter import dead_letter, dead_letter_on_failure
+from streams.domain import feedback
 from streams.domain.tools import catalog, permissions
 from streams.domain.tools.records import (
     request_digest,
@@ -71,7 +73,8 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
               "ChatMessage": (topic(app, CHAT_MESSAGES), lambda r: r["channel_id"]),
               "ToolRequest": (votes, lambda r: vote_id_of(r["event_id"])),
               "VoteProposal": (votes, lambda r: r["vote_id"]),
-              "DeadLetter": (deadletter, lambda r: r["source_topic"])}
+              "DeadLetter": (deadletter, lambda r: r["source_topic"]),
+              "AgentFeedback": (topic(app, AGENT_FEEDBACK), lambda r: r["agent_id"])}
 
     async def check_approval(request: dict) -> None:
         """Raise Unapproved unless a PASSED vote approved exactly this request."""
@@ -167,6 +170,8 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             async with dead_letter_on_failure(deadletter, event.message, "tools"):
                 _, request = codec.decode(event.message.value, expected="ToolRequest")
                 produced = await handle(request, event.message)
+                produced += [("AgentFeedback", found) for n, r in produced if n == "ToolResult"
+                             for found in feedback.tool_failed(r, services.registry.data)]
                 # Durable before the request's offset is committed.
                 await send_all((routes[name][0], routes[name][1](record), name, record)
                                for name, record in produced)

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from schemas import codec
 from schemas.topics import (
+    AGENT_FEEDBACK,
     CHAT_MESSAGES,
     DEADLETTER,
     TOOL_APPROVED,
@@ -28,6 +29,7 @@ from schemas.topics import (
 )
 from streams.app import send_all, topic
 from streams.deadletter import dead_letter_on_failure
+from streams.domain import feedback
 from streams.domain.votes import ledger
 from streams.services import Services
 
@@ -43,7 +45,8 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
     routes = {"VoteResult": (results, "vote_id"), "BallotRejected": (results, "vote_id"),
               "ChatMessage": (chat, "channel_id"),
               "ToolRequest": (topic(app, TOOL_APPROVED), "channel_id"),
-              "ToolResult": (topic(app, TOOL_RESULTS), "channel_id")}
+              "ToolResult": (topic(app, TOOL_RESULTS), "channel_id"),
+              "AgentFeedback": (topic(app, AGENT_FEEDBACK), "agent_id")}
     deadletter = topic(app, DEADLETTER)
     noticed: dict[str, float] = {}
 
@@ -80,6 +83,8 @@ def register(app: faust.App, services: Services, table: faust.TableT) -> faust.t
         before = table.get(vote_id)
         state, produced = apply(name, record, before or ledger.new(vote_id, message.partition),
                                 datetime.now(timezone.utc))
+        produced += [("AgentFeedback", found) for found in
+                     feedback.vote_outcomes(state, produced, services.registry.data)]
         # Durable before the vote's new state and offset are; a result before the rest,
         # so that the tools agent finds it when the approved request arrives.
         send = [(routes[n][0], out[routes[n][1]], n, out) for n, out in produced]

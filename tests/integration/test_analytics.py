@@ -13,7 +13,7 @@ from support.samples import SAMPLES
 
 EXPECTED = {"agent_response_latency", "relevance_selection", "relevance_factor_distribution",
             "tool_runs", "vote_outcomes", "tokens_per_agent", "messages_per_minute",
-            "incident_response"}
+            "incident_response", "agent_satisfaction"}
 
 
 def test_the_queries_are_declared():
@@ -49,7 +49,7 @@ def agora_client(path):
 def test_every_query_returns_rows_on_chdb(tmp_path):
     client = agora_client(tmp_path)
     try:
-        assert migrate.clickhouse(client) == ["0001", "0002", "0003", "0004", "0005"]
+        assert migrate.clickhouse(client) == ["0001", "0002", "0003", "0004", "0005", "0006"]
         assert migrate.clickhouse(client) == []  # tracked: applied once
         for name, record in SAMPLES:
             for table, row in rows(name, record):
@@ -73,7 +73,7 @@ def test_every_query_returns_rows_on_chdb(tmp_path):
 def test_a_migration_changed_after_it_was_applied_is_refused(tmp_path):
     client = agora_client(tmp_path)
     try:
-        assert migrate.clickhouse(client) == ["0001", "0002", "0003", "0004", "0005"]
+        assert migrate.clickhouse(client) == ["0001", "0002", "0003", "0004", "0005", "0006"]
         client.insert("agora.schema_migrations", [["0001", "0001_events", "edited"]],
                       column_names=["version", "name", "checksum"])
         with pytest.raises(migrate.MigrationError, match="changed after it was applied"):

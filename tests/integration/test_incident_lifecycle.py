@@ -15,6 +15,8 @@ from datetime import datetime, timedelta, timezone
 import grpc
 import psycopg
 import pytest
+from test_incident_actions import Receiver
+from test_knowledge import client
 
 from conftest import run_agora
 from gateway import auth
@@ -29,8 +31,6 @@ from schemas.ids import derived_id
 from schemas.topics import ALL, INCIDENTS, TOOL_RESULTS
 from support.accounting import start_sink
 from support.kafka import start_at_ends
-from test_incident_actions import Receiver
-from test_knowledge import client
 
 pytestmark = pytest.mark.stack
 

@@ -11,15 +11,14 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
+from test_gateway_services import refused_async, suffix, who
 
 from gateway.guard import _CALLER
 from gateway.incidents import IncidentService, update
 from gateway.tail import Tail
 from ops.core.errors import Conflict, Denied, NotFound, Unavailable
 from ops.core.kafka import AsyncProducer, ensure_topics
-from ops.store import migrate
 from ops.store.postgres import execute
 from ops.store.postgres_rows import rows
 from schemas import codec
@@ -27,7 +26,6 @@ from schemas.agora.v1 import incidents_pb2
 from schemas.ids import derived_id
 from schemas.topics import ALL, INCIDENTS
 from support.samples import roundtrip
-from test_gateway_services import refused_async, suffix, who
 
 pytestmark = pytest.mark.stack
 NOW = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
@@ -44,28 +42,14 @@ def detected(room: str, incident: str, message: str, opened: bool, text: str, se
         "detected_at": NOW + timedelta(seconds=seconds + 0.2), "config_version": "test"})
 
 
-@pytest.fixture
-def own(settings):
-    """Settings whose Postgres is a migrated schema of its own."""
-    schema = f"gwinc_{suffix()}"
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            mine = settings.model_copy(update={"postgres_dsn": make_conninfo(
-                settings.postgres_dsn, options=f"-c search_path={schema},public")})
-            migrate.postgres(mine)
-            yield mine
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def store(settings, *events: tuple[str, dict]) -> None:
     """As the Postgres sink writes them."""
     with psycopg.connect(settings.postgres_dsn) as conn, conn.transaction():
         execute(conn, [pair for name, record in events for pair in rows(name, record)])
 
 
-def test_incidents_are_listed_acknowledged_resolved_and_explained(own, reader):
+def test_incidents_are_listed_acknowledged_resolved_and_explained(own_postgres, reader):
+    own = own_postgres
     ensure_topics(own, ALL)
     room, other = f"inc-{suffix()}", f"inc-{suffix()}"
     first, later, elsewhere = (str(uuid.uuid4()) for _ in range(3))
@@ -172,7 +156,8 @@ def test_incidents_are_listed_acknowledged_resolved_and_explained(own, reader):
     assert update("IncidentChanged", published[0]).kind in ("acknowledged", "resolved")
 
 
-def test_a_change_that_cannot_be_published_is_put_back(own, monkeypatch):
+def test_a_change_that_cannot_be_published_is_put_back(own_postgres, monkeypatch):
+    own = own_postgres
     room, incident = f"inc-{suffix()}", str(uuid.uuid4())
     store(own, detected(room, incident, str(uuid.uuid4()), True, "site down", "SEV1", 0))
     # A producer on a port nobody listens on: delivery fails after its timeout.

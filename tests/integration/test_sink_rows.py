@@ -153,6 +153,7 @@ def test_statement_names_per_event():
         "BallotRejected": {"advisory_lock", "ballot_rejection", "ballot_reject", "infraction"},
         "IncidentDetected": {"incident_message", "incident"},
         "IncidentChanged": {"incident_change", "incident_state"},
+        "AgentFeedback": {"agent_feedback"},
         "DeadLetter": {"system_event"},
     }
     assert set(STATEMENTS) | set(BULK) == (set().union(*got.values())
@@ -285,7 +286,7 @@ def test_event_tables_have_ingested_at_and_enum_checks():
 EVENT_TABLES = ("agents", "agent_status", "channels", "messages", "votes", "ballots",
                 "ballot_rejections", "vote_results", "tool_requests", "tool_runs",
                 "relevance_decisions", "inference_tasks", "infractions", "system_events",
-                "incidents", "incident_messages", "incident_changes")
+                "incidents", "incident_messages", "incident_changes", "agent_feedback")
 
 
 @pytest.fixture
@@ -355,7 +356,7 @@ def test_statements_on_postgres_are_idempotent_and_order_independent(pg_schema):
             "infractions": 1 + n["BallotRejected"],
             "system_events": n["DeadLetter"] + n["VoteDeadline"],
             "incidents": 1, "incident_messages": n["IncidentDetected"],
-            "incident_changes": n["IncidentChanged"],
+            "incident_changes": n["IncidentChanged"], "agent_feedback": n["AgentFeedback"],
         }
         # The join counted and did not lower the severity; the first acknowledgement and the
         # resolution stand, whatever the order they were replayed in.

@@ -199,6 +199,15 @@ def _samples() -> list[tuple[str, dict]]:
         ("IncidentChanged", {**acknowledged, "event_id": uid("incident-resolved"),
                              "change": "RESOLVED", "actor_id": "human:lea",
                              "note": "pool size raised", "changed_at": at(1500)}),
+        # Feedback: a person's rating of a reply, and a failed tool run.
+        ("AgentFeedback", {
+            "event_id": uid("rating-1"), "agent_id": "developer-backend",
+            "channel_id": "general", "kind": "RATING", "value": 1, "rater_id": "human:maya",
+            "ref_id": m2, "comment": "spot on \x00", "created_at": at(40)}),
+        ("AgentFeedback", {
+            "event_id": uid("feedback-tool"), "agent_id": "developer-backend",
+            "channel_id": "general", "kind": "TOOL_FAILED", "value": -1, "rater_id": None,
+            "ref_id": req_bad, "comment": "exit 1", "created_at": at(41)}),
         ("DeadLetter", {
             "event_id": uid("dead-1"), "source_topic": "agora.chat.messages", "partition": 2,
             "offset": 12345678901, "key": b"general", "value": b"\x00\xffnot avro",

@@ -35,11 +35,12 @@ EXPECTED_EVENTS = {
     "ChatMessage", "AgentProfile", "RelevanceDecision", "InferenceTask", "ToolRequest",
     "ToolResult", "VoteProposal", "Ballot", "VoteResult", "BallotRejected", "DeadLetter",
     "AgentStatus", "VoteDeadline", "ReplyChunk", "KnowledgeDocument", "IncidentDetected",
-    "IncidentChanged",
+    "IncidentChanged", "AgentFeedback",
 }
 # Released schemas are frozen: a changed fingerprint here means a released
 # file was edited, which would orphan every payload written with it.
 RELEASED_FINGERPRINTS = {
+    ("AgentFeedback", 1): "edcc4f5798b9dcf3",
     ("AgentProfile", 1): "0ba1a89fa3d89185",
     ("AgentStatus", 1): "8a4b9b0125047a4f",
     ("Ballot", 1): "0becc091f267ae77",
