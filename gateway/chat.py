@@ -205,17 +205,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def RateReply(self, request, context):
         message_id = validation.identifier(request.message_id, "message_id")
         rater = caller().subject
+        message = await self._stored_message(message_id)
+        if message is None:
+            raise NotFound(f"no message {message_id!r} (a reply of a moment ago may not "
+                           "be stored yet)")
+        require_channel(message["channel_id"], Role.MEMBER)
+        record = feedback.rating(message, rater, request.rating, request.comment.strip(),
+                                 _now())  # Invalid: INVALID_ARGUMENT, with the reason
         async with postgres_errors(), self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(f"SELECT {COLUMNS} FROM messages WHERE event_id = %s",
-                              (message_id,))
-            message = await cur.fetchone()
-            if message is None:
-                raise NotFound(f"no message {message_id!r} (a reply of a moment ago may not "
-                               "be stored yet)")
-            require_channel(message["channel_id"], Role.MEMBER)
-            record = feedback.rating(message, rater, request.rating, request.comment.strip(),
-                                     _now())  # Invalid: INVALID_ARGUMENT, with the reason
             # Stored first: of two ratings of one reply by one person, one is kept.
             if not await ratings.claim(conn, record):
                 raise AlreadyExists(f"{rater} rated reply {message_id} already")

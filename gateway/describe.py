@@ -1,5 +1,6 @@
 """Channel events as text for people following a channel (``agora tail``): one line
-per event, and agents' replies written out as they are generated."""
+per event, and agents' replies written out as they are generated; incidents in a line
+(``agora incident``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 
-from schemas.agora.v1 import chat_pb2, tools_pb2, votes_pb2
+from schemas.agora.v1 import chat_pb2, incidents_pb2, tools_pb2, votes_pb2
 from schemas.convert import symbol
 from streams.domain.knowledge.chunks import location
 
@@ -136,3 +137,22 @@ class Transcript:
             return ""
         self._open = None
         return "\n"
+
+
+def _duration(value) -> str:
+    seconds = int(value.ToTimedelta().total_seconds())
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def incident_line(found: incidents_pb2.Incident) -> str:
+    """An incident in a line: id, severity, status, channel, ticket, when it opened, its
+    title, and how long it took to acknowledge and resolve."""
+    severity = symbol(incidents_pb2.IncidentSeverity, found.severity) or "SEV?"
+    status = symbol(incidents_pb2.IncidentStatus, found.status) or "?"
+    times = [f"{name} in {_duration(getattr(found, field))}"
+             for name, field in (("acknowledged", "time_to_acknowledge"),
+                                 ("resolved", "time_to_resolve")) if found.HasField(field)]
+    return (f"{found.incident_id}  {severity} {status:<12} #{found.channel_id} "
+            f"{found.ticket or '-'} {found.opened_at.ToDatetime():%Y-%m-%d %H:%M} "
+            f"\"{found.title}\"" + (f" ({', '.join(times)})" if times else ""))

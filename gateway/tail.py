@@ -2,8 +2,9 @@
 number of subscribers.
 
 The ``Tail`` reads the channel topics (messages, reply chunks, relevance decisions,
-tool results, votes and vote results, incidents) from their end when the gateway starts, decodes each record
-once and hands it to the subscribers of its channel. A subscriber's position is the
+tool results, votes and vote results, incidents) from their end when the gateway
+starts, decodes each record once and hands it to the subscribers of its channel
+(StreamChannel shows all but the incidents, which StreamIncidents follows). A subscriber's position is the
 next offset of every topic partition (the cursor), so:
 
 * from now: the position is the tail's own at the moment of subscribing, taken under

@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 
 from gateway import auth
 from gateway.client import Client
-from gateway.describe import Transcript
+from gateway.describe import Transcript, incident_line
 from gateway.registry import Registry
 from gateway.server import key_ring, serve, signer
 from gateway.sessions import Grant, TokenStore
@@ -200,13 +200,11 @@ def agents_create(
 def agents_list() -> None:
     """Every agent with its state, channels and tools."""
     if client := _through_gateway():
-        profiles, page_token = {}, None
+        profiles = {}
         with client:
-            while page_token != "":
-                page = _rpc(lambda: client.agents.ListAgents(
-                    agents_pb2.ListAgentsRequest(page_token=page_token or "")))
+            for page in _pages(lambda token: client.agents.ListAgents(
+                    agents_pb2.ListAgentsRequest(page_token=token))):
                 profiles.update((a.agent_id, _profile(a)) for a in page.agents)
-                page_token = page.next_page_token
     else:
         profiles = _registry().load()
     if not profiles:
@@ -548,6 +546,16 @@ def _client():
     return Client(settings.gateway_address, token, channel_credentials(settings))
 
 
+def _pages(call):
+    """Every page of a paged gateway call: ``call(page_token)``, until the last page."""
+    token = ""
+    while True:
+        page = _rpc(lambda: call(token))
+        yield page
+        if not (token := page.next_page_token):
+            return
+
+
 def _rpc(call):
     """Run a gateway call; a refusal prints its status and message, exit 2."""
     try:
@@ -681,14 +689,12 @@ def kb_list(
     removed: bool = typer.Option(False, "--removed", help="Include removed documents."),
 ) -> None:
     """The documents of the workspace, and of a channel."""
-    page_token = None
     with _client() as client:
-        while page_token != "":
-            page = _rpc(lambda: client.knowledge.ListDocuments(knowledge_pb2.ListDocumentsRequest(
-                channel_id=channel, include_removed=removed, page_token=page_token or "")))
+        for page in _pages(lambda token: client.knowledge.ListDocuments(
+                knowledge_pb2.ListDocumentsRequest(channel_id=channel, include_removed=removed,
+                                                   page_token=token))):
             for doc in page.documents:
                 typer.echo(_document_line(doc))
-            page_token = page.next_page_token
 
 
 @kb_app.command("remove")
@@ -716,23 +722,6 @@ def kb_search(
         typer.echo(f"    {' '.join(p.content.split())[:400]}")
 
 
-def _duration(value) -> str:
-    seconds = int(value.ToTimedelta().total_seconds())
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def incident_line(found: incidents_pb2.Incident) -> str:
-    severity = symbol(incidents_pb2.IncidentSeverity, found.severity) or "SEV?"
-    status = symbol(incidents_pb2.IncidentStatus, found.status)
-    times = [f"{name} in {_duration(getattr(found, field))}"
-             for name, field in (("acknowledged", "time_to_acknowledge"),
-                                 ("resolved", "time_to_resolve")) if found.HasField(field)]
-    return (f"{found.incident_id}  {severity} {status:<12} #{found.channel_id} "
-            f"{found.ticket or '-'} {found.opened_at.ToDatetime():%Y-%m-%d %H:%M} "
-            f"\"{found.title}\"" + (f" ({', '.join(times)})" if times else ""))
-
-
 @incident_app.command("list")
 def incident_list(
     channel: str = typer.Option("", "--channel", "-c", help="One channel (default: all "
@@ -740,14 +729,12 @@ def incident_list(
     resolved: bool = typer.Option(False, "--all", help="Resolved incidents too."),
 ) -> None:
     """Incidents, newest first."""
-    page_token = None
     with _client() as client:
-        while page_token != "":
-            page = _rpc(lambda: client.incidents.ListIncidents(incidents_pb2.ListIncidentsRequest(
-                channel_id=channel, include_resolved=resolved, page_token=page_token or "")))
+        for page in _pages(lambda token: client.incidents.ListIncidents(
+                incidents_pb2.ListIncidentsRequest(channel_id=channel, include_resolved=resolved,
+                                                   page_token=token))):
             for found in page.incidents:
                 typer.echo(incident_line(found))
-            page_token = page.next_page_token
 
 
 @incident_app.command("show")

@@ -28,17 +28,25 @@ from google.protobuf import duration_pb2
 from gateway import auth
 from gateway.chat import posted_id
 from gateway.client import Client
-from gateway.describe import Transcript
+from gateway.describe import Transcript, incident_line
 from gateway.server import signer
 from gateway.tls import channel_credentials
 from ops import devstack as stack
 from ops.core.config import Settings
 from ops.core.kafka import ensure_topics
 from ops.devstack import smoke
-from ops.devstack.process import agora_command, spawn, start_agora, start_worker, stop, wait_until
+from ops.devstack.process import start_agora, start_worker, stop
 from ops.store import migrate
 from ops.store.oncall import OncallStore
-from schemas.agora.v1 import agents_pb2, analytics_pb2, knowledge_pb2, tools_pb2, votes_pb2
+from schemas.agora.v1 import (
+    agents_pb2,
+    analytics_pb2,
+    chat_pb2,
+    incidents_pb2,
+    knowledge_pb2,
+    tools_pb2,
+    votes_pb2,
+)
 from schemas.topics import ALL
 
 Echo = Callable[[str], None]
@@ -63,7 +71,10 @@ SUMMARY = [  # (query, parameters, title) of the closing analytics
     ("tokens_per_agent", {}, "tokens per agent"),
     ("tool_runs", {}, "tool runs"),
     ("vote_outcomes", {}, "vote outcomes"),
+    ("incident_response", {}, "incidents: time to acknowledge and resolve"),
+    ("agent_satisfaction", {}, "satisfaction per agent (people's ratings)"),
 ]
+STORED_WAIT_S = 60  # for the Postgres sink to store what the script reads back
 
 
 def run(settings: Settings, echo: Echo, keep: bool) -> None:
@@ -166,6 +177,7 @@ class Scenario:
         self.maya = auth.issue(key, "human:maya", [f"{CHANNEL}:member"], ttl)
         self.operator = auth.issue(key, "ops:demo", ["*:admin"], ttl)
         self.missing: list[str] = []
+        self.replies: list = []  # the agents' replies to the script's messages
 
     def echo(self, text: str) -> None:
         with self.lock:
@@ -188,6 +200,8 @@ class Scenario:
                         self._tool_call(maya, live)
                         self._gated_tool(maya, live)
                         self._decision_vote(maya, live)
+                        self._incident(maya)
+                        self._ratings(maya, ops)
                     finally:
                         live.close()
             finally:
@@ -252,6 +266,7 @@ class Scenario:
         selected = list(decision.relevance.selected)
         replies = live.wait(lambda e: e.WhichOneof("event") == "message"
                             and e.message.reply_to == posted.message_id, count=len(selected))
+        self.replies += [r.message for r in replies]
         if len(replies) < len(selected):
             self.missing.append(f"{len(selected) - len(replies)} replies to {text[:30]!r}")
         if "502" in text and not any(s.title == RUNBOOK for r in replies
@@ -310,6 +325,64 @@ class Scenario:
             timeout=30)
         self._closed(live, lambda v: v.vote_id == vote.vote_id, "the decision vote's result")
 
+    def _incident(self, maya) -> None:
+        self.echo("\n== the incident: maya (on call) acknowledges it, then resolves it "
+                  "(IncidentService; agora incident ack|resolve|show)")
+        found = _waited(lambda: [i for i in maya.incidents.ListIncidents(
+            incidents_pb2.ListIncidentsRequest(channel_id=CHANNEL), timeout=30).incidents
+            if i.ticket])
+        if not found:
+            self.missing.append("the incident with NOX's ticket, stored")
+            return
+        incident = found[0]
+        self.echo(f"   {incident_line(incident)}")
+        for change, note in ((maya.incidents.Acknowledge, "on it, rolling back"),
+                             (maya.incidents.Resolve, "rolled back to v1.4.2; pool size "
+                                                      "raised to 50")):
+            incident = change(incidents_pb2.ChangeIncidentRequest(
+                incident_id=incident.incident_id, note=note), timeout=30)
+            self.echo(f">> human:maya: {incident_line(incident)}")
+        detail = maya.incidents.GetIncident(incidents_pb2.GetIncidentRequest(
+            incident_id=incident.incident_id), timeout=30)
+        self.echo("   its timeline (GetIncident):")
+        for entry in detail.timeline:
+            self.echo(f"     {entry.time.ToDatetime():%H:%M:%S}  {entry.kind:<12} "
+                      f"{entry.actor_id:<18} {entry.summary[:100]}")
+        kinds = {e.kind for e in detail.timeline}
+        for kind in ("opened", "ticket", "acknowledged", "resolved"):
+            if kind not in kinds:
+                self.missing.append(f"the incident timeline's {kind!r} entry")
+
+    def _ratings(self, maya, ops) -> None:
+        self.echo("\n== maya rates replies (ChatService.RateReply; agora rate): the "
+                  "performance scores, relevance's quality factor, move")
+        cited = [r for r in self.replies if any(s.title == RUNBOOK for s in r.sources)]
+        uncited = [r for r in self.replies if not r.sources and r not in cited]
+        rated = [(r, 1, "quoted the runbook") for r in cited[:2]] + \
+                [(r, -1, "nothing we could act on") for r in uncited[:1]]
+        if not cited or not uncited:
+            self.missing.append("a reply citing the runbook and one citing nothing, to rate")
+        before = {r.author_id: ops.agents.GetAgent(agents_pb2.GetAgentRequest(
+            agent_id=r.author_id), timeout=30).performance_score for r, _, _ in rated}
+        for reply, value, comment in rated:
+            _waited(lambda r=reply: _stored(maya, r))  # the sink has the reply
+            rating = maya.chat.RateReply(chat_pb2.RateReplyRequest(
+                message_id=reply.message_id, rating=value, comment=comment), timeout=30)
+            self.echo(f">> human:maya rates {rating.agent_id}'s reply {rating.rating:+d}: "
+                      f"{comment}")
+
+        def moved() -> dict:
+            now = {a: ops.agents.GetAgent(agents_pb2.GetAgentRequest(agent_id=a),
+                                          timeout=30).performance_score for a in before}
+            return now if all(now[a] != before[a] for a in before) else {}
+
+        after = _waited(moved)
+        for agent, score in before.items():
+            self.echo(f"   {agent:<19} performance {score:.3f} -> "
+                      f"{after.get(agent, score):.3f}")
+        if not after:
+            self.missing.append("performance scores moved by the ratings")
+
     def _closed(self, live: Live, which, what: str) -> None:
         closed = live.wait(lambda e: e.WhichOneof("event") == "vote_update"
                            and e.vote_update.WhichOneof("update") == "closed"
@@ -324,15 +397,11 @@ class Scenario:
 
     def _analytics(self, ops) -> None:
         self.echo("\n== the ClickHouse sink catches up, then the analytics service sums up")
-        log = self.settings.stack_dir / "logs" / "sink-clickhouse-demo.log"
-        command, env = agora_command(self.settings.stack_dir,
-                                     ["sink", "clickhouse", "--until-idle-s", "3"])
-        proc = spawn(command, log=log, env=env)
-        try:
-            wait_until(lambda: "sink.stopped" in log.read_text(), timeout_s=300,
-                       what="the ClickHouse sink to catch up", proc=proc, log=log)
-        finally:
-            stop(proc, grace_s=15)
+        # The sink stops by itself once idle; the log starts empty, so its stop is this run's.
+        sink = start_agora(self.settings.stack_dir, ["sink", "clickhouse", "--until-idle-s", "3"],
+                           "sink-clickhouse-demo", lambda log: "sink.stopped" in log,
+                           timeout_s=300)
+        stop(sink, grace_s=15)
         for name, params, title in SUMMARY:
             request = analytics_pb2.RunQueryRequest(name=name)
             for key, value in params.items():
@@ -346,6 +415,21 @@ class Scenario:
                 self.echo("   " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)))
             if not answer.rows:
                 self.missing.append(f"analytics rows of {name}")
+
+
+def _waited(check, timeout_s: float = STORED_WAIT_S):
+    """``check()``'s first truthy answer, polled; the last answer on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
+def _stored(client, reply) -> bool:
+    """Whether the sink has stored ``reply`` (History reads what it stored)."""
+    page = client.chat.History(chat_pb2.HistoryRequest(
+        channel_id=reply.channel_id, thread_id=reply.thread_id), timeout=30)
+    return any(m.message_id == reply.message_id for m in page.messages)
 
 
 def _value(value) -> str:

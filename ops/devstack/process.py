@@ -186,12 +186,14 @@ def wait_until(check, *, timeout_s: float, what: str, proc: Proc | None = None,
     """Poll ``check()`` until true; fail early with the log tail if ``proc`` died."""
     deadline = time.monotonic() + timeout_s
     while True:
+        # Looked at before the check: what a process wrote just before exiting counts.
+        exited = proc is not None and not leader_alive(proc)
         try:
             if check():
                 return
         except Exception:  # noqa: BLE001 - a server that is still starting refuses in many ways
             pass
-        if proc is not None and not leader_alive(proc):
+        if exited:
             raise RuntimeError(f"{what}: the process exited during start-up{_tail(log)}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not ready after {timeout_s:.0f}s{_tail(log)}")

@@ -18,7 +18,6 @@ import psycopg
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from gateway import analytics as analytics_service
@@ -549,23 +548,14 @@ def test_tool_requests_votes_and_ballots_are_published(settings, reader):
 
 
 @pytest.fixture
-def vote_settings(settings):
+def vote_settings(own_postgres):
     """Settings whose Postgres is a migrated schema of its own, holding the sample votes
     (the sink tests count the rows of the shared schema against the topics)."""
-    schema = f"gwvotes_{suffix()}"
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            own = settings.model_copy(update={"postgres_dsn": make_conninfo(
-                settings.postgres_dsn, options=f"-c search_path={schema},public")})
-            migrate.postgres(own)
-            with psycopg.connect(own.postgres_dsn) as conn:
-                for name, record in SAMPLES:
-                    with conn.transaction():
-                        execute(conn, postgres_rows(name, record))
-            yield own
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with psycopg.connect(own_postgres.postgres_dsn) as conn:
+        for name, record in SAMPLES:
+            with conn.transaction():
+                execute(conn, postgres_rows(name, record))
+    return own_postgres
 
 
 @pytest.mark.stack
