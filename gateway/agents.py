@@ -27,13 +27,14 @@ from ops.core.globaltable import CAUGHT_UP_S, GlobalTable
 from schemas import codec
 from schemas.agora.v1 import agents_pb2, agents_pb2_grpc
 from schemas.convert import enum, timestamp
+from schemas.events import AgentProfile
 from schemas.topics import AGENTS
 from streams.domain.registry import created, templates, updated, with_permissions
 
 MAX_NAME = 128
 
 
-def agent(profile: dict) -> agents_pb2.Agent:
+def agent(profile: AgentProfile) -> agents_pb2.Agent:
     return agents_pb2.Agent(
         agent_id=profile["agent_id"], name=profile["name"], template=profile["template"],
         persona=profile["persona"], system_prompt=profile["system_prompt"],
@@ -48,7 +49,7 @@ def _visible(who: Caller, profile: dict) -> bool:
     return any(who.may_access(c) for c in profile["channels"])
 
 
-def _may_change(who: Caller, profile: dict) -> None:
+def _may_change(who: Caller, profile: AgentProfile) -> None:
     """Changing an agent (its state, its permissions) takes admin of all its channels:
     what it may do there decides who votes and who runs tools."""
     blocked = [c for c in profile["channels"] if not who.may(c, Role.ADMIN)]
@@ -64,8 +65,8 @@ def _permissions(values, field: str) -> list[str]:
 class AgentService(agents_pb2_grpc.AgentServiceServicer):
     def __init__(self, settings: Settings):
         self.registry = Registry(settings)
-        self.profiles: GlobalTable[dict] = GlobalTable(settings, AGENTS.name,
-                                                       codec.records_of("AgentProfile"))
+        self.profiles: GlobalTable[AgentProfile] = GlobalTable(
+            settings, AGENTS.name, codec.records_of(AgentProfile))
         self._writes = asyncio.Lock()
 
     async def start(self) -> None:
@@ -74,7 +75,7 @@ class AgentService(agents_pb2_grpc.AgentServiceServicer):
     async def stop(self) -> None:
         await self.profiles.stop()
 
-    async def _current(self) -> dict[str, dict]:
+    async def _current(self) -> dict[str, AgentProfile]:
         """The registry with every change made before the call."""
         try:
             await self.profiles.caught_up()
@@ -83,7 +84,7 @@ class AgentService(agents_pb2_grpc.AgentServiceServicer):
                               f"{CAUGHT_UP_S}s") from exc
         return self.profiles.data
 
-    async def _save(self, profile: dict, action: str) -> None:
+    async def _save(self, profile: AgentProfile, action: str) -> None:
         """Publish a change (a new agent's expertise embedding first): Kafka and Triton
         failures are UNAVAILABLE."""
         try:
@@ -91,16 +92,17 @@ class AgentService(agents_pb2_grpc.AgentServiceServicer):
         except (KafkaException, TimeoutError, InferenceError) as exc:
             raise Unavailable(f"agent registry: {exc}") from exc
 
-    async def _profile(self, agent_id: str) -> dict:
+    async def _profile(self, agent_id: str) -> AgentProfile:
         profile = (await self._current()).get(agent_id)
         if profile is None:
             raise NotFound(f"unknown agent {agent_id!r}")
         return profile
 
-    async def _change(self, agent_id: str, fields: Callable[[dict], dict]) -> agents_pb2.Agent:
+    async def _change(self, agent_id: str, fields: Callable[[AgentProfile], dict]
+                      ) -> agents_pb2.Agent:
         who = caller()
 
-        def checked(current: dict) -> dict:
+        def checked(current: AgentProfile) -> dict:
             _may_change(who, current)
             return fields(current)
 

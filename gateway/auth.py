@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum, StrEnum
 from pathlib import Path
+from typing import Any
 
 import jwt
 import structlog
@@ -135,7 +136,7 @@ def signing_key(key: str | bytes) -> bytes:
 # --- keys ---------------------------------------------------------------------------------
 
 def _algorithm(jwk: Mapping) -> str:
-    return jwk.get("alg") or {"RSA": "RS256", "EC": "ES256"}.get(jwk.get("kty"), "")
+    return jwk.get("alg") or {"RSA": "RS256", "EC": "ES256"}.get(jwk.get("kty", ""), "")
 
 
 def _key_of(jwk: Mapping):
@@ -174,7 +175,7 @@ class Signer:
     """The key new tokens are signed with."""
     kid: str
     algorithm: str
-    key: object
+    key: Any  # a private key object of cryptography's, or HS256 bytes
 
     @classmethod
     def from_jwks(cls, private: Mapping) -> Signer:
@@ -185,7 +186,7 @@ class Signer:
         return cls(jwk["kid"], _algorithm(jwk), _key_of(jwk))
 
     @classmethod
-    def from_file(cls, path: Path) -> Signer:
+    def from_file(cls, path: Path | str) -> Signer:
         return cls.from_jwks(json.loads(Path(path).read_text()))
 
     @classmethod
@@ -276,7 +277,7 @@ def from_authorization(value: str | None) -> str:
     return token.strip()
 
 
-def _header(token: str, keys: KeyRing) -> tuple[str, str, object]:
+def _header(token: str, keys: KeyRing) -> tuple[str, str, Any]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:

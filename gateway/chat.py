@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
+from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -85,6 +86,7 @@ _SHOWN = {"ChatMessage": ("message", chat_message), "ReplyChunk": ("reply_chunk"
 
 def channel_event(item: Item, position: dict) -> chat_pb2.ChannelEvent | None:
     """The stream's form of a tail item; None for events a channel does not show."""
+    body: dict[str, Any]
     if item.name in _SHOWN:
         field, convert = _SHOWN[item.name]
         body = {field: convert(item.record)}
@@ -128,7 +130,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if (posted := self.recent.answer(message_id)) is not None:
             return posted.channel_id, posted.thread_id, posted.thread_depth
         stored = await self._stored_message(message_id)
-        return stored and (stored["channel_id"], stored["thread_id"], stored["thread_depth"])
+        if stored is None:
+            return None
+        return stored["channel_id"], stored["thread_id"], stored["thread_depth"]
 
     async def PostMessage(self, request, context):
         channel = validation.channel_id(request.channel_id)

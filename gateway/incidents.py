@@ -37,6 +37,7 @@ MAX_NOTE = 2000
 _SEVERITY = {"SEV1": incidents_pb2.INCIDENT_SEVERITY_SEV1,
              "SEV2": incidents_pb2.INCIDENT_SEVERITY_SEV2,
              "SEV3": incidents_pb2.INCIDENT_SEVERITY_SEV3}
+_UNSPECIFIED = incidents_pb2.INCIDENT_SEVERITY_UNSPECIFIED
 _STATUS = {"open": incidents_pb2.INCIDENT_STATUS_OPEN,
            "acknowledged": incidents_pb2.INCIDENT_STATUS_ACKNOWLEDGED,
            "resolved": incidents_pb2.INCIDENT_STATUS_RESOLVED}
@@ -59,7 +60,7 @@ def incident(row: dict) -> incidents_pb2.Incident:
             optional[name] = duration
     return incidents_pb2.Incident(
         incident_id=row["incident_id"], channel_id=row["channel_id"], title=row["title"],
-        severity=_SEVERITY.get(row["severity"], 0), service=row["service"] or "",
+        severity=_SEVERITY.get(row["severity"], _UNSPECIFIED), service=row["service"] or "",
         status=_STATUS[row["status"]], opened_by=row["opened_by"],
         opened_message_id=row["opened_message_id"], opened_at=timestamp(row["opened_at"]),
         messages=row["messages"], acknowledged_by=row["acknowledged_by"] or "",
@@ -72,14 +73,16 @@ def update(name: str, record: dict) -> incidents_pb2.IncidentUpdate | None:
     if name == "IncidentDetected":
         return incidents_pb2.IncidentUpdate(
             kind="opened" if record["opened"] else "joined", incident_id=record["incident_id"],
-            channel_id=record["channel_id"], severity=_SEVERITY.get(record["severity"], 0),
+            channel_id=record["channel_id"],
+            severity=_SEVERITY.get(record["severity"], _UNSPECIFIED),
             service=record.get("service") or "", actor_id=record["author_id"],
             text=record["text"], message_id=record["message_id"],
             time=timestamp(record["message_at"]))
     if name == "IncidentChanged":
         return incidents_pb2.IncidentUpdate(
             kind=record["change"].lower(), incident_id=record["incident_id"],
-            channel_id=record["channel_id"], severity=_SEVERITY.get(record["severity"], 0),
+            channel_id=record["channel_id"],
+            severity=_SEVERITY.get(record["severity"], _UNSPECIFIED),
             actor_id=record["actor_id"], text=record.get("note") or "",
             time=timestamp(record["changed_at"]))
     return None
@@ -106,7 +109,7 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
     async def ListIncidents(self, request, context):
         who = caller()
         if request.channel_id:
-            channels: list[str] | None = [validation.channel_id(request.channel_id)]
+            channels = [validation.channel_id(request.channel_id)]
             require_channel(channels[0])
         else:  # every channel the caller sees
             channels = None if who.admin or ALL_CHANNELS in who.roles else sorted(who.roles)

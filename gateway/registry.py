@@ -13,6 +13,7 @@ from ops.core import kafka
 from ops.core.config import Settings
 from ops.store.memory import open_memory
 from schemas import codec
+from schemas.events import AgentProfile
 from schemas.topics import AGENTS
 from streams.domain.registry import created, updated, with_permissions
 from streams.domain.relevance.records import expertise_texts
@@ -27,27 +28,27 @@ class Registry:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def load(self) -> dict[str, dict]:
+    def load(self) -> dict[str, AgentProfile]:
         """Every agent's latest profile: the registry topic read to its end."""
-        profiles: dict[str, dict] = {}
+        profiles: dict[str, AgentProfile] = {}
         for record in kafka.read_to_end(self.settings, [AGENTS.name]):
             key = (record.key() or b"").decode(errors="replace")
             if record.value() is None:
                 profiles.pop(key, None)
                 continue
             try:
-                profiles[key] = codec.decode(record.value(), expected="AgentProfile")[1]
+                profiles[key] = codec.decode_as(record.value(), AgentProfile)
             except codec.CodecError as exc:
                 # A foreign record must not hide the rest of the registry.
                 log.warning("registry.bad_record", key=key, offset=record.offset(),
                             error=str(exc))
         return profiles
 
-    def publish(self, profile: dict) -> None:
+    def publish(self, profile: AgentProfile) -> None:
         kafka.publish(self.settings, AGENTS.name,
                       [(profile["agent_id"], codec.encode("AgentProfile", profile))])
 
-    def save(self, profile: dict, action: str) -> None:
+    def save(self, profile: AgentProfile, action: str) -> None:
         """Publish what ``created`` or ``updated`` made; a new agent's expertise texts are
         embedded first (those no agent embedded before), so relevance finds them."""
         if action == "created":
@@ -55,7 +56,7 @@ class Registry:
         if action != "unchanged":
             self.publish(profile)
 
-    def store_expertise(self, profile: dict) -> None:
+    def store_expertise(self, profile: AgentProfile) -> None:
         texts = expertise_texts(profile)
 
         async def embed(missing: list[str]):
@@ -72,22 +73,24 @@ class Registry:
             memory.close()
 
     def create(self, template: str, channel: str, agent_id: str | None = None,
-               name: str | None = None) -> tuple[dict, str]:
+               name: str | None = None) -> tuple[AgentProfile, str]:
         """Create an agent, or add ``channel`` to an existing one (``created``)."""
         agent_id = agent_id or template
         profile, action = created(self.load().get(agent_id), template, channel, agent_id, name)
         self.save(profile, action)
         return profile, action
 
-    def update(self, agent_id: str, change: Callable[[dict], dict]) -> dict:
+    def update(self, agent_id: str, change: Callable[[AgentProfile], dict]) -> AgentProfile:
         profile = updated(self.load().get(agent_id), agent_id, change)
         self.save(profile, "updated")
         return profile
 
-    def grant(self, agent_id: str, permissions: list[str], revoke: bool = False) -> dict:
+    def grant(self, agent_id: str, permissions: list[str], revoke: bool = False
+              ) -> AgentProfile:
         """Override the template's permissions of one agent (``with_permissions``)."""
         return self.update(agent_id, lambda p: with_permissions(p, revoke=permissions)
                            if revoke else with_permissions(p, grant=permissions))
 
-    def set_state(self, agent_id: str, state: str, reason: str | None = None) -> dict:
+    def set_state(self, agent_id: str, state: str, reason: str | None = None
+                  ) -> AgentProfile:
         return self.update(agent_id, lambda p: {"state": state, "state_reason": reason})

@@ -139,19 +139,19 @@ class Tail:
         message = consumer.poll(0.2)
         if message is None or message.error():
             return
-        key = (message.topic(), message.partition())
+        topic, partition, offset = kafka.position(message)
         with self._lock:
             if not self._wanted(message):
-                self.position[key] = message.offset() + 1
+                self.position[(topic, partition)] = offset + 1
                 return
         # Decoded outside the lock; whoever subscribes meanwhile still gets the record,
         # since the position moves past it only below, with the hand-out.
         item = _decode(message)
         with self._lock:
-            self.position[key] = message.offset() + 1
-            if item is None:
+            self.position[(topic, partition)] = offset + 1
+            if item is None or (channel := channel_of(item.record)) is None:
                 return
-            for sub in self._subscribers.get(channel_of(item.record), ()):
+            for sub in self._subscribers.get(channel, ()):
                 sub.loop.call_soon_threadsafe(sub.offer, item)
 
     def _wanted(self, message) -> bool:

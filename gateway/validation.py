@@ -55,7 +55,7 @@ def text(value: str, field: str = "text") -> str:
     """Message text the relevance engine accepts: its own rule, so the gateway refuses
     exactly what it would dead-letter."""
     try:
-        messages.validate({"text": value})
+        messages.validate_text(value)
     except messages.InvalidMessage as exc:
         raise InvalidField(field, str(exc)) from None
     return value

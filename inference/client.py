@@ -316,9 +316,16 @@ class Generation:
     def __init__(self, client: InferenceClient, inputs: list, schema: dict | None,
                  deadline: float):
         self._client, self._inputs, self._schema, self._deadline = client, inputs, schema, deadline
-        self.result: GenerationResult | None = None
+        self._result: GenerationResult | None = None
         self._produced = False  # once text went out, a retry would duplicate it
         self._pieces = self._run()
+
+    @property
+    def result(self) -> GenerationResult:
+        """The whole output, once every piece has been read."""
+        if self._result is None:
+            raise RuntimeError("the generation has not been read to its end")
+        return self._result
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._pieces
@@ -343,7 +350,7 @@ class Generation:
         try:
             while (piece := await queue.get()) is not None:
                 yield piece
-            self.result = pump.result()  # raises the call's error, if any
+            self._result = pump.result()  # raises the call's error, if any
         finally:
             if not pump.done():
                 pump.cancel()  # cancels the gRPC stream: Triton stops decoding

@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint as _schema_fingerprint
@@ -47,6 +47,8 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
 from ops.core.errors import Invalid
+
+R = TypeVar("R")  # an event's record type (schemas.events)
 
 __all__ = [
     "EVENT_NAMES",
@@ -59,6 +61,7 @@ __all__ = [
     "UnknownSchema",
     "WrongEventType",
     "decode",
+    "decode_as",
     "encode",
     "epoch_ms",
     "from_epoch_ms",
@@ -247,7 +250,7 @@ class SchemaSet:
             raise InvalidRecord(name, None, f"could not be encoded: {type(exc).__name__}: {exc}") from exc
         return _frame(sv.fingerprint, body.getvalue())
 
-    def decode(self, data: bytes, expected: str | None = None) -> tuple[str, Any]:
+    def decode(self, data: bytes | None, expected: str | None = None) -> tuple[str, Any]:
         """Decode a framed payload into ``(event name, record)`` in the current schema."""
         if expected is not None:
             self.current(expected)
@@ -293,7 +296,7 @@ def _frame(fp: bytes, body: bytes) -> bytes:
     return MARKER + fp + body
 
 
-def _unframe(data: bytes) -> tuple[bytes, bytes]:
+def _unframe(data: bytes | None) -> tuple[bytes, bytes]:
     if data is None:
         raise MalformedPayload("no payload (null value or tombstone) where an event was expected")
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -398,7 +401,7 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
     return _DEFAULT.encode(name, record)
 
 
-def decode(data: bytes, expected: str | None = None) -> tuple[str, Any]:
+def decode(data: bytes | None, expected: str | None = None) -> tuple[str, Any]:
     """Decode a payload into ``(event name, record)`` in the event's current schema (the
     record is a dict; callers type it as its event, ``schemas.events``).
 
@@ -408,6 +411,12 @@ def decode(data: bytes, expected: str | None = None) -> tuple[str, Any]:
     return _DEFAULT.decode(data, expected)
 
 
-def records_of(event: str) -> Callable[[bytes], dict]:
+def decode_as(data: bytes | None, event: type[R]) -> R:
+    """A payload of ``event`` (a record type of ``schemas.events``, whose name is the
+    event's) decoded as that type; raises as :func:`decode` with ``expected``."""
+    return decode(data, expected=event.__name__)[1]
+
+
+def records_of(event: type[R]) -> Callable[[bytes], R]:
     """A decoder of ``event`` payloads to their records (for a ``GlobalTable``)."""
-    return lambda data: decode(data, expected=event)[1]
+    return lambda data: decode_as(data, event)

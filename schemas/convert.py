@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import cache
+from typing import TypeVar, cast
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
+
+E = TypeVar("E", bound=int)  # a generated proto enum
 
 
 def timestamp(when: datetime) -> Timestamp:
@@ -26,9 +29,11 @@ def _prefix(kind: EnumTypeWrapper) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind.DESCRIPTOR.name).upper() + "_"
 
 
-def enum(kind: EnumTypeWrapper, symbol: str) -> int:
-    """The proto value of an Avro enum symbol."""
-    return kind.Value(_prefix(kind) + symbol)
+def enum(kind: type[E], symbol: str) -> E:
+    """The proto value of an Avro enum symbol, typed as ``kind`` (the generated stubs
+    declare each enum a class whose metaclass is EnumTypeWrapper)."""
+    wrapper = cast(EnumTypeWrapper, kind)
+    return cast(E, wrapper.Value(_prefix(wrapper) + symbol))
 
 
 def symbol(kind: EnumTypeWrapper, value: int) -> str | None:

@@ -117,7 +117,7 @@ def topic(app: faust.App, spec: Topic, **kwargs: Any) -> faust.TopicT:
     return app.topic(spec.name, key_type=bytes, value_type=bytes, internal=False, **kwargs)
 
 
-async def send_all(records: Iterable[tuple[faust.TopicT, str, str, dict]]) -> None:
+async def send_all(records: Iterable[tuple[faust.TopicT, str, str, Mapping[str, Any]]]) -> None:
     """Encode and send ``(topic, key, event name, record)`` in order, then wait until
     every one is acknowledged: callers commit their input's offset only after that."""
     pending = [await topic.send(key=key.encode(), value=codec.encode(name, record))

@@ -9,6 +9,7 @@ import faust
 import structlog
 from prometheus_client import Counter
 
+from schemas.events import DeadLetter
 from schemas.ids import derived_id
 from streams.app import send_all
 
@@ -21,7 +22,7 @@ MAX_VALUE = 512 * 1024  # a larger value (a knowledge document) is not copied
 
 
 def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None, stage: str, reason: str, error_type: str) -> dict:
+                value: bytes | None, stage: str, reason: str, error_type: str) -> DeadLetter:
     """The DeadLetter record of one source record, from a Faust agent or a sink. A value
     over MAX_VALUE is left out (the reason says so): the dead-letter topic takes records
     of ordinary size, and the source offset finds the original."""

@@ -23,6 +23,7 @@ from ops.store.memory import open_memory
 from ops.store.oncall import OncallStore
 from ops.store.tickets import TicketStore
 from schemas import codec
+from schemas.events import AgentProfile, AgentStatus
 from schemas.topics import AGENT_STATUS, AGENTS, VOTE_RESULTS
 
 T = TypeVar("T")
@@ -51,10 +52,10 @@ def _approval(value: bytes) -> dict | None:
 class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.registry: GlobalTable[dict] = GlobalTable(settings, AGENTS.name,
-                                                       codec.records_of("AgentProfile"))
-        self.status: GlobalTable[dict] = GlobalTable(settings, AGENT_STATUS.name,
-                                                     codec.records_of("AgentStatus"))
+        self.registry: GlobalTable[AgentProfile] = GlobalTable(
+            settings, AGENTS.name, codec.records_of(AgentProfile))
+        self.status: GlobalTable[AgentStatus] = GlobalTable(
+            settings, AGENT_STATUS.name, codec.records_of(AgentStatus))
         # Passed tool-usage votes by vote id: an approved tool request runs only with one.
         self.approvals: GlobalTable[dict] = GlobalTable(settings, VOTE_RESULTS.name, _approval)
         self.memory = open_memory(settings.memory)
@@ -63,7 +64,7 @@ class Services:
         self.tickets = TicketStore(settings.postgres_dsn)
         self.oncall = OncallStore(settings.postgres_dsn)
         self.feedback = FeedbackStore(settings.postgres_dsn)
-        self.inference: InferenceClient | None = None
+        self._inference: InferenceClient | None = None
         self._started: asyncio.Task | None = None
 
     async def ready(self) -> None:
@@ -73,21 +74,28 @@ class Services:
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
-        self.inference = InferenceClient(self.settings.triton_grpc,
-                                         timeout_s=self.settings.inference_timeout_s)
+        self._inference = InferenceClient(self.settings.triton_grpc,
+                                          timeout_s=self.settings.inference_timeout_s)
         await asyncio.gather(self.registry.start(), self.status.start(), self.approvals.start())
 
     async def stop(self) -> None:
         await asyncio.gather(self.registry.stop(), self.status.stop(), self.approvals.stop(),
                              return_exceptions=True)
-        if self.inference:
-            await self.inference.close()
+        if self._inference:
+            await self._inference.close()
         await asyncio.to_thread(self.memory.close)
         await asyncio.to_thread(self.knowledge.close)
         await asyncio.to_thread(self.ledger.close)
         await asyncio.to_thread(self.tickets.close)
         await asyncio.to_thread(self.oncall.close)
         await asyncio.to_thread(self.feedback.close)
+
+    @property
+    def inference(self) -> InferenceClient:
+        """The Triton client, made by ``ready()`` (it needs the running loop)."""
+        if self._inference is None:
+            raise RuntimeError("Services.ready() has not been awaited")
+        return self._inference
 
     def open_tasks(self) -> dict[str, int]:
         """Workload per agent: open tasks summed over the responder workers."""

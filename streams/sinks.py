@@ -26,6 +26,7 @@ from ops.core.errors import Unavailable
 from ops.core.retry import Retry
 from ops.store.sink import Event, Rejected, Store
 from schemas import codec
+from schemas.events import DeadLetter
 from schemas.topics import DEADLETTER, STORED
 from streams.deadletter import dead_letter
 from streams.lag import LagGauge, from_librdkafka_stats
@@ -42,12 +43,12 @@ PAUSED = Gauge("agora_sink_paused", "1 while the sink waits for its store, consu
 STORE_RETRY = Retry(base_s=0.2, cap_s=5.0)  # forever: the batch waits for its store
 
 
-def _dead_letter(message: Message, sink: str, reason: str, error_type: str) -> dict:
-    return dead_letter(message.topic(), message.partition(), message.offset(), message.key(),
-                       message.value(), sink, reason, error_type)
+def _dead_letter(message: Message, sink: str, reason: str, error_type: str) -> DeadLetter:
+    return dead_letter(*kafka.position(message), message.key(), message.value(), sink, reason,
+                       error_type)
 
 
-def decode(messages: Iterable[Message], sink: str) -> tuple[list[Event], list[dict]]:
+def decode(messages: Iterable[Message], sink: str) -> tuple[list[Event], list[DeadLetter]]:
     events, dead = [], []
     for message in messages:
         if message.value() is None:
@@ -122,12 +123,12 @@ def _serve_group(consumer: Consumer) -> None:
     assigned meanwhile is put back (seek) and its partition paused too."""
     message = consumer.poll(0)
     if message is not None and not message.error():
-        consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+        consumer.seek(TopicPartition(*kafka.position(message)))
     consumer.pause(consumer.assignment())
 
 
-def _write(consumer: Consumer, store: Store, events: list[Event], dead: list[dict], sink: str,
-           stop: threading.Event) -> bool:
+def _write(consumer: Consumer, store: Store, events: list[Event], dead: list[DeadLetter],
+           sink: str, stop: threading.Event) -> bool:
     """Write one batch, waiting out outages with the partitions paused; False if asked
     to stop before the store came back."""
     attempt = 0

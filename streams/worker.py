@@ -8,6 +8,8 @@ the channel table with them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from prometheus_client import start_http_server
 
@@ -55,7 +57,7 @@ def build(settings: Settings) -> faust.App:
         lag.update(lags)
 
     @app.on_before_shutdown.connect
-    async def stop_services(app, **kwargs) -> None:  # noqa: ARG001 - signal signature
+    async def stop_services(app: faust.App, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await services.stop()
 
     return app

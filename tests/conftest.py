@@ -10,6 +10,7 @@ import sys
 import tempfile
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -99,8 +100,10 @@ def workers(settings: Settings):
         return proc
 
     yield start
-    for proc, _, log in started:
-        stop(proc, grace_s=15)
+    # Stopped together: each takes seconds to leave its consumer group.
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(lambda s: stop(s[0], grace_s=15), started))
+    for _, _, log in started:
         print(f"--- last lines of {log.name}:\n" + "\n".join(log.read_text().splitlines()[-60:]))
     assert not survivors({pid: t for _, tracked, _ in started for pid, t in tracked.items()})
 

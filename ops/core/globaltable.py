@@ -29,7 +29,7 @@ CAUGHT_UP_S = 10.0  # past this the caller fails (a dead letter), never hangs
 
 
 class GlobalTable(Generic[V]):
-    def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], V]):
+    def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], V | None]):
         self.settings, self.topic, self.decode = settings, topic, decode
         self.data: dict[str, V] = {}
         self._task: asyncio.Task | None = None

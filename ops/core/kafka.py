@@ -62,6 +62,14 @@ class MissingTopic(Unavailable):
     """A topic Agora needs does not exist yet."""
 
 
+def position(message: Message) -> tuple[str, int, int]:
+    """A consumed record's topic, partition and offset (confluent-kafka types them
+    optional: only a message that was never consumed lacks them)."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
 def read_past(broker: str, reported: dict[tuple[str, int], int | None],
               timeout_s: float = 30) -> dict[tuple[str, int], int | None]:
     """The offset after the last record of each partition, found by reading past

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from ops.core.errors import NotFound
 from schemas import codec
+from schemas.events import AgentFeedback
 from schemas.ids import derived_id
 from schemas.topics import AGENT_FEEDBACK, AGENTS, DEADLETTER
 from streams.app import send_all, topic
@@ -32,18 +33,22 @@ FEEDBACK = Counter("agora_feedback_total", "Feedback about agents, by kind and v
                    ["kind", "value"])
 
 
-def register(app: faust.App, services: Services) -> faust.types.AgentT:
-    source, deadletter, agents = topic(app, AGENT_FEEDBACK), topic(app, DEADLETTER), \
-        topic(app, AGENTS)
+class Feedback:
+    """What the feedback agent holds: its topics and the worker's services."""
 
-    async def handle(record: dict) -> None:
-        agent = record["agent_id"]
-        if agent not in services.registry.data:
-            await services.registry.caught_up()  # an agent created a moment ago
-        profile = services.registry.get(agent)
+    def __init__(self, app: faust.App, services: Services):
+        self.services = services
+        self.source, self.deadletter = topic(app, AGENT_FEEDBACK), topic(app, DEADLETTER)
+        self.agents = topic(app, AGENTS)
+
+    async def handle(self, record: AgentFeedback) -> None:
+        registry, agent = self.services.registry, record["agent_id"]
+        if agent not in registry.data:
+            await registry.caught_up()  # an agent created a moment ago
+        profile = registry.get(agent)
         if profile is None:
             raise NotFound(f"feedback about {agent!r}, which the registry does not have")
-        counts = await stored(services.feedback.record, record)
+        counts = await stored(self.services.feedback.record, record)
         prior = float(templates().get(profile["template"], {}).get("performance_score", 0.7))
         score = feedback.score(prior, counts)
         FEEDBACK.labels(record["kind"], str(record["value"])).inc()
@@ -53,16 +58,19 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
         # version (which every reader keeps once).
         updated = {**profile, "event_id": derived_id(record["event_id"], "score"),
                    "performance_score": score, "updated_at": datetime.now(timezone.utc)}
-        await send_all([(agents, agent, "AgentProfile", updated)])
+        await send_all([(self.agents, agent, "AgentProfile", updated)])
         log.info("feedback.scored", agent=agent, kind=record["kind"], value=record["value"],
                  score=score, previous=profile["performance_score"])
 
-    @app.agent(source, name="feedback")
-    async def scored(stream):
-        await services.ready()
+    async def consume(self, stream: faust.StreamT) -> None:
+        """The agent."""
+        await self.services.ready()
         async for event in stream.events():
-            async with dead_letter_on_failure(deadletter, event.message, "feedback"):
-                _, record = codec.decode(event.message.value, expected="AgentFeedback")
-                await handle(record)
+            async with dead_letter_on_failure(self.deadletter, event.message, "feedback"):
+                record = codec.decode_as(event.message.value, AgentFeedback)
+                await self.handle(record)
 
-    return scored
+
+def register(app: faust.App, services: Services) -> faust.types.AgentT:
+    agent = Feedback(app, services)
+    return app.agent(agent.source, name="feedback")(agent.consume)

@@ -22,6 +22,7 @@ from inference.client import InferenceTimeout, InferenceUnavailable
 from ops.core.errors import Conflict
 from ops.core.retry import Retry, retrying
 from schemas import codec
+from schemas.events import KnowledgeDocument
 from schemas.topics import DEADLETTER, KNOWLEDGE_DOCUMENTS
 from streams.app import topic
 from streams.deadletter import dead_letter_on_failure
@@ -43,71 +44,76 @@ class Stale(Conflict):
     """A version or removal older than the document's last change."""
 
 
-def register(app: faust.App, services: Services) -> faust.types.AgentT:
-    settings = services.settings
-    documents, deadletter = topic(app, KNOWLEDGE_DOCUMENTS), topic(app, DEADLETTER)
-    store = services.knowledge
+class Knowledge:
+    """What the knowledge agent holds: its topics, the worker's services and the
+    knowledge store."""
 
-    async def embed(texts: list[str]) -> np.ndarray:
+    def __init__(self, app: faust.App, services: Services):
+        self.services, self.store = services, services.knowledge
+        self.max_bytes = services.settings.knowledge_max_bytes
+        self.documents, self.deadletter = topic(app, KNOWLEDGE_DOCUMENTS), topic(app, DEADLETTER)
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
         # The document waits for Triton (its offset stays uncommitted), however long.
-        return await retrying(lambda: services.inference.embed(texts), Retry(),
+        return await retrying(lambda: self.services.inference.embed(texts), Retry(),
                               (InferenceUnavailable, InferenceTimeout),
                               "knowledge.embed_retry")
 
-    async def ingest(record: dict) -> str:
-        content = record["content"]
+    async def ingest(self, record: KnowledgeDocument) -> str:
+        store, content = self.store, record["content"] or b""  # check(): an add has content
         digest = sha256(content)
         try:
             extracted = await asyncio.to_thread(extract, content, record["source"],
                                                 record["media_type"], record["title"])
         except BadDocument as exc:
-            await stored(store.begin, record, len(content), digest,
-                                    record["media_type"] or "", record["title"] or
-                                    record["source"])
-            await stored(store.fail, record["document_id"], record["event_id"],
-                                    str(exc))
+            await stored(store.begin, record, len(content), digest, record["media_type"] or "",
+                         record["title"] or record["source"])
+            await stored(store.fail, record["document_id"], record["event_id"], str(exc))
             raise
-        await stored(store.begin, record, len(content), digest,
-                                extracted.media_type, extracted.title)
+        await stored(store.begin, record, len(content), digest, extracted.media_type,
+                     extracted.title)
         passages = chunk(record["document_id"], extracted.text)
         vectors = []
         for start in range(0, len(passages), EMBED_BATCH):
             batch = passages[start:start + EMBED_BATCH]
-            vectors.append(await embed([p.embedded_text(extracted.title) for p in batch]))
+            vectors.append(await self.embed([p.embedded_text(extracted.title) for p in batch]))
             await stored(store.progress, record["document_id"], record["event_id"],
-                                    len(passages), start + len(batch))
-        swapped = await stored(store.swap, record, passages,
-                                          np.concatenate(vectors))
+                         len(passages), start + len(batch))
+        swapped = await stored(store.swap, record, passages, np.concatenate(vectors))
         CHUNKS.inc(len(passages) if swapped else 0)
         return "ingested" if swapped else "superseded"
 
-    async def apply(record: dict) -> str:
-        check(record, settings.knowledge_max_bytes)
-        current = await stored(store.document, record["document_id"])
+    async def apply(self, record: KnowledgeDocument) -> str:
+        check(record, self.max_bytes)
+        current = await stored(self.store.document, record["document_id"])
         action = plan(current, record)
         if action == "stale":
+            assert current is not None  # only a stored document is newer than the record
             raise Stale(f"{record['action']} of {record['created_at'].isoformat()} is older "
                         f"than the document's last change ({current['changed_at'].isoformat()})")
         if action == "remove":
-            await stored(store.remove, record["document_id"], record["event_id"],
-                                    record["created_at"], record["added_by"])
+            await stored(self.store.remove, record["document_id"], record["event_id"],
+                         record["created_at"], record["added_by"])
             return "removed"
         if action == "unchanged":
             return "unchanged"
         with INGEST.time():
-            return await ingest(record)
+            return await self.ingest(record)
 
-    @app.agent(documents, name="knowledge")
-    async def knowledge(stream):
-        await services.ready()
+    async def consume(self, stream: faust.StreamT) -> None:
+        """The agent."""
+        await self.services.ready()
         async for event in stream.events():
             outcome = "dead_letter"
-            async with dead_letter_on_failure(deadletter, event.message, "knowledge"):
-                _, record = codec.decode(event.message.value, expected="KnowledgeDocument")
-                outcome = await apply(record)
+            async with dead_letter_on_failure(self.deadletter, event.message, "knowledge"):
+                record = codec.decode_as(event.message.value, KnowledgeDocument)
+                outcome = await self.apply(record)
                 log.info("knowledge.document", document=record["document_id"],
                          source=record["source"], channel=record["channel_id"],
                          outcome=outcome)
             DOCUMENTS.labels(outcome).inc()
 
-    return knowledge
+
+def register(app: faust.App, services: Services) -> faust.types.AgentT:
+    agent = Knowledge(app, services)
+    return app.agent(agent.documents, name="knowledge")(agent.consume)

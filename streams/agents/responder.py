@@ -1,11 +1,11 @@
 """The responder Faust agent: a selected agent thinks on Triton and acts.
 
 For each InferenceTask it builds the prompt (persona, the knowledge-base passages that
-answer the message, memory hits, the channel's last messages), streams a schema-constrained generation, publishing the
-reply's text as it comes (ReplyChunk), then the reply plus any tool request, vote
-proposal or ballot. It keeps the agent's status
-(open tasks, working state) on the compacted status topic, which relevance reads as
-the workload factor.
+answer the message, memory hits, the channel's last messages), streams a
+schema-constrained generation, publishing the reply's text as it comes (ReplyChunk),
+then the reply plus any tool request, vote proposal or ballot. It keeps the agent's
+status (open tasks, working state) on the compacted status topic, which relevance reads
+as the workload factor.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from inference.client import GenerationResult, InferenceError, InferenceTimeout
 from ops.core.errors import Unavailable
 from ops.core.retry import Retry, retrying, until
 from schemas import codec
+from schemas.events import ChatMessage, InferenceTask
 from schemas.topics import (
     AGENT_STATUS,
     CHAT_MESSAGES,
@@ -62,24 +63,52 @@ MAX_TOKENS = 400
 T = TypeVar("T")
 
 
-def register(app: faust.App, services: Services, channel_state: faust.TableT
-             ) -> faust.types.AgentT:
-    settings = services.settings
-    tasks = topic(app, INFERENCE_TASKS)
-    out = {"ChatMessage": topic(app, CHAT_MESSAGES), "ToolRequest": topic(app, TOOL_REQUESTS),
-           "VoteProposal": topic(app, VOTES), "Ballot": topic(app, VOTES)}
-    status_topic, deadletter = topic(app, AGENT_STATUS), topic(app, DEADLETTER)
-    chunks = topic(app, REPLY_CHUNKS)
-    open_tasks: dict[str, int] = defaultdict(int)
-    finished: dict[str, int] = defaultdict(int)
+class Preview:
+    """A reply's text streamed as it is generated (ReplyChunk events): a live preview,
+    each chunk sent but not awaited to delivery (the reply is the record)."""
 
-    async def publish_status(agent_id: str, error: str | None = None) -> None:
-        record = status_record(agent_id, settings.worker_id, open_tasks[agent_id],
-                               finished[agent_id], error, datetime.now(timezone.utc))
-        await status_topic.send(key=f"{agent_id}@{settings.worker_id}".encode(),
-                                value=codec.encode("AgentStatus", record))
+    def __init__(self, chunks: faust.TopicT, task: InferenceTask, message: ChatMessage,
+                 agent_id: str,
+                 posted_ms: int):
+        self.chunks, self.task, self.message, self.agent_id = chunks, task, message, agent_id
+        self.posted_ms = posted_ms
+        self.sequence = itertools.count()
+        self.first_token_ms: int | None = None
 
-    async def outlast(task: dict, call: Callable[[], Awaitable[T]]) -> T:
+    async def send(self, text: str, offset: int) -> None:
+        if self.first_token_ms is None:
+            self.first_token_ms = codec.epoch_ms(datetime.now(timezone.utc)) - self.posted_ms
+            FIRST_TOKEN.observe(self.first_token_ms / 1000)
+        await self.chunks.send(key=self.task["channel_id"].encode(), value=codec.encode(
+            "ReplyChunk", chunk(self.task, self.message, self.agent_id, next(self.sequence),
+                                offset, text)))
+
+
+class Responder:
+    """What the responder agent holds: its topics, the worker's services, the channel
+    table (for history), and each agent's open and finished task counts."""
+
+    def __init__(self, app: faust.App, services: Services, channel_state: faust.types.TableT):
+        self.services, self.settings = services, services.settings
+        self.channel_state = channel_state
+        self.tasks = topic(app, INFERENCE_TASKS)
+        self.out = {"ChatMessage": topic(app, CHAT_MESSAGES),
+                    "ToolRequest": topic(app, TOOL_REQUESTS),
+                    "VoteProposal": topic(app, VOTES), "Ballot": topic(app, VOTES)}
+        self.status_topic, self.deadletter = topic(app, AGENT_STATUS), topic(app, DEADLETTER)
+        self.chunks = topic(app, REPLY_CHUNKS)
+        self.open_tasks: dict[str, int] = defaultdict(int)
+        self.finished: dict[str, int] = defaultdict(int)
+
+    async def publish_status(self, agent_id: str, error: str | None = None) -> None:
+        worker = self.settings.worker_id
+        record = status_record(agent_id, worker, self.open_tasks[agent_id],
+                               self.finished[agent_id], error, datetime.now(timezone.utc))
+        await self.status_topic.send(key=f"{agent_id}@{worker}".encode(),
+                                     value=codec.encode("AgentStatus", record))
+
+    @staticmethod
+    async def outlast(task: InferenceTask, call: Callable[[], Awaitable[T]]) -> T:
         """``call()``, waiting out outages of Triton and of memory until the task's
         deadline; any other inference error fails the task (an exception escaping the
         agent would crash it, and Faust restarts it without the task it was working on)."""
@@ -93,28 +122,29 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         except InferenceError as exc:
             raise TaskFailed(f"inference failed: {exc}") from exc
 
-    async def think(prompt: str, messages: list[dict], schema: dict, task: dict,
-                    stream_reply: Callable[[str, int], Awaitable[None]]) -> GenerationResult:
-        """The agent's action, its reply's text passed to ``stream_reply(text, offset)``
-        as it is generated; waits out Triton outages until the task's deadline (a
-        restarted generation streams the reply again from offset 0)."""
+    async def think(self, prompt: str, messages: list[dict], schema: dict, task: InferenceTask,
+                    preview: Preview) -> GenerationResult:
+        """The agent's action, its reply's text streamed to ``preview`` as it is
+        generated; waits out Triton outages until the task's deadline (a restarted
+        generation streams the reply again from offset 0)."""
         async def generate() -> GenerationResult:
             reply = ReplyText()
-            generation = services.inference.generate(
+            generation = self.services.inference.generate(
                 prompt, messages=messages, json_schema=schema, max_tokens=MAX_TOKENS,
                 temperature=0.7, repetition_penalty=1.1,
                 seed=uuid.UUID(task["event_id"]).int % 2**31)
             async with generation:
                 async for piece in generation:
                     if new := reply.feed(piece):
-                        await stream_reply(new, len(reply.text) - len(new))
+                        await preview.send(new, len(reply.text) - len(new))
             return generation.result
 
-        return await outlast(task, generate)
+        return await self.outlast(task, generate)
 
-    async def answer(task: dict) -> list[tuple[str, str, dict]]:
+    async def answer(self, task: InferenceTask) -> list[tuple[str, str, dict]]:
+        services, settings, outlast = self.services, self.settings, self.outlast
         agent = services.registry.get(task["agent_id"])
-        history = (channel_state.get(task["channel_id"]) or channels.empty())["history"]
+        history = (self.channel_state.get(task["channel_id"]) or channels.empty())["history"]
         message, context, posted_ms = task_inputs(task, agent, history,
                                                   datetime.now(timezone.utc),
                                                   settings.history_size)
@@ -137,60 +167,60 @@ def register(app: faust.App, services: Services, channel_state: faust.TableT
         prompt = build_prompt(agent, context, memories, message, ballot is not None, passages)
         messages = build_messages(agent, context, memories, message, ballot is not None,
                                   passages)
-        sequence, first_token_ms = itertools.count(), None
-
-        async def stream_reply(text: str, offset: int) -> None:
-            nonlocal first_token_ms
-            seq = next(sequence)
-            if first_token_ms is None:
-                first_token_ms = codec.epoch_ms(datetime.now(timezone.utc)) - posted_ms
-                FIRST_TOKEN.observe(first_token_ms / 1000)
-            # Not awaited to delivery: chunks are a live preview, the reply is the record.
-            await chunks.send(key=task["channel_id"].encode(), value=codec.encode(
-                "ReplyChunk", chunk(task, message, agent["agent_id"], seq, offset, text)))
-
-        result = await think(prompt, messages, action_schema(agent["tools"], ballot, reply),
-                             task, stream_reply)
+        preview = Preview(self.chunks, task, message, agent["agent_id"], posted_ms)
+        result = await self.think(prompt, messages,
+                                  action_schema(agent["tools"], ballot, reply), task, preview)
         usage = {"prompt_tokens": str(result.prompt_tokens),
                  "completion_tokens": str(result.completion_tokens),
-                 **({"first_token_ms": str(first_token_ms)} if first_token_ms is not None else {})}
+                 **({"first_token_ms": str(preview.first_token_ms)}
+                    if preview.first_token_ms is not None else {})}
         return events(task, agent, message, result.parsed,
                       timedelta(seconds=settings.vote_deadline_s), usage,
                       grounding.sources(passages))
 
-    # Several tasks at once: the generator decodes them together (continuous batching).
-    @app.agent(tasks, name="responder", concurrency=settings.responder_concurrency)
-    async def responder(stream):
-        await services.ready()
-        async for event in stream.events():
-            started = datetime.now(timezone.utc)
-            try:
-                _, task = codec.decode(event.message.value, expected="InferenceTask")
-            except ValueError as exc:
-                TASKS.labels("dead_letter").inc()
-                await send_dead_letter(deadletter, event.message, "responder", exc)
-                continue
-            agent_id = task["agent_id"]
-            open_tasks[agent_id] += 1
-            await publish_status(agent_id)
-            error = None
-            try:
-                produced = await answer(task)
-                # Durable before the task's offset is committed.
-                await send_all((out[name], key, name, rec) for name, key, rec in produced)
-                TASKS.labels("answered").inc()
-                LATENCY.observe((datetime.now(timezone.utc) - started).total_seconds())
-            except Exception as exc:  # noqa: BLE001 - a failed task is a dead letter, never an ack
-                error = str(exc) or type(exc).__name__
-                TASKS.labels("dead_letter").inc()
-                if isinstance(exc, TaskFailed):
-                    log.warning("responder.task_failed", task=task["event_id"], reason=error)
-                else:
-                    log.exception("responder.task_crashed", task=task["event_id"])
-                await send_dead_letter(deadletter, event.message, "responder", exc)
-            finally:
-                open_tasks[agent_id] -= 1
-                finished[agent_id] += 1
-            await publish_status(agent_id, error)
+    async def handle(self, event: faust.EventT) -> None:
+        """One task: answered and its events durable, or a dead letter; the agent's
+        status published before and after."""
+        started = datetime.now(timezone.utc)
+        try:
+            task = codec.decode_as(event.message.value, InferenceTask)
+        except ValueError as exc:
+            TASKS.labels("dead_letter").inc()
+            await send_dead_letter(self.deadletter, event.message, "responder", exc)
+            return
+        agent_id = task["agent_id"]
+        self.open_tasks[agent_id] += 1
+        await self.publish_status(agent_id)
+        error = None
+        try:
+            produced = await self.answer(task)
+            # Durable before the task's offset is committed.
+            await send_all((self.out[name], key, name, rec) for name, key, rec in produced)
+            TASKS.labels("answered").inc()
+            LATENCY.observe((datetime.now(timezone.utc) - started).total_seconds())
+        except Exception as exc:  # noqa: BLE001 - a failed task is a dead letter, never an ack
+            error = str(exc) or type(exc).__name__
+            TASKS.labels("dead_letter").inc()
+            if isinstance(exc, TaskFailed):
+                log.warning("responder.task_failed", task=task["event_id"], reason=error)
+            else:
+                log.exception("responder.task_crashed", task=task["event_id"])
+            await send_dead_letter(self.deadletter, event.message, "responder", exc)
+        finally:
+            self.open_tasks[agent_id] -= 1
+            self.finished[agent_id] += 1
+        await self.publish_status(agent_id, error)
 
-    return responder
+    async def consume(self, stream: faust.StreamT) -> None:
+        """The agent."""
+        await self.services.ready()
+        async for event in stream.events():
+            await self.handle(event)
+
+
+def register(app: faust.App, services: Services, channel_state: faust.types.TableT
+             ) -> faust.types.AgentT:
+    agent = Responder(app, services, channel_state)
+    # Several tasks at once: the generator decodes them together (continuous batching).
+    return app.agent(agent.tasks, name="responder",
+                     concurrency=services.settings.responder_concurrency)(agent.consume)

@@ -16,6 +16,7 @@ yields the same events. Any failure while handling a record becomes a dead lette
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import cast
 
 import faust
 import structlog
@@ -23,6 +24,7 @@ from prometheus_client import Counter, Histogram
 
 from ops.core.errors import Denied
 from schemas import codec
+from schemas.events import Event, ToolRequest, ToolResult
 from schemas.topics import (
     AGENT_FEEDBACK,
     CHAT_MESSAGES,
@@ -56,32 +58,38 @@ class Unapproved(Denied):
     """A record on the approvals topic that no passed vote backs."""
 
 
-def register(app: faust.App, services: Services) -> faust.types.AgentT:
-    settings = services.settings
-    tools = catalog.load()
-    policy = permissions.load_policy(settings.tool_policies)
-    runs = settings.stack_dir / "tool-runs"
-    ledger = services.ledger
-    stores = actions.Stores(settings=settings, tickets=services.tickets,
-                            oncall=services.oncall)
-    source = app.topic(TOOL_REQUESTS.name, TOOL_APPROVED.name, key_type=bytes,
-                       value_type=bytes, internal=False)
-    votes, deadletter = topic(app, VOTES), topic(app, DEADLETTER)
-    # Where each event goes, and its key: vote records by the vote, dead letters by
-    # their source topic, the rest by the channel.
-    routes = {"ToolResult": (topic(app, TOOL_RESULTS), lambda r: r["channel_id"]),
-              "ChatMessage": (topic(app, CHAT_MESSAGES), lambda r: r["channel_id"]),
-              "ToolRequest": (votes, lambda r: vote_id_of(r["event_id"])),
-              "VoteProposal": (votes, lambda r: r["vote_id"]),
-              "DeadLetter": (deadletter, lambda r: r["source_topic"]),
-              "AgentFeedback": (topic(app, AGENT_FEEDBACK), lambda r: r["agent_id"])}
+class Tools:
+    """What the tools agent holds: the catalog, the channel policies, its topics and
+    the worker's services (the registry, passed votes, the run ledger, action stores)."""
 
-    async def check_approval(request: dict) -> None:
+    def __init__(self, app: faust.App, services: Services):
+        self.services, self.settings = services, services.settings
+        self.tools = catalog.load()
+        self.policy = permissions.load_policy(self.settings.tool_policies)
+        self.runs = self.settings.stack_dir / "tool-runs"
+        self.ledger = services.ledger
+        self.stores = actions.Stores(settings=self.settings, tickets=services.tickets,
+                                     oncall=services.oncall)
+        self.source = app.topic(TOOL_REQUESTS.name, TOOL_APPROVED.name, key_type=bytes,
+                                value_type=bytes, internal=False)
+        votes, self.deadletter = topic(app, VOTES), topic(app, DEADLETTER)
+        # Where each event goes, and its key: vote records by the vote, dead letters by
+        # their source topic, the rest by the channel.
+        self.routes = {
+            "ToolResult": (topic(app, TOOL_RESULTS), lambda r: r["channel_id"]),
+            "ChatMessage": (topic(app, CHAT_MESSAGES), lambda r: r["channel_id"]),
+            "ToolRequest": (votes, lambda r: vote_id_of(r["event_id"])),
+            "VoteProposal": (votes, lambda r: r["vote_id"]),
+            "DeadLetter": (self.deadletter, lambda r: r["source_topic"]),
+            "AgentFeedback": (topic(app, AGENT_FEEDBACK), lambda r: r["agent_id"])}
+
+    async def check_approval(self, request: ToolRequest) -> None:
         """Raise Unapproved unless a PASSED vote approved exactly this request."""
+        approvals = self.services.approvals
         vote_id = vote_id_of(request["event_id"])
-        if vote_id not in services.approvals.data:
-            await services.approvals.caught_up()  # the result is written before the approval
-        approval = services.approvals.get(vote_id)
+        if vote_id not in approvals.data:
+            await approvals.caught_up()  # the result is written before the approval
+        approval = approvals.get(vote_id)
         if approval is None:
             raise Unapproved(f"no passed tool-usage vote {vote_id} for request "
                              f"{request['event_id']}: an approval needs its vote")
@@ -90,37 +98,41 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             raise Unapproved(f"request {request['event_id']} differs from the one vote "
                              f"{vote_id} approved")
 
-    async def handle(request: dict, message: faust.types.Message) -> list[tuple[str, dict]]:
+    async def handle(self, request: ToolRequest, message: faust.types.Message
+                     ) -> list[tuple[str, Event]]:
         now = datetime.now(timezone.utc)
+        registry = self.services.registry
         approved = message.topic == TOOL_APPROVED.name
         if approved:
-            await check_approval(request)
-        tool = tools.get(request["tool"])
+            await self.check_approval(request)
+        tool = self.tools.get(request["tool"])
         if tool is None:
-            return result_events(request, "FAILED", now, error=f"unknown tool {request['tool']!r}; "
-                                 f"tools: {', '.join(sorted(tools))}")
+            return result_events(request, "FAILED", now,
+                                 error=f"unknown tool {request['tool']!r}; "
+                                       f"tools: {', '.join(sorted(self.tools))}")
         vote_id = vote_id_of(request["event_id"]) if approved else None
-        denied = permissions.denial(tool, services.registry.get(request["agent_id"]),
-                                    request["agent_id"], request["channel_id"], policy)
+        denied = permissions.denial(tool, registry.get(request["agent_id"]),
+                                    request["agent_id"], request["channel_id"], self.policy)
         if denied:  # checked again after a vote: the agent or policy may have changed
             return result_events(request, "DENIED", now, error=denied, vote_id=vote_id)
         try:
             arguments = catalog.arguments(tool, request["arguments_json"])
         except catalog.InvalidArguments as exc:
             return result_events(request, "FAILED", now, error=str(exc), vote_id=vote_id)
-        profile = services.registry.get(request["agent_id"]) or {}
+        profile = registry.get(request["agent_id"]) or {}
         if catalog.needs_vote(tool, profile.get("template"), arguments) and not approved:
-            return [("ToolRequest", request),
-                    ("VoteProposal", usage_proposal(request, tool, settings.vote_deadline_s))]
-        return await run_once(request, tool, arguments, vote_id, now, message)
+            return [("ToolRequest", request), ("VoteProposal", usage_proposal(
+                request, tool, self.settings.vote_deadline_s))]
+        return await self.run_once(request, tool, arguments, vote_id, now, message)
 
-    async def run_once(request: dict, tool: catalog.Tool, arguments: dict,
-                       vote_id: str | None, now: datetime, message: faust.types.Message
-                       ) -> list[tuple[str, dict]]:
+    async def run_once(self, request: ToolRequest, tool: catalog.Tool, arguments: dict,
+                       vote_id: str | None, now: datetime,
+                       message: faust.types.Message) -> list[tuple[str, Event]]:
         """Run the request's tool unless the ledger says an earlier attempt did: its
         stored outcome is published again, or, cut off mid-run, it fails."""
         request_id = request["event_id"]
-        earlier = await stored(ledger.claim, request_id, tool.name, settings.worker_id)
+        worker = self.settings.worker_id
+        earlier = await stored(self.ledger.claim, request_id, tool.name, worker)
         step = next_step(earlier.state if earlier else None, tool)
         if earlier and step == "publish":
             log.info("tools.replayed", request=request_id, state=earlier.state)
@@ -129,26 +141,26 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
             log.warning("tools.interrupted", request=request_id, worker=earlier.worker_id)
             produced = result_events(request, "FAILED", now, vote_id=vote_id,
                                      error=interrupted_reason(tool, earlier.worker_id))
-            await stored(ledger.finish, request_id, "failed", "FAILED",
+            await stored(self.ledger.finish, request_id, "failed", "FAILED",
                          [codec.encode(name, record) for name, record in produced])
             return produced
         if earlier:  # claimed by a run that never started, or a tool safe to run again
-            await stored(ledger.take, request_id, settings.worker_id)
-        await stored(ledger.running, request_id)
+            await stored(self.ledger.take, request_id, worker)
+        await stored(self.ledger.running, request_id)
         log.info("tools.sandbox_run", request=request_id, tool=tool.name, runs_in=tool.runs_in)
+        more: list[tuple[str, Event]] = []
         if tool.runs_in == "worker":  # an action of our own
-            done = await actions.run(tool, request, arguments, stores)
+            done = await actions.run(tool, request, arguments, self.stores)
             run = sandbox.Run(done.status, done.output, done.error,
                               duration_ms=done.duration_ms)
-            more = list(done.events)
+            more += done.events
             if done.dead_letter:  # it failed outside: say so where failures are watched
                 more.append(("DeadLetter", dead_letter(
                     message.topic, message.partition, message.offset, message.key,
                     message.value, "tools", done.dead_letter, "ActionFailed")))
         else:
-            more = []
             try:
-                run = await sandbox.run(tool, arguments, sandbox.run_dir(runs, request_id))
+                run = await sandbox.run(tool, arguments, sandbox.run_dir(self.runs, request_id))
             except OSError as exc:  # the sandbox could not even start: the request fails
                 log.exception("tools.sandbox_error", request=request_id)
                 run = sandbox.Run("FAILED", error=f"the sandbox could not start: {exc}")
@@ -159,25 +171,33 @@ def register(app: faust.App, services: Services) -> faust.types.AgentT:
                                  vote_id=vote_id, started_at=now,
                                  duration_ms=run.duration_ms) + more
         # Kept before it is sent: a replay from here on publishes these same events.
-        await stored(ledger.finish, request_id, "done", run.status,
+        await stored(self.ledger.finish, request_id, "done", run.status,
                      [codec.encode(name, record) for name, record in produced])
         return produced
 
-    @app.agent(source, name="tools", concurrency=settings.tool_concurrency)
-    async def tool_requests(stream):
-        await services.ready()
+    async def consume(self, stream: faust.StreamT) -> None:
+        """The agent."""
+        await self.services.ready()
         async for event in stream.events():
-            async with dead_letter_on_failure(deadletter, event.message, "tools"):
-                _, request = codec.decode(event.message.value, expected="ToolRequest")
-                produced = await handle(request, event.message)
-                produced += [("AgentFeedback", found) for n, r in produced if n == "ToolResult"
-                             for found in feedback.tool_failed(r, services.registry.data)]
-                # Durable before the request's offset is committed.
-                await send_all((routes[name][0], routes[name][1](record), name, record)
-                               for name, record in produced)
-                status = next((r["status"] for n, r in produced if n == "ToolResult"), "VOTING")
-                RESULTS.labels(request["tool"], status).inc()
-                log.info("tools.request", request=request["event_id"], tool=request["tool"],
-                         agent=request["agent_id"], status=status)
+            async with dead_letter_on_failure(self.deadletter, event.message, "tools"):
+                request = codec.decode_as(event.message.value, ToolRequest)
+                await self.publish(request, await self.handle(request, event.message))
 
-    return tool_requests
+    async def publish(self, request: ToolRequest, produced: list[tuple[str, Event]]) -> None:
+        """A request's events (and feedback on a failed run), durable before the
+        request's offset is committed."""
+        results = [cast(ToolResult, r) for n, r in produced if n == "ToolResult"]
+        produced += [("AgentFeedback", found) for result in results
+                     for found in feedback.tool_failed(result, self.services.registry.data)]
+        await send_all((self.routes[name][0], self.routes[name][1](record), name, record)
+                       for name, record in produced)
+        status = results[0]["status"] if results else "VOTING"
+        RESULTS.labels(request["tool"], status).inc()
+        log.info("tools.request", request=request["event_id"], tool=request["tool"],
+                 agent=request["agent_id"], status=status)
+
+
+def register(app: faust.App, services: Services) -> faust.types.AgentT:
+    agent = Tools(app, services)
+    return app.agent(agent.source, name="tools",
+                     concurrency=services.settings.tool_concurrency)(agent.consume)

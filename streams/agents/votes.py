@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timezone
+from typing import Any, cast
 
 import faust
 import structlog
@@ -18,6 +19,7 @@ from faust.types import TP
 from prometheus_client import Counter
 
 from schemas import codec
+from schemas.events import ToolRequest
 from schemas.topics import (
     AGENT_FEEDBACK,
     CHAT_MESSAGES,
@@ -39,75 +41,86 @@ VOTING_STATES = ("ACTIVE", "WORKING")
 RENOTICE_S = 10.0  # a deadline notice still unanswered is written again after this
 
 
-def register(app: faust.App, services: Services, table: faust.TableT) -> faust.types.AgentT:
-    records = topic(app, VOTES)
-    results, chat = topic(app, VOTE_RESULTS), topic(app, CHAT_MESSAGES)
-    routes = {"VoteResult": (results, "vote_id"), "BallotRejected": (results, "vote_id"),
-              "ChatMessage": (chat, "channel_id"),
-              "ToolRequest": (topic(app, TOOL_APPROVED), "channel_id"),
-              "ToolResult": (topic(app, TOOL_RESULTS), "channel_id"),
-              "AgentFeedback": (topic(app, AGENT_FEEDBACK), "agent_id")}
-    deadletter = topic(app, DEADLETTER)
-    noticed: dict[str, float] = {}
+class Votes:
+    """What the votes agent holds: its topics, the worker's services, the votes table,
+    and when each due vote's deadline was last noticed."""
 
-    def voters(channel_id: str) -> tuple[list[str], set[str]]:
+    def __init__(self, app: faust.App, services: Services, table: faust.types.TableT):
+        self.app, self.services, self.table = app, services, table
+        self.records = topic(app, VOTES)
+        results, chat = topic(app, VOTE_RESULTS), topic(app, CHAT_MESSAGES)
+        self.routes = {"VoteResult": (results, "vote_id"),
+                       "BallotRejected": (results, "vote_id"),
+                       "ChatMessage": (chat, "channel_id"),
+                       "ToolRequest": (topic(app, TOOL_APPROVED), "channel_id"),
+                       "ToolResult": (topic(app, TOOL_RESULTS), "channel_id"),
+                       "AgentFeedback": (topic(app, AGENT_FEEDBACK), "agent_id")}
+        self.deadletter = topic(app, DEADLETTER)
+        self.noticed: dict[str, float] = {}
+
+    def voters(self, channel_id: str) -> tuple[list[str], set[str]]:
         """The channel's agents allowed to vote, and those able to answer now."""
-        members = {a: p for a, p in services.registry.data.items()
+        members = {a: p for a, p in self.services.registry.data.items()
                    if channel_id in p["channels"] and "vote:cast" in p["permissions"]}
         return sorted(members), {a for a, p in members.items() if p["state"] in VOTING_STATES}
 
-    def apply(name: str, record: dict, state: dict, now: datetime) -> tuple[dict, list]:
+    def apply(self, name: str, record: Any, state: dict, now: datetime) -> tuple[dict, list]:
+        """``record`` is the ``name`` event of the votes topic."""
         if name == "ToolRequest":
-            return ledger.gate(state, record), []
+            return ledger.gate(state, cast(ToolRequest, record)), []
         if name == "VoteProposal":
-            return ledger.open_vote(state, record, *voters(record["channel_id"]),
-                                    services.registry.data, now)
+            return ledger.open_vote(state, record, *self.voters(record["channel_id"]),
+                                    self.services.registry.data, now)
         if name == "Ballot":
             return ledger.cast(state, record, now)
         if ledger.due(state, max(now, record["noticed_at"])):  # VoteDeadline
             return ledger.close(state, now)
         return state, []
 
-    @app.agent(records, name="votes")
-    async def votes(stream):
-        await services.ready()
-        async for event in stream.events():
-            async with dead_letter_on_failure(deadletter, event.message, "votes"):
-                await handle(event.message)
-
-    async def handle(message) -> None:
+    async def handle(self, message: faust.types.Message) -> None:
         name, record = codec.decode(message.value)
         if name not in VOTES.events:
             raise codec.WrongEventType(" or ".join(VOTES.events), name)
         vote_id = record.get("vote_id") or (message.key or b"").decode()
-        before = table.get(vote_id)
-        state, produced = apply(name, record, before or ledger.new(vote_id, message.partition),
-                                datetime.now(timezone.utc))
+        before = self.table.get(vote_id)
+        state, produced = self.apply(name, record,
+                                     before or ledger.new(vote_id, message.partition),
+                                     datetime.now(timezone.utc))
         produced += [("AgentFeedback", found) for found in
-                     feedback.vote_outcomes(state, produced, services.registry.data)]
+                     feedback.vote_outcomes(state, produced, self.services.registry.data)]
         # Durable before the vote's new state and offset are; a result before the rest,
         # so that the tools agent finds it when the approved request arrives.
-        send = [(routes[n][0], out[routes[n][1]], n, out) for n, out in produced]
+        send = [(self.routes[n][0], out[self.routes[n][1]], n, out) for n, out in produced]
         await send_all(r for r in send if r[2] == "VoteResult")
         await send_all(r for r in send if r[2] != "VoteResult")
         if state != before and (state["proposal"] or state["request"]):
-            table[vote_id] = state
+            self.table[vote_id] = state
         RECORDS.labels(name, produced[0][0] if produced else "none").inc()
         if state["closed"] and not (before or {}).get("closed"):
             log.info("votes.closed", vote_id=vote_id, outcome=state["outcome"])
 
-    @app.timer(interval=1.0)
-    async def deadlines() -> None:
-        """Notice deadlines of the votes in this worker's active partitions."""
-        now, actives = datetime.now(timezone.utc), app.assignor.assigned_actives()
-        for vote_id, state in list(table.items()):
+    async def consume(self, stream: faust.StreamT) -> None:
+        """The agent."""
+        await self.services.ready()
+        async for event in stream.events():
+            async with dead_letter_on_failure(self.deadletter, event.message, "votes"):
+                await self.handle(event.message)
+
+    async def notice_deadlines(self) -> None:
+        """Notice deadlines of the votes in this worker's active partitions (a timer)."""
+        now, actives = datetime.now(timezone.utc), self.app.assignor.assigned_actives()
+        for vote_id, state in list(self.table.items()):
             if not ledger.due(state, now) or TP(VOTES.name, state["partition"]) not in actives:
                 continue
-            if time.monotonic() - noticed.get(vote_id, -RENOTICE_S) < RENOTICE_S:
+            if time.monotonic() - self.noticed.get(vote_id, -RENOTICE_S) < RENOTICE_S:
                 continue
-            noticed[vote_id] = time.monotonic()
-            await records.send(key=vote_id.encode(), value=codec.encode("VoteDeadline", {
+            self.noticed[vote_id] = time.monotonic()
+            await self.records.send(key=vote_id.encode(), value=codec.encode("VoteDeadline", {
                 "event_id": str(uuid.uuid4()), "vote_id": vote_id,
                 "deadline_at": state["proposal"]["deadline_at"], "noticed_at": now}))
 
-    return votes
+
+def register(app: faust.App, services: Services, table: faust.types.TableT) -> faust.types.AgentT:
+    agent = Votes(app, services, table)
+    app.timer(interval=1.0)(agent.notice_deadlines)
+    return app.agent(agent.records, name="votes")(agent.consume)

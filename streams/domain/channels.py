@@ -14,6 +14,7 @@ tasks may wait behind many newer messages.
 from __future__ import annotations
 
 from schemas.codec import epoch_ms
+from schemas.events import ChatMessage
 
 EXCHANGES_KEPT = 256
 PINNED_KEPT = 200  # bounds the table value (the changelog gets all of it on each write)
@@ -23,7 +24,7 @@ def empty() -> dict:
     return {"history": [], "spoke": {}, "exchanges": {}}
 
 
-def entry(message: dict) -> dict:
+def entry(message: ChatMessage) -> dict:
     return {"id": message["event_id"], "author_id": message["author_id"],
             "author_kind": message["author_kind"], "text": message["text"],
             "reply_to": message["reply_to"], "thread_id": message["thread_id"],
@@ -46,7 +47,7 @@ def last_exchange(state: dict, agent_id: str, author_id: str) -> int | None:
     return state["exchanges"].get(_pair(agent_id, author_id))
 
 
-def remember(state: dict, message: dict, history_size: int, *, now_ms: int | None = None,
+def remember(state: dict, message: ChatMessage, history_size: int, *, now_ms: int | None = None,
              pinned_until_ms: int | None = None) -> dict:
     """The state after ``message``; the input is left untouched (tables need a new value).
 

@@ -20,7 +20,7 @@ from ops.core.errors import Invalid, NotFound, Unavailable
 from ops.core.retry import Retry, after, retrying
 from ops.store.oncall import OncallStore
 from ops.store.tickets import TicketStore
-from schemas.events import Event
+from schemas.events import Event, ToolRequest, ToolStatus
 from schemas.ids import derived_id
 from streams.domain.notices import system_message
 from streams.domain.tools.catalog import Tool
@@ -37,7 +37,7 @@ class Stores:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # OK | FAILED | TIMEOUT, as in the ToolResult event
+    status: ToolStatus  # OK, FAILED or TIMEOUT
     output: str = ""
     error: str | None = None
     duration_ms: int = 0
@@ -56,7 +56,7 @@ def _shown(ticket: dict) -> str:
             f"{ticket['status']}{who}")
 
 
-async def open_ticket(request: dict, arguments: dict, stores: Stores) -> Outcome:
+async def open_ticket(request: ToolRequest, arguments: dict, stores: Stores) -> Outcome:
     ticket, opened = await asyncio.to_thread(
         stores.tickets.open, request["event_id"], request["channel_id"], request["agent_id"],
         arguments["title"], arguments["severity"], arguments.get("service"),
@@ -65,14 +65,14 @@ async def open_ticket(request: dict, arguments: dict, stores: Stores) -> Outcome
     return Outcome("OK", f"{'opened' if opened else 'already open'}: {_shown(ticket)}")
 
 
-async def update_ticket(request: dict, arguments: dict, stores: Stores) -> Outcome:
+async def update_ticket(request: ToolRequest, arguments: dict, stores: Stores) -> Outcome:
     ticket = await asyncio.to_thread(
         stores.tickets.update, arguments["ticket"], status=arguments.get("status"),
         assignee=arguments.get("assignee"), message_ids=arguments.get("message_ids", ()))
     return Outcome("OK", f"updated: {_shown(ticket)}")
 
 
-async def close_ticket(request: dict, arguments: dict, stores: Stores) -> Outcome:
+async def close_ticket(request: ToolRequest, arguments: dict, stores: Stores) -> Outcome:
     ticket = await asyncio.to_thread(
         stores.tickets.update, arguments["ticket"], status=arguments.get("status", "resolved"),
         resolution=arguments["resolution"])
@@ -80,7 +80,7 @@ async def close_ticket(request: dict, arguments: dict, stores: Stores) -> Outcom
                          f"resolution: {ticket['resolution']}")
 
 
-async def notify(request: dict, arguments: dict, stores: Stores) -> Outcome:
+async def notify(request: ToolRequest, arguments: dict, stores: Stores) -> Outcome:
     """Alert the people on call for the request's channel: an alert in their notify
     channel that mentions them, and the configured webhook (retried with backoff)."""
     now = datetime.now(timezone.utc)
@@ -130,7 +130,7 @@ def _post(url: str, body: bytes, timeout_s: float) -> int:
         raise WebhookFailed(f"{url}: {getattr(exc, 'reason', exc)}") from None
 
 
-ACTIONS: dict[str, Callable[[dict, dict, Stores], Awaitable[Outcome]]] = {
+ACTIONS: dict[str, Callable[[ToolRequest, dict, Stores], Awaitable[Outcome]]] = {
     "streams.tools.actions:open_ticket": open_ticket,
     "streams.tools.actions:update_ticket": update_ticket,
     "streams.tools.actions:close_ticket": close_ticket,
@@ -138,7 +138,7 @@ ACTIONS: dict[str, Callable[[dict, dict, Stores], Awaitable[Outcome]]] = {
 }
 
 
-async def run(tool: Tool, request: dict, arguments: dict, stores: Stores) -> Outcome:
+async def run(tool: Tool, request: ToolRequest, arguments: dict, stores: Stores) -> Outcome:
     """Run an action. A store outage waits (the actions that write stores are
     idempotent); a refusal (an unknown ticket) is a FAILED outcome."""
     action = ACTIONS.get(tool.entrypoint)

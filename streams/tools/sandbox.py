@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from schemas.events import ToolStatus
 from streams.domain.tools.catalog import Limits, Tool
 from streams.tools.runner import landlock_abi, seccomp_unsupported
 
@@ -36,7 +37,7 @@ PROBE = Limits(cpu_s=5, memory_mb=64, wall_s=20, output_kb=4, processes=4, file_
 
 @dataclass(frozen=True)
 class Run:
-    status: str  # OK | FAILED | TIMEOUT, as in the ToolResult event
+    status: ToolStatus  # OK, FAILED or TIMEOUT
     output: str = ""
     error: str | None = None
     artifacts: list[str] = field(default_factory=list)

@@ -4,6 +4,8 @@ local stack, called over loopback with bearer tokens."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -16,7 +18,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -24,11 +30,12 @@ from conftest import metric, run_agora
 from gateway import auth, tls
 from gateway.client import Client
 from gateway.registry import Registry
+from gateway.sessions import Grant, TokenStore
 from ops.core.kafka import ensure_topics
 from ops.core.net import free_port
 from ops.devstack.process import start_agora, stop, wait_until
 from ops.store import migrate
-from schemas.agora.v1 import chat_pb2, chat_pb2_grpc, tools_pb2
+from schemas.agora.v1 import auth_pb2, chat_pb2, chat_pb2_grpc, tools_pb2
 from schemas.topics import ALL
 
 pytestmark = pytest.mark.stack
@@ -452,14 +459,10 @@ def test_roles_decide_who_may_change_agents_post_and_read(gateway, settings):
 
 
 def _raw_token(claims: dict, key, algorithm: str, kid: str | None) -> str:
-    import jwt
-
     return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
 
 
 def test_bad_tokens_are_refused_and_change_nothing(gateway):
-    from cryptography.hazmat.primitives import serialization
-
     address, _ = gateway
     channel = new_channel()
     now = int(time.time())
@@ -471,8 +474,6 @@ def test_bad_tokens_are_refused_and_change_nothing(gateway):
     none = ".".join([auth.jwt.utils.base64url_encode(json.dumps(
         {"alg": "none", "typ": "JWT", "kid": SIGNER.kid}).encode()).decode(),
         auth.jwt.utils.base64url_encode(json.dumps(claims).encode()).decode(), ""])
-    import hashlib
-    import hmac
     header = auth.jwt.utils.base64url_encode(json.dumps(
         {"alg": "HS256", "typ": "JWT", "kid": SIGNER.kid}).encode()).decode()
     body = auth.jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
@@ -503,9 +504,6 @@ def test_bad_tokens_are_refused_and_change_nothing(gateway):
 
 
 def test_a_revoked_token_and_a_reused_refresh_token_are_refused(gateway, settings):
-    from gateway.sessions import Grant, TokenStore
-    from schemas.agora.v1 import auth_pb2
-
     address, _ = gateway
     channel = new_channel()
     store = TokenStore(settings.postgres_dsn)
@@ -601,10 +599,6 @@ def test_a_peer_that_keeps_failing_authentication_is_refused(gateway, settings):
 
 def test_client_certificates_are_required_when_a_client_ca_is_set(settings, tmp_path):
     """Mutual TLS: a second gateway that requires certificates signed by a client CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "clients")])
     ca = tls._certificate("clients", ca_key.public_key(), ca_name, ca_key, 1, ca=True)

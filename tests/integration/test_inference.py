@@ -10,9 +10,11 @@ import time
 import uuid
 from pathlib import Path
 
+import gguf
 import jsonschema
 import numpy as np
 import pytest
+from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
 from prometheus_client import REGISTRY
 
 from conftest import run_agora
@@ -361,9 +363,6 @@ def test_bad_input_is_invalid_argument_and_the_engine_keeps_serving(settings):
 
 def _with_chat_template(source: Path, target: Path) -> None:
     """A copy of ``source`` whose metadata carries ``tokenizer.chat_template``."""
-    import gguf
-    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
-
     reader = gguf.GGUFReader(source, "r")
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
     writer = gguf.GGUFWriter(target, arch=arch, endianess=reader.endianess)

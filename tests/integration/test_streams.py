@@ -25,7 +25,7 @@ from schemas.topics import (
     INFERENCE_TASKS,
     RELEVANCE_DECISIONS,
 )
-from streams.domain.registry import templates
+from streams.domain.registry import new_profile, templates
 from streams.domain.relevance.scoring import DEFAULT_CONFIG_PATH, load_config
 from support.kafka import publish_events, start_at_ends
 
@@ -235,7 +235,6 @@ def test_two_workers_decide_every_message_exactly_once(settings, channel, worker
 
 def test_the_registry_reads_profiles_published_in_one_batch(settings, channel):
     # Tansu's end offsets count batches: a reader that trusted them would stop early.
-    from streams.domain.registry import new_profile
 
     ids = [f"batched-{uuid.uuid4().hex[:6]}-{i}" for i in range(40)]
     publish_events(settings, AGENTS.name, [

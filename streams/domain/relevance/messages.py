@@ -15,11 +15,15 @@ class InvalidMessage(Invalid):
 
 
 def validate(message: ChatMessage) -> None:
-    if not message["text"].strip():
-        raise InvalidMessage("invalid ChatMessage: empty text")
+    validate_text(message["text"])
     if reserved := reserved_keys(message):
         raise InvalidMessage(f"invalid ChatMessage: metadata {', '.join(reserved)} is reserved "
                              "for the platform's own notices")
-    if len(message["text"]) > MAX_TEXT:
-        raise InvalidMessage(f"invalid ChatMessage: text of {len(message['text'])} characters "
+
+
+def validate_text(text: str) -> None:
+    if not text.strip():
+        raise InvalidMessage("invalid ChatMessage: empty text")
+    if len(text) > MAX_TEXT:
+        raise InvalidMessage(f"invalid ChatMessage: text of {len(text)} characters "
                              f"exceeds {MAX_TEXT}")

