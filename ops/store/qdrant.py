@@ -11,14 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException
 
 from ops.core.errors import Unavailable
 from schemas.codec import epoch_ms
 from schemas.ids import derived_id  # Qdrant ids are UUIDs: stable ones from ours
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
 
 TEXTS = "text_vectors"
 MESSAGES = "channel_messages"
@@ -27,6 +29,12 @@ DIM = 384
 
 class QdrantMemory:
     def __init__(self, location: str, lock_timeout_s: float = 30.0):
+        # Heavy (half a second): imported when a Qdrant memory is made, not by every
+        # process that could make one (each `agora` command reaches this module).
+        import qdrant_client.http.exceptions
+
+        self._new_client, self.models = qdrant_client.QdrantClient, qdrant_client.models
+        self._unreachable = qdrant_client.http.exceptions.ResponseHandlingException
         self.location, self.lock_timeout_s = location, lock_timeout_s
         self.remote = location.startswith(("http://", "https://"))
         self._client: QdrantClient | None = None
@@ -35,11 +43,11 @@ class QdrantMemory:
     @contextmanager
     def _session(self) -> Iterator[QdrantClient]:
         if self.remote:
-            self._client = self._client or QdrantClient(url=self.location)
+            self._client = self._client or self._new_client(url=self.location)
             try:
                 self._ensure(self._client)
                 yield self._client
-            except ResponseHandlingException as exc:  # the server cannot be reached
+            except self._unreachable as exc:  # the server cannot be reached
                 raise Unavailable(f"Qdrant: {exc}") from exc
             return
         client = self._open_local()
@@ -53,7 +61,7 @@ class QdrantMemory:
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                return QdrantClient(path=self.location)
+                return self._new_client(path=self.location)
             except RuntimeError as exc:  # "already accessed by another instance"
                 if "already accessed" not in str(exc) or time.monotonic() > deadline:
                     raise
@@ -64,8 +72,8 @@ class QdrantMemory:
             return
         for name in (TEXTS, MESSAGES):
             if not client.collection_exists(name):
-                client.create_collection(name, vectors_config=models.VectorParams(
-                    size=DIM, distance=models.Distance.COSINE))
+                client.create_collection(name, vectors_config=self.models.VectorParams(
+                    size=DIM, distance=self.models.Distance.COSINE))
         self._ensured = True
 
     def close(self) -> None:
@@ -77,7 +85,7 @@ class QdrantMemory:
     def put_vectors(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Keep the vectors of reference texts (agents' expertise and example messages)."""
         with self._session() as client:
-            client.upsert(TEXTS, points=[models.PointStruct(
+            client.upsert(TEXTS, points=[self.models.PointStruct(
                 id=derived_id(text), vector=np.asarray(vector).tolist(), payload={"text": text})
                 for text, vector in vectors.items()])
 
@@ -95,7 +103,7 @@ class QdrantMemory:
     def remember(self, messages: Sequence[dict], vectors: np.ndarray) -> None:
         """Store chat messages with their embeddings (idempotent by message id)."""
         with self._session() as client:
-            client.upsert(MESSAGES, points=[models.PointStruct(
+            client.upsert(MESSAGES, points=[self.models.PointStruct(
                 id=derived_id(m["event_id"]), vector=v.tolist(),
                 payload={"message_id": m["event_id"], "channel_id": m["channel_id"],
                          "author_id": m["author_id"], "text": m["text"],
@@ -108,7 +116,7 @@ class QdrantMemory:
         with self._session() as client:
             hits = client.query_points(
                 MESSAGES, query=vector.tolist(), limit=limit + len(exclude),
-                query_filter=models.Filter(must=[models.FieldCondition(
-                    key="channel_id", match=models.MatchValue(value=channel_id))])).points
+                query_filter=self.models.Filter(must=[self.models.FieldCondition(
+                    key="channel_id", match=self.models.MatchValue(value=channel_id))])).points
         found = [h.payload for h in hits if h.payload["message_id"] not in exclude]
         return found[:limit]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any
 
 import faust
 import structlog
@@ -19,7 +19,6 @@ from faust.types import TP
 from prometheus_client import Counter
 
 from schemas import codec
-from schemas.events import ToolRequest
 from schemas.topics import (
     AGENT_FEEDBACK,
     CHAT_MESSAGES,
@@ -67,7 +66,7 @@ class Votes:
     def apply(self, name: str, record: Any, state: dict, now: datetime) -> tuple[dict, list]:
         """``record`` is the ``name`` event of the votes topic."""
         if name == "ToolRequest":
-            return ledger.gate(state, cast(ToolRequest, record)), []
+            return ledger.gate(state, record), []
         if name == "VoteProposal":
             return ledger.open_vote(state, record, *self.voters(record["channel_id"]),
                                     self.services.registry.data, now)
