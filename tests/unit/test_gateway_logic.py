@@ -222,6 +222,29 @@ def test_rotation_keeps_old_keys_until_they_are_removed(tmp_path, monkeypatch):
     assert _verify(keys, new).subject == "human:alice"
 
 
+def test_a_token_verified_once_is_still_checked_on_every_call(tmp_path, monkeypatch):
+    """Its signature is verified once while the keys stay; its times, revocation and key
+    are checked on each call."""
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(auth.public_jwks({"keys": PRIVATE["keys"][:1]})))
+    keys = auth.KeyRing(str(path))
+    token = _token()
+    assert _verify(keys, token).subject == "human:alice"
+    assert _verify(keys, token).subject == "human:alice"  # from memory
+    assert _reason(keys, token, now=NOW + timedelta(seconds=61)) is Reason.EXPIRED
+    assert _reason(keys, token, revoked={"j1"}) is Reason.REVOKED
+    head, body, signature = token.split(".")
+    forged = f"{head}.{body}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
+    assert _reason(keys, forged) is Reason.BAD_SIGNATURE
+    # The kid now names another key: what the old one signed verifies no more.
+    other = auth.new_private_jwk("RS256", kid=RSA.kid)
+    path.write_text(json.dumps(auth.public_jwks({"keys": [other]})))
+    monkeypatch.setattr(auth, "RELOAD_S", 0.0)
+    assert _reason(keys, token) is Reason.BAD_SIGNATURE
+    path.write_text(json.dumps(auth.public_jwks({"keys": PRIVATE["keys"][1:]})))  # removed
+    assert _reason(keys, token) is Reason.UNKNOWN_KEY
+
+
 @pytest.mark.parametrize("claim", auth.CLAIMS)
 def test_missing_claims(ring, claim):
     with pytest.raises(AuthError) as caught:
