@@ -47,7 +47,6 @@ AUDIENCE = "agora-gateway"
 ALL_CHANNELS = "*"
 MIN_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 LEEWAY_S = 30  # clock skew allowed on iat and nbf
-VERIFIED_KEPT = 4096  # tokens whose verified claims a key ring remembers
 RELOAD_S = 5.0  # a JWKS file is re-read this often (and on an unknown kid, at most this often)
 RELOAD_URL_S = 300.0  # a JWKS URL, this often
 CLAIMS = ("sub", "roles", "iat", "exp", "iss", "aud", "jti")
@@ -200,17 +199,14 @@ class KeyRing:
     """The keys that verify tokens, by kid: a JWKS file or http(s) URL, re-read
     periodically (a removed key stops verifying) and when a token names a kid not seen
     yet (at most every RELOAD_S), plus the HS256 secret when one is configured for
-    development.
-
-    It also remembers the claims of tokens whose signature it verified (the costly
-    part of a call's authentication, about 0.1 ms for RS256), until its keys change:
-    the times, the revocation and the roles are still checked on every call."""
+    development. ``version`` changes whenever the keys do (a re-read that finds the
+    same keys keeps them): what was verified with earlier keys must be verified again."""
     source: str = ""
     hs256_secret: bytes | None = None
     keys: dict[str, tuple[str, object]] = field(default_factory=dict)
+    version: int = 0
     _loaded_at: float = -RELOAD_S
-    _jwks: list = field(default_factory=list, repr=False)  # as last read, to see a change
-    _verified: dict[str, dict] = field(default_factory=dict, repr=False)  # token -> claims
+    _jwks: list = field(default_factory=list, repr=False)  # as last read
 
     def __post_init__(self) -> None:
         if self.source:
@@ -235,18 +231,7 @@ class KeyRing:
                 raise ValueError(f"{self.source}: every key needs a kid")
             keys[jwk["kid"]] = (_algorithm(jwk), _key_of(jwk))
         self.keys, self._jwks = keys, jwks
-        self._verified = {}  # signatures by a removed or replaced key verify no more
-
-    def claims(self, token: str, algorithm: str, key: Any) -> dict:
-        """The token's claims once its signature, audience and issuer are verified by
-        ``key`` (AuthError otherwise); verified once per token while the keys stay."""
-        claims = self._verified.get(token)
-        if claims is None:
-            claims = _decoded(token, algorithm, key)
-            if len(self._verified) >= VERIFIED_KEPT:
-                del self._verified[next(iter(self._verified))]  # the oldest
-            self._verified[token] = claims
-        return claims
+        self.version += 1
 
     def get(self, kid: str) -> tuple[str, object] | None:
         if kid == DEV_KID and self.hs256_secret is not None:
@@ -329,12 +314,17 @@ def _time(claims: dict, name: str) -> float:
     return float(value)
 
 
-def _decoded(token: str, algorithm: str, key: Any) -> dict:
+def verify(keys: KeyRing, token: str | None, *, max_lifetime_s: int,
+           now: datetime | None = None, revoked: Container[str] = ()) -> Caller:
+    """The caller a token authenticates; AuthError says why it does not."""
+    if not token:
+        raise AuthError(Reason.MISSING, "no bearer token")
+    kid, algorithm, key = _header(token, keys)
     try:
-        # Times are checked by ``verify`` against its ``now``, which PyJWT cannot be given.
-        return jwt.decode(token, key, algorithms=[algorithm], audience=AUDIENCE, issuer=ISSUER,
-                          options={"require": list(CLAIMS), "verify_exp": False,
-                                   "verify_iat": False, "verify_nbf": False})
+        # Times are checked below against ``now``, which PyJWT cannot be given.
+        claims = jwt.decode(token, key, algorithms=[algorithm], audience=AUDIENCE,
+                            issuer=ISSUER, options={"require": list(CLAIMS), "verify_exp": False,
+                                                    "verify_iat": False, "verify_nbf": False})
     except jwt.MissingRequiredClaimError as exc:
         raise AuthError(Reason.MISSING_CLAIMS, f"the token lacks the {exc.claim!r} claim") from None
     except jwt.InvalidAudienceError:
@@ -345,15 +335,6 @@ def _decoded(token: str, algorithm: str, key: Any) -> dict:
         raise AuthError(Reason.BAD_SIGNATURE, "the token's signature does not verify") from None
     except jwt.InvalidTokenError as exc:  # DecodeError and anything a newer PyJWT adds
         raise AuthError(Reason.MALFORMED, f"not a valid JWT: {exc}") from None
-
-
-def verify(keys: KeyRing, token: str | None, *, max_lifetime_s: int,
-           now: datetime | None = None, revoked: Container[str] = ()) -> Caller:
-    """The caller a token authenticates; AuthError says why it does not."""
-    if not token:
-        raise AuthError(Reason.MISSING, "no bearer token")
-    kid, algorithm, key = _header(token, keys)
-    claims = keys.claims(token, algorithm, key)
     at = _now(now).timestamp()
     issued, expires = _time(claims, "iat"), _time(claims, "exp")
     not_before = _time(claims, "nbf") if "nbf" in claims else issued

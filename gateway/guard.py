@@ -97,8 +97,11 @@ class Guard(grpc.aio.ServerInterceptor):
         self.streams: dict[str, int] = {}  # open streams per caller
         self.open_methods = (*OPEN_PREFIXES, *open_methods)
         # Token -> its caller: a client sends the same token with every call, and
-        # checking the signature is most of the guard's cost. Expiry is checked anew.
+        # checking the signature is most of the guard's cost. Expiry and revocation are
+        # checked anew; a change of the keys (a kid removed, or given other key material)
+        # empties it.
         self.verified: OrderedDict[str, Caller] = OrderedDict()
+        self.keys_version = keys.version
         self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, details):
@@ -154,8 +157,11 @@ class Guard(grpc.aio.ServerInterceptor):
             self.verified.move_to_end(token)  # least recently used go first
         if who is not None and who.jti in self.revoked:
             raise AuthError(Reason.REVOKED, f"token {who.jti} was revoked")
-        if who is not None and self.keys.get(who.kid) is None:
-            who = None  # its key was removed: verified anew, and refused
+        if who is not None and (self.keys.get(who.kid) is None or
+                                self.keys.version != self.keys_version):
+            self.verified.clear()  # the keys changed since: everyone is verified anew
+            self.keys_version = self.keys.version
+            who = None
         if who is None or who.expires_at <= datetime.now(timezone.utc):
             # raises AuthError, expired and revoked ones included
             who = verify(self.keys, token, max_lifetime_s=self.max_lifetime_s,

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from gateway import auth, cursor, validation
 from gateway.auth import AuthError, Reason, Role
 from gateway.describe import Transcript
+from gateway.guard import Guard
 from gateway.ratelimit import RateLimiter
 from gateway.validation import InvalidField
 from schemas import codec, codegen
@@ -222,27 +223,24 @@ def test_rotation_keeps_old_keys_until_they_are_removed(tmp_path, monkeypatch):
     assert _verify(keys, new).subject == "human:alice"
 
 
-def test_a_token_verified_once_is_still_checked_on_every_call(tmp_path, monkeypatch):
-    """Its signature is verified once while the keys stay; its times, revocation and key
-    are checked on each call."""
+def test_the_guard_verifies_its_remembered_callers_again_when_the_keys_change(
+        tmp_path, monkeypatch):
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(auth.public_jwks({"keys": PRIVATE["keys"][:1]})))
     keys = auth.KeyRing(str(path))
-    token = _token()
-    assert _verify(keys, token).subject == "human:alice"
-    assert _verify(keys, token).subject == "human:alice"  # from memory
-    assert _reason(keys, token, now=NOW + timedelta(seconds=61)) is Reason.EXPIRED
-    assert _reason(keys, token, revoked={"j1"}) is Reason.REVOKED
-    head, body, signature = token.split(".")
-    forged = f"{head}.{body}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
-    assert _reason(keys, forged) is Reason.BAD_SIGNATURE
-    # The kid now names another key: what the old one signed verifies no more.
-    other = auth.new_private_jwk("RS256", kid=RSA.kid)
-    path.write_text(json.dumps(auth.public_jwks({"keys": [other]})))
+    guard = Guard(keys, RateLimiter(100, 100), max_lifetime_s=MAX_S)
+    token = auth.issue(RSA, "human:alice", ["general"], 60)
+    assert guard._verify(token).subject == "human:alice"
     monkeypatch.setattr(auth, "RELOAD_S", 0.0)
-    assert _reason(keys, token) is Reason.BAD_SIGNATURE
-    path.write_text(json.dumps(auth.public_jwks({"keys": PRIVATE["keys"][1:]})))  # removed
-    assert _reason(keys, token) is Reason.UNKNOWN_KEY
+    before = keys.version
+    assert guard._verify(token).subject == "human:alice"  # re-read, the same keys: kept
+    assert keys.version == before
+    # The kid now names other key material: what the old key signed verifies no more.
+    path.write_text(json.dumps(auth.public_jwks(
+        {"keys": [auth.new_private_jwk("RS256", kid=RSA.kid)]})))
+    with pytest.raises(AuthError) as caught:
+        guard._verify(token)
+    assert caught.value.reason is Reason.BAD_SIGNATURE
 
 
 @pytest.mark.parametrize("claim", auth.CLAIMS)
